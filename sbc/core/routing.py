@@ -1,0 +1,74 @@
+"""Proxy routing helpers (RFC 3261 §16.6, §16.11, RFC 3581): our Via branch,
+received/rport stamping, recognising and removing our own Route entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from ..sip import SipParseError, header_value, name_addr_uri, parse_uri, split_values
+
+MAGIC = b"z9hG4bK"
+
+
+def derive_branch(secret: bytes, key: bytes) -> bytes:
+    """Our branch for a request, as a function of what identifies its
+    transaction upstream (RFC 3261 §16.11): a retransmission, and the CANCEL
+    or non-2xx ACK of an INVITE, all map to the same branch."""
+    return MAGIC + hashlib.md5(secret + key, usedforsecurity=False).hexdigest()[:24].encode()
+
+
+def stamp_via(value: bytes, host: str, port: int) -> bytes:
+    """The top Via value with received and rport set to the packet's source
+    (RFC 3261 §18.2.1, RFC 3581 §4). Responses then go back where the request
+    came from, whatever the Via claims."""
+    parts = value.split(b";")
+    keep = [p for p in parts[1:] if p.split(b"=", 1)[0].strip().lower() not in (b"received", b"rport")]
+    keep.append(b"received=" + host.encode())
+    keep.append(b"rport=%d" % port)
+    return parts[0] + b";" + b";".join(keep)
+
+
+class OwnAddresses:
+    """The (host, port) pairs that are sbc itself, for Route and loop checks."""
+
+    __slots__ = ("_pairs", "markers")
+
+    def __init__(self, pairs: list[tuple[str, int]]) -> None:
+        self._pairs = {(h.lower(), p) for h, p in pairs}
+        # Cheap byte markers: a Via or Route line that contains none of them
+        # cannot name us, so it needs no parse.
+        self.markers = tuple(
+            (f"[{h}]:{p}" if ":" in h else f"{h}:{p}").encode() for h, p in pairs
+        )
+
+    def may_contain(self, raw: bytes) -> bool:
+        return any(m in raw for m in self.markers)
+
+    def is_own(self, host: str, port: int | None) -> bool:
+        return (host.lower(), port or 5060) in self._pairs
+
+    def is_own_uri(self, uri: bytes) -> bool:
+        try:
+            u = parse_uri(uri)
+        except SipParseError:
+            return False
+        return self.is_own(u.host, u.port)
+
+
+def strip_own_routes(lines: list[bytes], route_idx: list[int], own: OwnAddresses) -> None:
+    """Remove our own entries from the top of the route set (loose routing,
+    RFC 3261 §16.4). `lines` are raw header lines, changed in place: a Route
+    line whose values are all ours becomes None; one partly ours is rewritten
+    with the rest of its values untouched."""
+    for i in route_idx:
+        values = split_values(header_value(lines[i]))
+        n = 0
+        while n < len(values) and own.is_own_uri(name_addr_uri(values[n])):
+            n += 1
+        if n == len(values):
+            lines[i] = None  # type: ignore[call-overload]
+            continue
+        if n:
+            lines[i] = b"Route: " + b", ".join(values[n:])
+        return

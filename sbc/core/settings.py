@@ -1,0 +1,61 @@
+"""The engine's own view of the configuration: plain values, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..sip import format_hostport
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    public_host: str = "127.0.0.1"  # advertised in Via / Record-Route
+    public_port: int = 5060
+    private_host: str = "127.0.0.1"
+    private_port: int = 5080
+    backend_host: str = "127.0.0.1"
+    backend_port: int = 5070
+    t1: float = 0.5
+    t2: float = 4.0
+    invite_timeout: float = 32.0  # Timer B
+    proxy_timeout: float = 180.0  # Timer C
+    linger: float = 32.0
+    max_transactions: int = 100_000
+    max_dialogs: int = 200_000
+    dialog_setup_timeout: float = 300.0
+    dialog_max_age: float = 86_400.0
+    max_datagram: int = 16_384
+    max_tcp_message: int = 65_536
+
+    @property
+    def backend(self) -> tuple[str, int]:
+        return (self.backend_host, self.backend_port)
+
+    def public_hostport(self) -> str:
+        return format_hostport(self.public_host, self.public_port)
+
+    def private_hostport(self) -> str:
+        return format_hostport(self.private_host, self.private_port)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "ProxySettings":
+        return cls(
+            public_host=cfg.public.advertise_host or cfg.public.host,
+            public_port=cfg.public.port,
+            private_host=cfg.private.advertise_host or cfg.private.host,
+            private_port=cfg.private.port,
+            backend_host=cfg.backend.host,
+            backend_port=cfg.backend.port,
+            t1=cfg.sip.t1_ms / 1000.0,
+            t2=cfg.sip.t2_ms / 1000.0,
+            invite_timeout=cfg.sip.invite_timeout_s,
+            proxy_timeout=cfg.sip.proxy_timeout_s,
+            linger=cfg.sip.transaction_linger_s,
+            max_transactions=cfg.sip.max_transactions,
+            max_dialogs=cfg.sip.max_dialogs,
+            dialog_setup_timeout=cfg.sip.dialog_setup_timeout_s,
+            dialog_max_age=cfg.sip.dialog_max_age_s,
+            max_datagram=cfg.limits.max_datagram,
+            max_tcp_message=cfg.limits.max_tcp_message,
+        )

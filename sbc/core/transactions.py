@@ -1,0 +1,122 @@
+"""The INVITE transaction a stateful proxy keeps for each call attempt: the
+server transaction towards the caller and the client transaction towards
+VOS3000, paired (RFC 3261 §16, §17).
+
+States, as data (RFC 3261 §17.1.1 / §17.2.1, RFC 6026):
+
+    CALLING    INVITE sent to VOS3000, nothing heard yet   (Timer A retransmits, Timer B gives 408)
+    PROCEEDING a provisional heard                          (Timer C gives CANCEL + 408)
+    COMPLETED  a non-2xx final answer sent to the caller    (Timer G retransmits it to a UDP caller until ACK)
+    ACCEPTED   a 2xx passed through                         (retransmitted INVITEs are absorbed)
+
+A transaction stays in the table for a linger time after its final answer so
+that late retransmissions, ACKs and CANCELs still find it.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from .verdict import Addr, Channel
+
+
+class TxState(Enum):
+    CALLING = "calling"
+    PROCEEDING = "proceeding"
+    COMPLETED = "completed"
+    ACCEPTED = "accepted"
+
+
+# Which events each state accepts, and where they lead. Anything not listed
+# leaves the state as it is (the engine absorbs or ignores the message).
+TRANSITIONS: dict[TxState, dict[str, TxState]] = {
+    TxState.CALLING: {
+        "provisional": TxState.PROCEEDING,
+        "2xx": TxState.ACCEPTED,
+        "final": TxState.COMPLETED,
+        "timeout": TxState.COMPLETED,
+    },
+    TxState.PROCEEDING: {
+        "provisional": TxState.PROCEEDING,
+        "2xx": TxState.ACCEPTED,
+        "final": TxState.COMPLETED,
+        "timeout": TxState.COMPLETED,
+    },
+    TxState.ACCEPTED: {"2xx": TxState.ACCEPTED},
+    TxState.COMPLETED: {},
+}
+
+
+class InviteTx:
+    __slots__ = (
+        "key",
+        "state",
+        "caller",
+        "caller_channel",
+        "initial",
+        "call_id",
+        "vias",
+        "from_line",
+        "to_line",
+        "call_id_line",
+        "cseq_line",
+        "cseq",
+        "uri",
+        "routes",
+        "our_via",
+        "out",
+        "last_response",
+        "a_at",
+        "a_interval",
+        "b_at",
+        "g_at",
+        "g_interval",
+        "h_at",
+        "expire_at",
+        "cancel_pending",
+        "cancelled",
+        "acked",
+        "started",
+    )
+
+    def __init__(self, key: bytes, caller: Addr, caller_channel: Channel, now: float) -> None:
+        self.key = key
+        self.state = TxState.CALLING
+        self.caller = caller
+        self.caller_channel = caller_channel
+        self.initial = True
+        self.call_id = b""
+        self.vias: list[bytes] = []
+        self.from_line = b""
+        self.to_line = b""
+        self.call_id_line = b""
+        self.cseq_line = b""
+        self.cseq = 0
+        self.uri = b""
+        self.routes: list[bytes] = []
+        self.our_via = b""
+        self.out = b""
+        self.last_response = b""
+        self.a_at = 0.0
+        self.a_interval = 0.0
+        self.b_at = 0.0
+        self.g_at = 0.0
+        self.g_interval = 0.0
+        self.h_at = 0.0
+        self.expire_at = 0.0
+        self.cancel_pending = False
+        self.cancelled = False
+        self.acked = False
+        self.started = now
+
+    def step(self, event: str) -> bool:
+        """Apply `event`; False (state unchanged) when this state does not take it."""
+        nxt = TRANSITIONS[self.state].get(event)
+        if nxt is None:
+            return False
+        self.state = nxt
+        return True
+
+    @property
+    def final(self) -> bool:
+        return self.state in (TxState.COMPLETED, TxState.ACCEPTED)

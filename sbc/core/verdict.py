@@ -1,0 +1,64 @@
+"""What the core decides for each message, and what it asks the transport to send.
+
+A verdict is one of Forward, Reply or Drop. Drops carry a short fixed reason
+name; the same names are counted in metrics and asserted in tests. Sends are
+plain tuples (channel, (host, port), bytes) because one is made per packet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import NamedTuple
+
+
+class Channel(IntEnum):
+    """Which socket a message came in on, or must leave by."""
+
+    PUBLIC_UDP = 0
+    PUBLIC_TCP = 1
+    PRIVATE = 2
+
+
+PUBLIC_UDP = Channel.PUBLIC_UDP
+PUBLIC_TCP = Channel.PUBLIC_TCP
+PRIVATE = Channel.PRIVATE
+
+Addr = tuple[str, int]
+
+
+class Source(NamedTuple):
+    channel: Channel
+    host: str
+    port: int
+
+
+Send = tuple[Channel, Addr, bytes]
+
+
+@dataclass(slots=True)
+class Forward:
+    """The message goes on (possibly with replies of our own beside it)."""
+
+    sends: list[Send]
+    kind = "forward"
+
+
+@dataclass(slots=True)
+class Reply:
+    """sbc answers itself; nothing goes on."""
+
+    sends: list[Send]
+    kind = "reply"
+
+
+@dataclass(slots=True)
+class Drop:
+    """Nothing goes on; `reason` names why."""
+
+    reason: str
+    sends: list[Send] = field(default_factory=list)
+    kind = "drop"
+
+
+Verdict = Forward | Reply | Drop

@@ -1,0 +1,173 @@
+"""The I/O shell: binds the sockets, feeds the engine, sends what it returns,
+and runs one loop timer for the engine's earliest deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from collections import Counter
+from typing import Any
+
+from .config import Config
+from .core.engine import Engine
+from .core.settings import ProxySettings
+from .core.verdict import PRIVATE, PUBLIC_UDP, Addr, Channel, Send
+from .logsetup import get_logger
+from .transport.tcp import TcpConnection
+from .transport.udp import UdpProtocol
+
+log = get_logger("sbc.server")
+
+SWEEP_INTERVAL = 5.0
+
+
+class Server:
+    def __init__(self, cfg: Config, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.cfg = cfg
+        self.loop = loop or asyncio.get_running_loop()
+        self.engine = Engine(ProxySettings.from_config(cfg), on_event=self._event)
+        self.tcp_conns: dict[Addr, TcpConnection] = {}
+        self.counters: Counter[str] = Counter()
+        self._public_udp: asyncio.DatagramTransport | None = None
+        self._private: asyncio.DatagramTransport | None = None
+        self._tcp_server: asyncio.base_events.Server | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._stopped = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        loop = self.loop
+        try:
+            self._private, _ = await loop.create_datagram_endpoint(
+                lambda: UdpProtocol(self, PRIVATE),
+                local_addr=(cfg.private.host, cfg.private.port),
+                family=_family(cfg.private.host),
+            )
+            if "udp" in cfg.public.transports:
+                self._public_udp, _ = await loop.create_datagram_endpoint(
+                    lambda: UdpProtocol(self, PUBLIC_UDP),
+                    local_addr=(cfg.public.host, cfg.public.port),
+                    family=_family(cfg.public.host),
+                )
+            if "tcp" in cfg.public.transports:
+                self._tcp_server = await loop.create_server(
+                    lambda: TcpConnection(self), cfg.public.host, cfg.public.port,
+                    reuse_address=True, family=_family(cfg.public.host), backlog=1024,
+                )
+        except OSError:
+            self._close_sockets()
+            raise
+        self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        """Stop accepting, let queued writes drain, close everything."""
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+        if self._public_udp is not None:
+            self._public_udp.close()
+            self._public_udp = None
+        for conn in list(self.tcp_conns.values()):
+            conn.close()  # asyncio flushes what is buffered before closing
+        if self._tcp_server is not None:
+            try:
+                await asyncio.wait_for(self._tcp_server.wait_closed(), 2.0)
+            except asyncio.TimeoutError:
+                pass
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        for handle in (self._timer, self._sweeper):
+            if handle is not None:
+                handle.cancel()
+        for t in (self._private, self._public_udp):
+            if t is not None:
+                t.close()
+        self._private = self._public_udp = None
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.request_stop)
+
+    # ------------------------------------------------------------------ sending
+
+    def send_all(self, sends: list[Send]) -> None:
+        for channel, addr, data in sends:
+            self.send(channel, addr, data)
+        at = self.engine.timers.next_deadline()
+        if at is not None and at < self._timer_at:
+            self._arm(at)
+
+    def send(self, channel: Channel, addr: Addr, data: bytes) -> None:
+        if channel is PRIVATE:
+            if self._private is not None:
+                self._private.sendto(data, addr)
+        elif channel is PUBLIC_UDP:
+            if self._public_udp is not None:
+                self._public_udp.sendto(data, addr)
+        else:
+            conn = self.tcp_conns.get(addr)
+            if conn is None:
+                self.count("tcp_flow_gone")
+            else:
+                conn.write(data)
+
+    def count(self, what: str) -> None:
+        self.counters[what] += 1
+
+    # ------------------------------------------------------------------ timers
+
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self.loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        sends = self.engine.on_timer(self.loop.time())
+        self.send_all(sends)
+        at = self.engine.timers.next_deadline()
+        if at is not None and at < self._timer_at:
+            self._arm(at)
+
+    def _sweep(self) -> None:
+        """Close idle TCP connections (one periodic timer for all of them)."""
+        now = self.loop.time()
+        idle = self.cfg.limits.tcp_idle_timeout_s
+        for conn in [c for c in self.tcp_conns.values() if now - c.last_active > idle]:
+            self.count("tcp_idle_closed")
+            conn.close()
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    # ------------------------------------------------------------------ logs
+
+    def _event(self, event: str, **fields: Any) -> None:
+        log.info(event, **fields)
+
+    def stats(self) -> dict[str, Any]:
+        e = self.engine
+        return {
+            "verdicts": dict(e.verdicts),
+            "drops": dict(e.drops),
+            "parse_errors": dict(e.parse_errors),
+            "transport": dict(self.counters),
+            "transactions": len(e.txs),
+            "dialogs": len(e.dialogs),
+            "tcp_connections": len(self.tcp_conns),
+        }
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET

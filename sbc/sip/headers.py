@@ -1,0 +1,224 @@
+"""Reading the few header values a proxy interprets: Via, name-addr headers
+(From, To, Route, Record-Route, Contact) and SIP URIs, IPv6 references included.
+
+Everything here takes bytes that the parser already cut out and raises
+SipParseError for anything malformed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import SipParseError
+
+
+def split_values(value: bytes) -> list[bytes]:
+    """Split a header value on the commas that separate values (RFC 3261 §7.3.1),
+    not on commas inside quoted strings or <...> URIs."""
+    if b"," not in value:
+        return [value.strip()]
+    out: list[bytes] = []
+    depth_angle = False
+    in_quote = False
+    start = 0
+    i = 0
+    n = len(value)
+    while i < n:
+        c = value[i]
+        if in_quote:
+            if c == 0x5C:  # backslash escapes the next octet
+                i += 1
+            elif c == 0x22:
+                in_quote = False
+        elif c == 0x22:
+            in_quote = True
+        elif c == 0x3C:
+            depth_angle = True
+        elif c == 0x3E:
+            depth_angle = False
+        elif c == 0x2C and not depth_angle:
+            out.append(value[start:i].strip())
+            start = i + 1
+        i += 1
+    if in_quote or depth_angle:
+        raise SipParseError("unterminated_value")
+    out.append(value[start:].strip())
+    if any(not v for v in out):
+        raise SipParseError("empty_value")
+    return out
+
+
+def parse_params(text: bytes) -> dict[bytes, bytes | None]:
+    """`;a=b;c` -> {b'a': b'b', b'c': None}; names lower-cased."""
+    params: dict[bytes, bytes | None] = {}
+    for part in text.split(b";"):
+        part = part.strip()
+        if not part:
+            continue
+        eq = part.find(b"=")
+        if eq < 0:
+            params[part.lower()] = None
+        else:
+            params[part[:eq].strip().lower()] = part[eq + 1 :].strip()
+    return params
+
+
+def split_hostport(hostport: bytes) -> tuple[str, int | None]:
+    """`host`, `host:port`, `[v6]` or `[v6]:port` -> (host without brackets, port)."""
+    if hostport.startswith(b"["):
+        close = hostport.find(b"]")
+        if close < 0:
+            raise SipParseError("bad_ipv6_reference")
+        host = hostport[1:close]
+        rest = hostport[close + 1 :]
+        if rest and not rest.startswith(b":"):
+            raise SipParseError("bad_hostport")
+        port_b = rest[1:] if rest else b""
+    else:
+        colon = hostport.rfind(b":")
+        if colon >= 0:
+            host, port_b = hostport[:colon], hostport[colon + 1 :]
+        else:
+            host, port_b = hostport, b""
+    if not host:
+        raise SipParseError("bad_host")
+    try:
+        host_s = host.decode("ascii")
+    except UnicodeDecodeError:
+        raise SipParseError("bad_host") from None
+    if port_b:
+        if not port_b.isdigit() or len(port_b) > 5 or not 0 < int(port_b) < 65536:
+            raise SipParseError("bad_port")
+        return host_s, int(port_b)
+    return host_s, None
+
+
+def format_hostport(host: str, port: int | None = None) -> str:
+    h = f"[{host}]" if ":" in host else host
+    return h if port is None else f"{h}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    transport: str  # upper-case, e.g. "UDP"
+    host: str
+    port: int | None
+    params: dict[bytes, bytes | None]
+
+    @property
+    def branch(self) -> bytes | None:
+        return self.params.get(b"branch")
+
+    def reply_address(self, default_port: int = 5060) -> tuple[str, int]:
+        """Where responses go (RFC 3261 §18.2.2, RFC 3581 §4): received/rport
+        when present, else the sent-by."""
+        received = self.params.get(b"received")
+        host = received.decode("ascii", "replace") if received else self.host
+        rport = self.params.get(b"rport")
+        if rport and rport.isdigit():
+            return host, int(rport)
+        return host, self.port or default_port
+
+
+def parse_via(value: bytes) -> Via:
+    """One Via value: `SIP/2.0/UDP host:port;params`."""
+    sp = value.find(b" ")
+    proto = value[:sp] if sp > 0 else b""
+    parts = proto.split(b"/")
+    if len(parts) != 3 or parts[0].strip().upper() != b"SIP" or parts[1].strip() != b"2.0":
+        raise SipParseError("bad_via")
+    rest = value[sp + 1 :].strip()
+    semi = rest.find(b";")
+    hostport = (rest if semi < 0 else rest[:semi]).strip()
+    host, port = split_hostport(hostport)
+    params = parse_params(rest[semi + 1 :]) if semi >= 0 else {}
+    try:
+        transport = parts[2].strip().upper().decode("ascii")
+    except UnicodeDecodeError:
+        raise SipParseError("bad_via") from None
+    return Via(transport, host, port, params)
+
+
+@dataclass(frozen=True, slots=True)
+class SipUri:
+    scheme: str
+    user: bytes | None
+    host: str
+    port: int | None
+    params: dict[bytes, bytes | None]
+
+
+def parse_uri(uri: bytes) -> SipUri:
+    """A sip:/sips: URI (RFC 3261 §19.1): user, host, port, URI parameters."""
+    colon = uri.find(b":")
+    scheme = uri[:colon].lower() if colon > 0 else b""
+    if scheme not in (b"sip", b"sips"):
+        raise SipParseError("bad_uri_scheme")
+    rest = uri[colon + 1 :]
+    q = rest.find(b"?")
+    if q >= 0:
+        rest = rest[:q]
+    at = rest.rfind(b"@")
+    user = rest[:at] if at >= 0 else None
+    hostpart = rest[at + 1 :]
+    if hostpart.startswith(b"["):
+        close = hostpart.find(b"]")
+        semi = hostpart.find(b";", close if close > 0 else 0)
+    else:
+        semi = hostpart.find(b";")
+    hostport = hostpart if semi < 0 else hostpart[:semi]
+    params = parse_params(hostpart[semi + 1 :]) if semi >= 0 else {}
+    host, port = split_hostport(hostport)
+    return SipUri(scheme.decode("ascii"), user, host.lower(), port, params)
+
+
+def name_addr_uri(value: bytes) -> bytes:
+    """The URI inside a name-addr or addr-spec value (From, To, Route, Contact)."""
+    i = _skip_display_name(value)
+    lt = value.find(b"<", i)
+    if lt >= 0:
+        gt = value.find(b">", lt)
+        if gt < 0:
+            raise SipParseError("bad_name_addr")
+        return value[lt + 1 : gt].strip()
+    semi = value.find(b";", i)
+    return (value[i:] if semi < 0 else value[i:semi]).strip()
+
+
+def header_param(value: bytes, name: bytes) -> bytes | None:
+    """A header parameter (not a URI parameter) of a name-addr value, e.g. the
+    `tag` of From/To (RFC 3261 §20.10: in addr-spec form, parameters after the
+    URI belong to the header)."""
+    i = _skip_display_name(value)
+    lt = value.find(b"<", i)
+    if lt >= 0:
+        gt = value.find(b">", lt)
+        if gt < 0:
+            raise SipParseError("bad_name_addr")
+        tail = value[gt + 1 :]
+    else:
+        semi = value.find(b";", i)
+        if semi < 0:
+            return None
+        tail = value[semi:]
+    if not tail:
+        return None
+    return parse_params(tail).get(name)
+
+
+def _skip_display_name(value: bytes) -> int:
+    """Index just past a quoted display name, or 0."""
+    s = value.lstrip()
+    if not s.startswith(b'"'):
+        return 0
+    off = len(value) - len(s)
+    i = 1
+    while i < len(s):
+        c = s[i]
+        if c == 0x5C:
+            i += 2
+            continue
+        if c == 0x22:
+            return off + i + 1
+        i += 1
+    raise SipParseError("unterminated_display_name")
