@@ -1,0 +1,113 @@
+"""Structured logging: one structlog configuration for the whole process.
+
+This module owns how log lines look (one JSON object per line, or a readable
+console line), where they go, and the level filter.  Every line is flushed as
+it is written, so a supervisor or a test reading our stdout sees the start-up
+line at once.
+
+Loggers from `get_logger` may be created at import time: each one assembles
+its structlog logger on first use and again after every `configure_logging`
+call, so it always follows the latest configuration.  Filtered-out levels cost
+an attribute lookup and one no-op method call.  A logger made with `.bind()`
+keeps the level and renderer in force when it was made; its output stream
+still follows reconfiguration.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO, cast
+
+import structlog
+
+__all__ = ["LEVELS", "configure_logging", "get_logger"]
+
+LEVELS: dict[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+class _Sink:
+    """The file every logger writes to; forwards to the configured stream.
+
+    Cached loggers hold this object, not the stream, so reconfiguring (as tests
+    do) never leaves a logger writing to a stream that has since been closed.
+    `None` means whatever `sys.stdout` is at the time of the write.
+    structlog's PrintLogger writes each line under one lock and flushes it.
+    """
+
+    stream: TextIO | None = None
+
+    def write(self, text: str) -> int:
+        return (sys.stdout if self.stream is None else self.stream).write(text)
+
+    def flush(self) -> None:
+        (sys.stdout if self.stream is None else self.stream).flush()
+
+
+_SINK = _Sink()
+_generation = 0
+
+
+class _NamedLogger:
+    """A lazy logger bound to `logger=name`, rebuilt after each reconfiguration."""
+
+    __slots__ = ("_bound", "_generation", "_name")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._bound: Any = None
+        self._generation = -1
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._generation != _generation:
+            self._bound = structlog.get_logger().bind(logger=self._name)
+            self._generation = _generation
+        return getattr(self._bound, attr)
+
+    def __repr__(self) -> str:
+        return f"<logger {self._name}>"
+
+
+def configure_logging(fmt: str = "json", level: str = "info", stream: TextIO | None = None) -> None:
+    """(Re)configure logging; `stream` defaults to the process's stdout."""
+    try:
+        level_int = LEVELS[level.lower()]
+    except KeyError:
+        raise ValueError(f"unknown log level {level!r}; one of {', '.join(LEVELS)}") from None
+    renderer: structlog.typing.Processor
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer()
+    elif fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    else:
+        raise ValueError(f"unknown log format {fmt!r}; 'json' or 'console'")
+    processors: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if fmt == "json":
+        # The console renderer formats exceptions itself.
+        processors.append(structlog.processors.format_exc_info)
+    processors.append(renderer)
+    global _generation
+    _generation += 1
+    _SINK.stream = stream
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(level_int),
+        context_class=dict,
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _SINK)),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    """A logger carrying `logger=name` on every line; safe to create at import time."""
+    return cast(structlog.typing.FilteringBoundLogger, _NamedLogger(name))

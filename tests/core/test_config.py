@@ -1,0 +1,756 @@
+"""Configuration loading, validation messages, and log output format."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import select
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+from sbc.config import (
+    Config,
+    ConfigError,
+    LogFormat,
+    LogLevel,
+    Transport,
+    load_config,
+    parse_config,
+    summary,
+)
+from sbc.logsetup import configure_logging, get_logger
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "configs" / "sbc.example.yaml"
+LOCAL = ROOT / "configs" / "local.yaml"
+
+
+def yaml_text(text: str) -> str:
+    return textwrap.dedent(text).lstrip("\n")
+
+
+# --------------------------------------------------------------------------
+# Good input
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n", "{}", "---\n"])
+def test_empty_text_gives_defaults(text: str) -> None:
+    cfg = parse_config(text)
+    assert cfg == Config()
+    assert cfg.public.address == ("127.0.0.1", 5060)
+    assert cfg.public.transports == (Transport.UDP, Transport.TCP)
+    assert cfg.public.advertise_host is None
+    assert cfg.public.advertised == "127.0.0.1"
+    assert cfg.private.address == ("127.0.0.1", 5080)
+    assert cfg.backend.address == ("127.0.0.1", 5070)
+    assert (cfg.sip.t1_ms, cfg.sip.t2_ms) == (500, 4000)
+    assert (cfg.sip.t1, cfg.sip.t2) == (0.5, 4.0)
+    assert cfg.sip.invite_timeout_s == 32.0
+    assert cfg.sip.proxy_timeout_s == 180.0
+    assert cfg.sip.transaction_linger_s == 32.0
+    assert cfg.sip.max_transactions == 100_000
+    assert cfg.sip.max_dialogs == 200_000
+    assert cfg.sip.dialog_setup_timeout_s == 300.0
+    assert cfg.sip.dialog_max_age_s == 86_400.0
+    assert cfg.limits.max_datagram == 16_384
+    assert cfg.limits.max_tcp_message == 65_536
+    assert cfg.limits.tcp_buffer == 131_072
+    assert cfg.limits.max_tcp_connections == 10_000
+    assert cfg.limits.tcp_idle_timeout_s == 600.0
+    assert cfg.logging.format is LogFormat.JSON
+    assert cfg.logging.level is LogLevel.INFO
+
+
+def test_example_file_loads_and_equals_defaults() -> None:
+    assert load_config(EXAMPLE) == Config()
+    assert load_config(str(EXAMPLE)) == Config()
+
+
+def test_example_file_commented_examples_are_valid() -> None:
+    # Each example line replaces the `advertise_host: null` just above it.
+    uncommented = []
+    for line in EXAMPLE.read_text().splitlines():
+        if line.strip() == "advertise_host: null":
+            continue
+        if line.lstrip().startswith("# advertise_host:"):
+            line = line.replace("# advertise_host:", "advertise_host:", 1)
+        uncommented.append(line)
+    text = "\n".join(uncommented)
+    cfg = parse_config(text, "example")
+    assert cfg.public.advertised == "203.0.113.10"
+    assert cfg.private.advertised == "10.0.0.5"
+
+
+def test_local_file() -> None:
+    cfg = load_config(LOCAL)
+    assert cfg.public.address == ("127.0.0.1", 5060)
+    assert cfg.public.transports == (Transport.UDP, Transport.TCP)
+    assert cfg.private.address == ("127.0.0.1", 5080)
+    assert cfg.backend.address == ("127.0.0.1", 5070)
+    assert cfg.logging.format is LogFormat.CONSOLE
+    assert cfg.logging.level is LogLevel.INFO
+
+
+def test_values_are_normalised() -> None:
+    cfg = parse_config(
+        yaml_text("""
+            public:
+              host: "0:0:0:0:0:0:0:1"
+              transports: [TCP]
+              port: 5062
+            private:
+              host: "::1"
+              advertise_host: "2001:db8::5"
+            backend:
+              host: "::1"
+            sip:
+              invite_timeout_s: 5
+            logging:
+              level: WARNING
+              format: Console
+        """)
+    )
+    assert cfg.public.host == "::1"
+    assert cfg.public.transports == (Transport.TCP,)
+    assert cfg.public.udp is False and cfg.public.tcp is True
+    assert cfg.public.hostport == "[::1]:5062"
+    assert cfg.private.advertised_hostport == "[2001:db8::5]:5080"
+    assert cfg.sip.invite_timeout_s == 5.0
+    assert cfg.logging.level is LogLevel.WARNING
+    assert cfg.logging.format is LogFormat.CONSOLE
+
+
+def test_section_with_everything_commented_out_is_defaults() -> None:
+    cfg = parse_config("sip:\n  # t1_ms: 100\nlimits:\n")
+    assert cfg.sip == Config().sip
+    assert cfg.limits == Config().limits
+
+
+def test_advertise_host_for_wildcard_listener() -> None:
+    cfg = parse_config("public:\n  host: 0.0.0.0\n  advertise_host: 203.0.113.7\n")
+    assert cfg.public.address == ("0.0.0.0", 5060)
+    assert cfg.public.advertised == "203.0.113.7"
+
+
+def test_models_are_frozen() -> None:
+    cfg = parse_config("")
+    with pytest.raises(ValueError):
+        cfg.public.port = 1
+
+
+def test_summary() -> None:
+    assert summary(parse_config("")) == {
+        "public": "127.0.0.1:5060",
+        "transports": "udp,tcp",
+        "private": "127.0.0.1:5080",
+        "backend": "127.0.0.1:5070",
+    }
+    cfg = parse_config("public: {host: 0.0.0.0, advertise_host: 198.51.100.1, transports: [udp]}")
+    assert summary(cfg) == {
+        "public": "0.0.0.0:5060",
+        "transports": "udp",
+        "private": "127.0.0.1:5080",
+        "backend": "127.0.0.1:5070",
+        "public_advertised": "198.51.100.1:5060",
+    }
+
+
+# --------------------------------------------------------------------------
+# Bad input: (name, yaml, expected "line: path: message" fragments)
+
+BAD: list[tuple[str, str, str]] = [
+    (
+        "port_too_big",
+        """
+        public:
+          host: 127.0.0.1
+          port: 70000
+        """,
+        "x.yaml:3: public.port: Input should be less than or equal to 65535",
+    ),
+    (
+        "port_zero",
+        """
+        backend:
+          port: 0
+        """,
+        "x.yaml:2: backend.port: Input should be greater than or equal to 1",
+    ),
+    (
+        "host_name_not_ip",
+        """
+        public:
+          port: 5060
+          host: sbc.example.com
+        """,
+        "x.yaml:3: public.host: 'sbc.example.com' is not an IPv4 or IPv6 address",
+    ),
+    (
+        "bad_ipv4",
+        """
+        private:
+          host: 10.0.0.300
+        """,
+        "x.yaml:2: private.host: '10.0.0.300' is not an IPv4 or IPv6 address",
+    ),
+    (
+        "unquoted_ipv6_read_as_number",
+        """
+        backend:
+          host: 1:2:3:4:5:6:7:8
+        """,
+        "x.yaml:2: backend.host: Input should be an IP address string (quote IPv6",
+    ),
+    (
+        "unknown_key",
+        """
+        public:
+          host: 127.0.0.1
+          prot: 5060
+        """,
+        "x.yaml:3: public.prot: unknown key (did you mean 'port'?)",
+    ),
+    (
+        "unknown_section",
+        """
+        sip:
+          t1_ms: 500
+        limit:
+          max_datagram: 1000
+        """,
+        "x.yaml:3: limit: unknown key (did you mean 'limits'?)",
+    ),
+    (
+        "string_for_int",
+        """
+        sip:
+          t1_ms: "500"
+        """,
+        "x.yaml:2: sip.t1_ms: Input should be a valid integer",
+    ),
+    (
+        "bool_for_int",
+        """
+        limits:
+          max_tcp_connections: yes
+        """,
+        "x.yaml:2: limits.max_tcp_connections: Input should be a valid integer",
+    ),
+    (
+        "scalar_for_section",
+        """
+        logging: json
+        """,
+        "x.yaml:1: logging: should be a mapping of keys, not a string",
+    ),
+    (
+        "string_for_list",
+        """
+        public:
+          transports: udp
+        """,
+        "x.yaml:2: public.transports: should be a list, not a string",
+    ),
+    (
+        "unknown_transport",
+        """
+        public:
+          transports:
+            - udp
+            - tls
+        """,
+        "x.yaml:4: public.transports[1]: Input should be 'udp' or 'tcp'",
+    ),
+    (
+        "duplicate_transport",
+        """
+        public:
+          transports:
+            - tcp
+            - TCP
+        """,
+        "x.yaml:4: public.transports[1]: 'tcp' is listed twice",
+    ),
+    (
+        "no_transport",
+        """
+        public:
+          transports: []
+        """,
+        "x.yaml:2: public.transports: should not be empty",
+    ),
+    (
+        "t1_out_of_range",
+        """
+        sip:
+          t1_ms: 10
+        """,
+        "x.yaml:2: sip.t1_ms: Input should be greater than or equal to 50",
+    ),
+    (
+        "t2_below_t1",
+        """
+        sip:
+          t1_ms: 1000
+          t2_ms: 800
+        """,
+        "x.yaml:3: sip.t2_ms: must be at least sip.t1_ms (1000)",
+    ),
+    (
+        "t1_above_default_t2",
+        """
+        sip:
+          invite_timeout_s: 10.0
+          t1_ms: 4500
+        """,
+        "x.yaml:3: sip.t2_ms: must be at least sip.t1_ms (4500)",
+    ),
+    (
+        "zero_timeout",
+        """
+        sip:
+          proxy_timeout_s: 0
+        """,
+        "x.yaml:2: sip.proxy_timeout_s: Input should be greater than 0",
+    ),
+    (
+        "infinite_timeout",
+        """
+        sip:
+          dialog_max_age_s: .inf
+        """,
+        "x.yaml:2: sip.dialog_max_age_s: Input should be a finite number",
+    ),
+    (
+        "zero_table_cap",
+        """
+        sip:
+          max_dialogs: 0
+        """,
+        "x.yaml:2: sip.max_dialogs: Input should be greater than or equal to 1",
+    ),
+    (
+        "datagram_too_small",
+        """
+        limits:
+          max_datagram: 100
+        """,
+        "x.yaml:2: limits.max_datagram: Input should be greater than or equal to 512",
+    ),
+    (
+        "tcp_buffer_below_message",
+        """
+        limits:
+          max_tcp_message: 4096
+          tcp_buffer: 2048
+        """,
+        "x.yaml:3: limits.tcp_buffer: must be at least limits.max_tcp_message (4096)",
+    ),
+    (
+        "tcp_message_above_default_buffer",
+        """
+        limits:
+          max_tcp_message: 262144
+        """,
+        "x.yaml:2: limits.tcp_buffer: must be at least limits.max_tcp_message (262144)",
+    ),
+    (
+        "bad_log_level",
+        """
+        logging:
+          format: json
+          level: verbose
+        """,
+        "x.yaml:3: logging.level: Input should be 'debug', 'info', 'warning' or 'error'",
+    ),
+    (
+        "wildcard_advertised",
+        """
+        public:
+          advertise_host: 0.0.0.0
+        """,
+        "x.yaml:2: public.advertise_host: 0.0.0.0 cannot be advertised",
+    ),
+    (
+        "wildcard_without_advertise_host",
+        """
+        public:
+          port: 5060
+          host: "::"
+        """,
+        "x.yaml:3: public.advertise_host: required when host is ::",
+    ),
+    (
+        "backend_equals_public",
+        """
+        public:
+          host: 127.0.0.1
+          port: 5060
+        backend:
+          host: 127.0.0.1
+          port: 5060
+        """,
+        "x.yaml:4: backend: 127.0.0.1:5060 is the sbc's own address 127.0.0.1:5060 (public)",
+    ),
+    (
+        "public_moved_onto_default_backend",
+        """
+        public:
+          port: 5070
+        """,
+        "x.yaml:1: backend: 127.0.0.1:5070 is the sbc's own address 127.0.0.1:5070 (public)",
+    ),
+    (
+        "backend_equals_private",
+        """
+        backend:
+          port: 5080
+        """,
+        "x.yaml:1: backend: 127.0.0.1:5080 is the sbc's own address 127.0.0.1:5080 (private)",
+    ),
+    (
+        "backend_on_loopback_of_wildcard_public",
+        """
+        public:
+          host: 0.0.0.0
+          advertise_host: 192.0.2.1
+        backend:
+          port: 5060
+        """,
+        "x.yaml:4: backend: 127.0.0.1:5060 is the sbc's own address 0.0.0.0:5060 (public)",
+    ),
+    (
+        "backend_equals_advertised",
+        """
+        private:
+          advertise_host: 192.0.2.9
+        backend:
+          host: 192.0.2.9
+          port: 5080
+        """,
+        (
+            "x.yaml:3: backend: 192.0.2.9:5080 is the sbc's own address "
+            "192.0.2.9:5080 (private.advertise_host)"
+        ),
+    ),
+    (
+        "private_equals_public",
+        """
+        public:
+          port: 5060
+        private:
+          host: 127.0.0.1
+          port: 5060
+        """,
+        "x.yaml:5: private.port: private 127.0.0.1:5060 overlaps public 127.0.0.1:5060",
+    ),
+    (
+        "public_moved_onto_default_private",
+        """
+        logging:
+          level: info
+        public:
+          port: 5080
+        """,
+        "x.yaml:4: private.port: private 127.0.0.1:5080 overlaps public 127.0.0.1:5080",
+    ),
+    (
+        "duplicate_key",
+        """
+        public:
+          port: 5060
+          host: 127.0.0.1
+          port: 5062
+        """,
+        "x.yaml:4: public.port: duplicate key (first given at line 2)",
+    ),
+    (
+        "yaml_bad_indent",
+        """
+        public:
+          host: 127.0.0.1
+           port: 5060
+        """,
+        "x.yaml:3: invalid YAML: mapping values are not allowed here",
+    ),
+    (
+        "yaml_unclosed_bracket",
+        """
+        public:
+          transports: [udp, tcp
+        backend:
+          port: 5070
+        """,
+        "x.yaml:3: invalid YAML:",
+    ),
+    (
+        "yaml_tab_indent",
+        "public:\n\thost: 127.0.0.1\n",
+        "x.yaml:2: invalid YAML:",
+    ),
+    (
+        "yaml_unsafe_tag",
+        """
+        public: !!python/object/apply:os.system ["true"]
+        """,
+        "x.yaml:1: invalid YAML: could not determine a constructor",
+    ),
+    (
+        "two_documents",
+        """
+        public: {}
+        ---
+        sip: {}
+        """,
+        "x.yaml:2: invalid YAML: found another document",
+    ),
+    (
+        "top_level_list",
+        """
+        - public
+        - private
+        """,
+        "x.yaml:1: the top level must be a mapping of sections (public:, private:, ...), not a list",
+    ),
+    (
+        "top_level_scalar",
+        """
+        # just a word
+        public
+        """,
+        "x.yaml:2: the top level must be a mapping of sections",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_config(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(yaml_text(text), "x.yaml")
+    message = str(info.value)
+    assert message.startswith(expected), message
+    assert "\n" not in message
+    assert len(info.value.issues) == 1
+
+
+def test_every_problem_reported_one_per_line_in_file_order() -> None:
+    text = yaml_text("""
+        sip:
+          t1_ms: 1
+        public:
+          port: 0
+          host: nowhere
+        extra: 1
+    """)
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "multi.yaml")
+    lines = str(info.value).splitlines()
+    assert [line.split(": ")[0:2] for line in lines] == [
+        ["multi.yaml:2", "sip.t1_ms"],
+        ["multi.yaml:4", "public.port"],
+        ["multi.yaml:5", "public.host"],
+        ["multi.yaml:6", "extra"],
+    ]
+    assert [(i.path, i.line) for i in info.value.issues] == [
+        ("sip.t1_ms", 2),
+        ("public.port", 4),
+        ("public.host", 5),
+        ("extra", 6),
+    ]
+
+
+def test_load_config_reports_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "sbc.yaml"
+    path.write_text("public:\n  port: 99999\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (
+        f"{path}:2: public.port: Input should be less than or equal to 65535"
+    )
+    assert info.value.source == str(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: file not found"
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert str(info.value).startswith(f"{tmp_path}: cannot read")
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"public:\n  host: caf\xe9\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: not UTF-8 text")
+
+
+def test_control_character_reports_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("public:\n  host: a\x07b\n", "x.yaml")
+    assert str(info.value).startswith("x.yaml:2: invalid YAML: character #x0007")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: &x [*x]\n",  # recursive alias
+        "a: " + "[" * 5000 + "]" * 5000 + "\n",  # absurd nesting
+        "base: &b {port: 5090}\npublic:\n  <<: *b\n  <<: *b\n",
+    ],
+    ids=["recursive_alias", "deep_nesting", "merge_keys"],
+)
+def test_odd_yaml_is_still_a_config_error(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_config(text, "odd.yaml")
+
+
+def test_merge_key_is_honoured() -> None:
+    text = "public: &p\n  host: 10.0.0.1\nprivate:\n  <<: *p\n  port: 5090\n"
+    cfg = parse_config(text)
+    assert cfg.private.address == ("10.0.0.1", 5090)
+
+
+# --------------------------------------------------------------------------
+# Logging
+
+
+@pytest.fixture
+def reset_structlog() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+def test_json_log_lines(reset_structlog: None) -> None:
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out)
+    log = get_logger("sbc.test")
+    log.info("started", public="127.0.0.1:5060")
+    log.debug("filtered out")
+    log.warning("odd", count=3)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    records = [json.loads(line) for line in lines]
+    for record in records:
+        assert {"event", "level", "timestamp", "logger"} <= record.keys()
+        assert record["logger"] == "sbc.test"
+        assert record["timestamp"].endswith("Z")
+    assert records[0]["event"] == "started"
+    assert records[0]["level"] == "info"
+    assert records[0]["public"] == "127.0.0.1:5060"
+    assert records[1]["level"] == "warning"
+    assert records[1]["count"] == 3
+
+
+def test_json_exception_is_one_line(reset_structlog: None) -> None:
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out)
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        get_logger("sbc.test").exception("failed")
+    (line,) = out.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["level"] == "error"
+    assert "RuntimeError: boom" in record["exception"]
+
+
+def test_reconfigure_switches_stream_format_and_level(reset_structlog: None) -> None:
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging("json", "info", stream=first)
+    get_logger("a").info("one")
+    configure_logging("console", "debug", stream=second)
+    get_logger("b").debug("two", k="v")
+    assert json.loads(first.getvalue())["event"] == "one"
+    text = second.getvalue()
+    assert text.count("\n") == 1
+    assert "two" in text and "k=v" in text and "debug" in text
+    with pytest.raises(ValueError):
+        json.loads(text)
+
+
+def test_logger_created_before_configuration(reset_structlog: None) -> None:
+    log = get_logger("early")  # as a module-level logger would be
+    out = io.StringIO()
+    configure_logging("json", "warning", stream=out)
+    log.info("hidden")
+    log.error("shown")
+    assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["shown"]
+
+
+def test_used_logger_follows_reconfiguration(reset_structlog: None) -> None:
+    first, second = io.StringIO(), io.StringIO()
+    log = get_logger("cached")
+    configure_logging("json", "info", stream=first)
+    log.info("one")
+    log.debug("hidden")
+    first.close()  # as a test's stream is, once the test is over
+    configure_logging("console", "debug", stream=second)
+    log.debug("two")
+    text = second.getvalue()
+    assert text.count("\n") == 1 and "two" in text and "[cached]" in text
+
+
+def test_bound_child_logger_follows_stream(reset_structlog: None) -> None:
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging("json", "info", stream=first)
+    child = get_logger("conn").bind(peer="192.0.2.1:5060")
+    child.info("one")
+    first.close()
+    configure_logging("json", "info", stream=second)
+    child.info("two")
+    record = json.loads(second.getvalue())
+    assert (record["event"], record["peer"], record["logger"]) == ("two", "192.0.2.1:5060", "conn")
+
+
+@pytest.mark.parametrize(("fmt", "level"), [("xml", "info"), ("json", "loud")])
+def test_configure_logging_rejects_unknown(fmt: str, level: str) -> None:
+    with pytest.raises(ValueError):
+        configure_logging(fmt, level, stream=io.StringIO())
+
+
+def test_log_line_is_flushed_before_exit() -> None:
+    # The child logs one line, then waits on stdin: the line must reach the
+    # pipe while the process is still alive (a block-buffered stdout would
+    # hold it until exit).
+    script = (
+        "import sys\n"
+        "from sbc.logsetup import configure_logging, get_logger\n"
+        "configure_logging('json', 'info')\n"
+        "get_logger('child').info('ready', port=5060)\n"
+        "sys.stdin.read()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PYTHONUNBUFFERED", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        assert ready, "no log line within 20 s"
+        line = proc.stdout.readline()
+        assert proc.poll() is None
+        record = json.loads(line)
+        assert record["event"] == "ready"
+        assert record["port"] == 5060
+    finally:
+        proc.kill()
+        proc.communicate()
