@@ -2,19 +2,17 @@
 #   make run   - sbc on 127.0.0.1:5060 with a built-in VOS3000 stand-in
 #   make test  - installs what the tests need, then runs the whole suite
 PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps
+.PHONY: run test sipp
 
-deps:
-	@if ! command -v sipp >/dev/null 2>&1; then \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq sip-tester; \
-		else sudo apt-get update -qq && sudo apt-get install -y -qq sip-tester; fi; \
-	fi
-	$(PYTHON) -m pip install -q -e '.[test]'
+sipp:
+	@command -v sipp >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq sip-tester; }
 
-run:
+run: sipp
 	$(PYTHON) -m pip install -q -e .
 	$(PYTHON) -m sbc demo --config configs/local.yaml
 
-test: deps
+test: sipp
+	$(PYTHON) -m pip install -q -e '.[test]'
 	$(PYTHON) -m pytest

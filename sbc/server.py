@@ -20,6 +20,7 @@ from .transport.udp import UdpProtocol
 log = get_logger("sbc.server")
 
 SWEEP_INTERVAL = 5.0
+SUMMARY_INTERVAL = 60.0
 
 
 class Server:
@@ -36,6 +37,8 @@ class Server:
         self._timer_at = float("inf")
         self._sweeper: asyncio.TimerHandle | None = None
         self._stopped = asyncio.Event()
+        self._last_summary: dict[str, dict[str, int]] = {}
+        self._next_summary = self.loop.time() + SUMMARY_INTERVAL
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -143,18 +146,38 @@ class Server:
             self._arm(at)
 
     def _sweep(self) -> None:
-        """Close idle TCP connections (one periodic timer for all of them)."""
+        """Close idle TCP connections and log the periodic summary (one
+        periodic timer for all of it)."""
         now = self.loop.time()
         idle = self.cfg.limits.tcp_idle_timeout_s
         for conn in [c for c in self.tcp_conns.values() if now - c.last_active > idle]:
             self.count("tcp_idle_closed")
             conn.close()
+        if now >= self._next_summary:
+            self._next_summary = now + SUMMARY_INTERVAL
+            self._log_summary()
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     # ------------------------------------------------------------------ logs
 
     def _event(self, event: str, **fields: Any) -> None:
-        log.info(event, **fields)
+        if event == "internal_error":
+            log.error(event, **fields)
+        else:
+            log.info(event, **fields)
+
+    def _log_summary(self) -> None:
+        """One aggregated line for what happened since the last one, if anything."""
+        e = self.engine
+        now = {"verdicts": dict(e.verdicts), "drops": dict(e.drops),
+               "parse_errors": dict(e.parse_errors), "transport": dict(self.counters)}
+        delta = {k: {n: c - self._last_summary.get(k, {}).get(n, 0) for n, c in v.items()
+                     if c != self._last_summary.get(k, {}).get(n, 0)} for k, v in now.items()}
+        self._last_summary = now
+        if any(delta.values()):
+            log.info("summary", interval_s=SUMMARY_INTERVAL, transactions=len(e.txs),
+                     dialogs=len(e.dialogs), tcp_connections=len(self.tcp_conns),
+                     **{k: v for k, v in delta.items() if v})
 
     def stats(self) -> dict[str, Any]:
         e = self.engine

@@ -108,6 +108,10 @@ class Engine:
         except SipParseError as e:
             self.parse_errors[e.reason] += 1
             verdict = Drop("malformed")
+        except Exception as e:  # a bug of ours must cost one packet, not the process
+            verdict = Drop("internal_error")
+            if self.drops["internal_error"] % 1000 == 0:
+                self.on_event("internal_error", error=repr(e)[:200])
         self.verdicts[verdict.kind] += 1
         if verdict.kind == "drop":
             self.drops[verdict.reason] += 1  # type: ignore[union-attr]
