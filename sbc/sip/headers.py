@@ -7,6 +7,7 @@ SipParseError for anything malformed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .errors import SipParseError
@@ -115,27 +116,40 @@ class Via:
         received = self.params.get(b"received")
         host = received.decode("ascii", "replace") if received else self.host
         rport = self.params.get(b"rport")
-        if rport and rport.isdigit():
+        # Only a port that fits a socket address; anything else (rport=0,
+        # rport=99999, thousands of digits) falls back to the sent-by port.
+        if rport and rport.isdigit() and len(rport) <= 5 and 0 < int(rport) < 65536:
             return host, int(rport)
         return host, self.port or default_port
+
+
+_TOKEN = frozenset(
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
+)
+# RFC 3261 §25.1: sent-protocol is three tokens joined by SLASH (SWS "/" SWS),
+# then LWS before sent-by; RFC 4475 §3.1.1.1 sends `SIP  /   2.0  /  UDP  host`.
+_SENT_PROTOCOL = re.compile(rb"SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*([!%'*+\-.0-9A-Z_`a-z~]+)[ \t]+",
+                            re.IGNORECASE)
 
 
 def parse_via(value: bytes) -> Via:
     """One Via value: `SIP/2.0/UDP host:port;params`."""
     sp = value.find(b" ")
-    proto = value[:sp] if sp > 0 else b""
-    parts = proto.split(b"/")
-    if len(parts) != 3 or parts[0].strip().upper() != b"SIP" or parts[1].strip() != b"2.0":
-        raise SipParseError("bad_via")
-    rest = value[sp + 1 :].strip()
+    parts = value[:sp].split(b"/") if sp > 0 else []
+    if (len(parts) == 3 and parts[0].upper() == b"SIP" and parts[1] == b"2.0" and parts[2]
+            and _TOKEN.issuperset(parts[2])):
+        transport = parts[2].upper().decode("ascii")
+        rest = value[sp + 1 :].strip()
+    else:
+        m = _SENT_PROTOCOL.match(value)
+        if m is None:
+            raise SipParseError("bad_via")
+        transport = m.group(1).upper().decode("ascii")
+        rest = value[m.end() :].strip()
     semi = rest.find(b";")
     hostport = (rest if semi < 0 else rest[:semi]).strip()
     host, port = split_hostport(hostport)
     params = parse_params(rest[semi + 1 :]) if semi >= 0 else {}
-    try:
-        transport = parts[2].strip().upper().decode("ascii")
-    except UnicodeDecodeError:
-        raise SipParseError("bad_via") from None
     return Via(transport, host, port, params)
 
 

@@ -83,7 +83,14 @@ def parse_message(data: bytes, max_size: int = DEFAULT_MAX_DATAGRAM, *, stream: 
     end = data.find(b"\r\n\r\n")
     if end < 0:
         raise SipParseError("no_header_end")
-    lines = data[:end].split(b"\r\n")
+    head = data[:end]
+    lines = head.split(b"\r\n")
+    # A CR or LF that is not part of a CRLF would be forwarded untouched, and a
+    # next hop that takes a bare LF as a line end would then read header lines
+    # (or an end of headers) that this parser never saw (RFC 3261 §7: lines
+    # end in CRLF, a fold is CRLF followed by whitespace, §7.3.1).
+    if head.count(b"\n") >= len(lines) or head.count(b"\r") >= len(lines):
+        raise SipParseError("bad_line_break")
     body = data[end + 4 :]
     start = lines[0]
 
@@ -189,12 +196,19 @@ class StreamFramer:
     raises SipParseError and the caller closes.
     """
 
-    __slots__ = ("_buf", "max_message", "max_buffer")
+    __slots__ = ("_buf", "_scan", "_total", "max_buffer", "max_message")
 
     def __init__(self, max_message: int = 65536, max_buffer: int = 131072) -> None:
         self._buf = bytearray()
         self.max_message = max_message
         self.max_buffer = max_buffer
+        # Progress on the frame at the front of the buffer, kept across feeds
+        # so that a peer sending a large head or body a few bytes at a time
+        # costs work in proportion to the bytes, not to bytes times reads:
+        # where to resume looking for the end of the head, and the frame's
+        # length once its head has been read (-1 before).
+        self._scan = 0
+        self._total = -1
 
     @property
     def buffered(self) -> int:
@@ -207,40 +221,52 @@ class StreamFramer:
             raise SipParseError("stream_buffer_full", 513)
         frames: list[bytes] = []
         while buf:
-            # Keepalives and stray CRLFs between messages.
-            if buf[:4] == b"\r\n\r\n":
-                del buf[:4]
-                frames.append(b"")
-                continue
-            if buf[:2] == b"\r\n":
-                if len(buf) < 4 and b"\r\n\r\n".startswith(bytes(buf)):
-                    break  # maybe the start of a ping; wait for more
-                del buf[:2]
-                continue
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > self.max_message:
+            total = self._total
+            if total < 0:
+                # Keepalives and stray CRLFs between messages.
+                if buf[:4] == b"\r\n\r\n":
+                    del buf[:4]
+                    frames.append(b"")
+                    continue
+                if buf[:2] == b"\r\n":
+                    if len(buf) < 4 and b"\r\n\r\n".startswith(bytes(buf)):
+                        break  # maybe the start of a ping; wait for more
+                    del buf[:2]
+                    continue
+                end = buf.find(b"\r\n\r\n", self._scan)
+                if end < 0:
+                    if len(buf) > self.max_message:
+                        raise SipParseError("too_large", 513)
+                    self._scan = max(len(buf) - 3, 0)
+                    break
+                total = end + 4 + _stream_content_length(bytes(buf[:end]))
+                if total > self.max_message:
                     raise SipParseError("too_large", 513)
-                break
-            length = _stream_content_length(bytes(buf[:end]))
-            total = end + 4 + length
-            if total > self.max_message:
-                raise SipParseError("too_large", 513)
+                self._total = total
             if len(buf) < total:
                 break
             frames.append(bytes(buf[:total]))
             del buf[:total]
+            self._total = -1
+            self._scan = 0
         return frames
 
 
 def _stream_content_length(head: bytes) -> int:
-    for line in head.split(b"\r\n")[1:]:
+    lines = head.split(b"\r\n")
+    for i in range(1, len(lines)):
+        line = lines[i]
         colon = line.find(b":")
         if colon <= 0:
             continue
         name = line[:colon].rstrip(b" \t").lower()
         if name == b"content-length" or name == b"l":
-            value = line[colon + 1 :].strip()
+            # Read the value as parse_message will, continuation lines
+            # included (RFC 3261 §7.3.1), or the two disagree on the frame.
+            end = i + 1
+            while end < len(lines) and lines[end][:1] in (b" ", b"\t"):
+                end += 1
+            value = header_value(b"\r\n".join(lines[i:end]))
             if not value.isdigit() or len(value) > 9:
                 raise SipParseError("bad_content_length")
             return int(value)
