@@ -300,12 +300,12 @@ class Engine:
         if via is None:
             return Drop("via_not_ours")
         tx = self.txs.get(via.branch or b"") if msg.cseq_method in ("INVITE", "CANCEL") else None
-        if tx is not None:
-            if msg.cseq_method == "CANCEL":
-                return Drop("cancel_answer")  # the 200 for our own CANCEL
-            return self._invite_response(tx, msg, lines, now)
+        if tx is not None and msg.cseq_method == "CANCEL":
+            return Drop("cancel_answer")  # the 200 for our own CANCEL
         if nxt is None:
-            return Drop("no_next_via")
+            return Drop("no_next_via")  # RFC 3261 §16.7 step 3: nowhere to send it
+        if tx is not None:
+            return self._invite_response(tx, msg, lines, now)
         channel = PUBLIC_TCP if nxt.transport == "TCP" else PUBLIC_UDP
         if msg.cseq_method == "BYE" and 200 <= msg.status < 300:
             self._end_dialog(msg.call_id, now, "bye_caller")

@@ -224,7 +224,8 @@ def test_cancel_before_answer(engine: Engine) -> None:
     # VOS3000: 200 for CANCEL (absorbed), 487 for INVITE (ACKed by us, passed on).
     ok_cancel = answer(c, "127.0.0.1", 5070)[0]
     assert engine.receive(ok_cancel, BACKEND, 1.01).reason == "cancel_answer"  # type: ignore[union-attr]
-    r487 = ok_cancel.replace(b"200 OK", b"487 Request Terminated").replace(b"1 CANCEL", b"1 INVITE")
+    r487 = answer(out, "127.0.0.1", 5070)[0].replace(b"100 Trying", b"487 Request Terminated")
+    r487 = r487.replace(b"To: <sip:1000@127.0.0.1:5060>", b"To: <sip:1000@127.0.0.1:5060>;tag=v")
     v = engine.receive(r487, BACKEND, 1.02)
     ack = parse_message(only(v.sends, PRIVATE)[2])
     assert ack.method == "ACK" and ack.cseq == 1
@@ -295,3 +296,16 @@ def test_transaction_table_cap_gives_503() -> None:
     assert v.kind == "reply" and v.sends[0][2].startswith(b"SIP/2.0 503")
     assert b"Retry-After:" in v.sends[0][2]
     assert len(eng.txs) == 2
+
+
+def test_response_without_a_via_left_is_not_forwarded(engine: Engine) -> None:
+    v = engine.receive(invite(), CALLER, 0.0)
+    out = parse_message(only(v.sends, PRIVATE)[2])
+    ours = out.get("via") or b""
+    resp = (
+        f"SIP/2.0 487 Request Terminated\r\nVia: {ours.decode()}\r\n"
+        "From: \"Alice\" <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:1000@127.0.0.1:5060>;tag=v\r\n"
+        "Call-ID: c1@x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    v = engine.receive(resp, BACKEND, 0.1)
+    assert v.kind == "drop" and v.reason == "no_next_via"

@@ -1,0 +1,1 @@
+"""Load tests, SIPp scenarios and the harness that drives them (see README.md)."""

@@ -1,0 +1,454 @@
+#!/usr/bin/env python3
+"""Call-rate benchmark: sbc between a SIPp caller and a SIPp VOS3000 stand-in.
+
+    python3 loadtest/bench_calls.py --rates 200,500,1000 --duration 10 --repeat 3 \\
+        [--transport udp|tcp] [--call-ms 1000] [--json out.json]
+
+For each rate and each repeat, a fresh sbc (own config, free loopback ports),
+a SIPp UAS (uas.xml) and a SIPp UAC (uac.xml) run `rate * duration` calls.
+sbc's CPU time (utime + stime from /proc/PID/stat) is read just before the
+caller starts and just after it ends; its peak RSS (VmHWM) at the end.  The
+table shows the median of each column over the repeats; --json writes every
+run as well.  See loadtest/README.md for what each column means.
+
+This is a measurement, not a test: it never fails on slow numbers, only on
+processes that cannot be started.  All traffic stays on 127.0.0.1, every
+SIPp run is bounded by -m and -timeout, and every process is ended by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from loadtest.harness import (
+    LOOPBACK,
+    REPO,
+    HarnessError,
+    SbcProcess,
+    Sipp,
+    free_ports,
+    sbc_config,
+    sipp_binary,
+    write_config,
+)
+
+
+@dataclass
+class Run:
+    """One load run at one rate."""
+
+    rate: int
+    transport: str
+    repeat: int
+    calls: int
+    attempted: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    uas_succeeded: int = 0
+    uas_failed: int = 0
+    achieved_cps: float = 0.0
+    rtt_p50_ms: float | None = None
+    rtt_p90_ms: float | None = None
+    rtt_p99_ms: float | None = None
+    trying_p50_ms: float | None = None
+    trying_p99_ms: float | None = None
+    answer_p50_ms: float | None = None
+    answer_p90_ms: float | None = None
+    answer_p99_ms: float | None = None
+    cpu_s: float = 0.0
+    cpu_us_per_call: float | None = None
+    peak_rss_mib: float = 0.0
+    sbc_exit: int | None = None
+    uac_exit: int | None = None
+    uas_exit: int | None = None
+    wall_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of `values`; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def shortmsg_latencies(path: Path) -> tuple[list[float], list[float]]:
+    """Per call, from SIPp's -trace_shortmsg log (microsecond timestamps):
+    INVITE sent -> first 100 received, and INVITE sent -> 200 (INVITE) received, in ms."""
+    sent: dict[str, float] = {}
+    trying: dict[str, float] = {}
+    answer: dict[str, float] = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 7:
+                continue
+            stamp, direction, call_id, cseq, first = (
+                parts[2],
+                parts[3],
+                parts[4],
+                parts[5],
+                parts[6],
+            )
+            if not cseq.endswith(" INVITE"):
+                continue
+            t = float(stamp)
+            if direction == "S" and first.startswith("INVITE "):
+                sent.setdefault(call_id, t)
+            elif direction == "R" and call_id in sent:
+                if first.startswith("SIP/2.0 100 ") and call_id not in trying:
+                    trying[call_id] = (t - sent[call_id]) * 1000
+                elif first.startswith("SIP/2.0 200 ") and call_id not in answer:
+                    answer[call_id] = (t - sent[call_id]) * 1000
+    return list(trying.values()), list(answer.values())
+
+
+def one_run(rate: int, repeat: int, args: argparse.Namespace, root: Path) -> Run:
+    calls = int(rate * args.duration)
+    run = Run(rate=rate, transport=args.transport, repeat=repeat, calls=calls)
+    workdir = root / f"{args.transport}-{rate}cps-run{repeat}"
+    workdir.mkdir(parents=True)
+    public, private, backend, caller = free_ports(4)
+    overrides: dict[str, Any] = {"logging": {"level": args.log_level}}
+    cfg = write_config(workdir / "sbc.yaml", sbc_config(public, private, backend, overrides))
+    budget = calls / rate + args.call_ms / 1000 + 30
+    limit = int(rate * (args.call_ms / 1000 + 1) * 3) + 100
+    sbc = SbcProcess(cfg, workdir)
+    uas = Sipp(
+        "vos3000",
+        "uas.xml",
+        workdir / "uas",
+        local_port=backend,
+        calls=calls,
+        timeout_s=budget + 10,
+        trace_msg=False,
+        recv_timeout_ms=None,
+    )
+    extra = ["-trace_shortmsg"] if args.fine_latency else []
+    uac = Sipp(
+        "caller",
+        "uac.xml",
+        workdir / "uac",
+        local_port=caller,
+        calls=calls,
+        timeout_s=budget,
+        remote=(LOOPBACK, public),
+        transport={"udp": "u1", "tcp": "t1"}[args.transport],
+        rate=rate,
+        limit=limit,
+        duration_ms=args.call_ms,
+        trace_msg=False,
+        trace_rtt=True,
+        extra=extra,
+    )
+    started = time.monotonic()
+    try:
+        sbc.start()
+        uas.start().wait_bound()
+        cpu0 = sbc.cpu_seconds()
+        uac.start()
+        uac_res = uac.wait()
+        cpu1 = sbc.cpu_seconds()
+        run.peak_rss_mib = round(sbc.peak_rss_kib() / 1024, 1)
+        uas_res = uas.wait()
+    finally:
+        uac.stop()
+        uas.stop()
+        try:
+            run.sbc_exit = sbc.stop() if sbc.proc is not None else None
+        except HarnessError as e:
+            run.errors.append(str(e))
+    run.wall_s = round(time.monotonic() - started, 2)
+    run.uac_exit, run.uas_exit = uac_res.returncode, uas_res.returncode
+    run.attempted = uac_res.stat("OutgoingCall")
+    run.succeeded, run.failed = uac_res.successful, uac_res.failed
+    run.uas_succeeded, run.uas_failed = uas_res.successful, uas_res.failed
+    elapsed = _elapsed_s(uac_res.stats.get("ElapsedTime(C)", ""))
+    if elapsed:
+        # SIPp's elapsed time includes the last call's duration and hang-up.
+        active = max(elapsed - args.call_ms / 1000, 1e-3)
+        run.achieved_cps = round(run.attempted / active, 1)
+    rtts = uac_res.rtts_ms("invite")
+    run.rtt_p50_ms, run.rtt_p90_ms, run.rtt_p99_ms = (
+        percentile(rtts, 50),
+        percentile(rtts, 90),
+        percentile(rtts, 99),
+    )
+    short = uac_res.file("shortmessages.log")
+    if short is not None:
+        trying, answer = shortmsg_latencies(short)
+        run.trying_p50_ms, run.trying_p99_ms = (
+            _r(percentile(trying, 50)),
+            _r(percentile(trying, 99)),
+        )
+        run.answer_p50_ms, run.answer_p90_ms, run.answer_p99_ms = (
+            _r(percentile(answer, 50)),
+            _r(percentile(answer, 90)),
+            _r(percentile(answer, 99)),
+        )
+        if not args.keep:
+            short.unlink()
+    run.cpu_s = round(cpu1 - cpu0, 3)
+    if run.succeeded:
+        run.cpu_us_per_call = round((cpu1 - cpu0) / run.succeeded * 1e6, 1)
+    if run.uac_exit not in (0, 1) or run.uas_exit not in (0, 1):
+        run.errors.append(
+            f"SIPp exit codes: caller {run.uac_exit}, vos3000 {run.uas_exit} (see {workdir})"
+        )
+    if run.sbc_exit not in (0, None):
+        run.errors.append(f"sbc exited {run.sbc_exit} on SIGTERM (see {workdir})")
+    return run
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _elapsed_s(text: str) -> float:
+    """SIPp's 'HH:MM:SS:uuuuuu' (or 'HH:MM:SS') to seconds."""
+    parts = text.strip().split(":")
+    try:
+        if len(parts) == 4:
+            h, m, s, us = (int(p) for p in parts)
+            return h * 3600 + m * 60 + s + us / 1e6
+        if len(parts) == 3:
+            h, m, s = (int(p) for p in parts)
+            return float(h * 3600 + m * 60 + s)
+    except ValueError:
+        pass
+    return 0.0
+
+
+NUMERIC = [
+    "attempted",
+    "succeeded",
+    "failed",
+    "uas_succeeded",
+    "uas_failed",
+    "achieved_cps",
+    "rtt_p50_ms",
+    "rtt_p90_ms",
+    "rtt_p99_ms",
+    "trying_p50_ms",
+    "trying_p99_ms",
+    "answer_p50_ms",
+    "answer_p90_ms",
+    "answer_p99_ms",
+    "cpu_s",
+    "cpu_us_per_call",
+    "peak_rss_mib",
+    "wall_s",
+]
+
+
+def median_of(runs: list[Run]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for name in NUMERIC:
+        values = [getattr(r, name) for r in runs if getattr(r, name) is not None]
+        out[name] = statistics.median(values) if values else None
+    return out
+
+
+COLUMNS = [
+    ("rate", "rate", "{:.0f}"),
+    ("cps", "achieved_cps", "{:.0f}"),
+    ("calls", "attempted", "{:.0f}"),
+    ("ok", "succeeded", "{:.0f}"),
+    ("fail", "failed", "{:.0f}"),
+    ("rtt p50", "rtt_p50_ms", "{:.0f}"),
+    ("rtt p90", "rtt_p90_ms", "{:.0f}"),
+    ("rtt p99", "rtt_p99_ms", "{:.0f}"),
+    ("100 p50", "trying_p50_ms", "{:.2f}"),
+    ("100 p99", "trying_p99_ms", "{:.2f}"),
+    ("200 p50", "answer_p50_ms", "{:.2f}"),
+    ("200 p99", "answer_p99_ms", "{:.2f}"),
+    ("cpu us/call", "cpu_us_per_call", "{:.0f}"),
+    ("rss MiB", "peak_rss_mib", "{:.1f}"),
+]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = [c[0] for c in COLUMNS]
+    body = []
+    for row in rows:
+        cells = []
+        for _, key, fmt in COLUMNS:
+            value = row.get(key)
+            cells.append("-" if value is None else fmt.format(value))
+        body.append(cells)
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in body]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--rates",
+        default="200,500,1000",
+        help="comma-separated call rates in calls per second (default 200,500,1000)",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=10.0,
+        help="seconds of load per run: rate*duration calls (default 10)",
+    )
+    p.add_argument("--repeat", type=int, default=3, help="runs per rate; medians shown (default 3)")
+    p.add_argument(
+        "--transport",
+        choices=("udp", "tcp"),
+        default="udp",
+        help="caller's transport to sbc; VOS3000 side is always UDP (default udp)",
+    )
+    p.add_argument(
+        "--call-ms",
+        type=int,
+        default=1000,
+        help="call duration between ACK and BYE, SIPp -d (default 1000)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="sbc logging.level during the runs (default info)",
+    )
+    p.add_argument(
+        "--no-fine-latency",
+        dest="fine_latency",
+        action="store_false",
+        help="skip SIPp -trace_shortmsg (the 100/200 microsecond latency columns)",
+    )
+    p.add_argument("--json", type=Path, help="write all runs and medians to this file")
+    p.add_argument(
+        "--workdir", type=Path, help="where runs keep their files (default loadtest/results/<time>)"
+    )
+    p.add_argument("--keep", action="store_true", help="keep the bulky per-message logs")
+    args = p.parse_args(argv)
+    try:
+        args.rate_list = [int(r) for r in args.rates.split(",") if r.strip()]
+    except ValueError:
+        p.error(f"--rates: not a list of integers: {args.rates!r}")
+    if not args.rate_list or min(args.rate_list) < 1:
+        p.error("--rates: give at least one rate >= 1")
+    if args.duration <= 0 or args.repeat < 1:
+        p.error("--duration must be > 0 and --repeat >= 1")
+    if max(args.rate_list) * args.duration > 1_000_000:
+        p.error("more than 1,000,000 calls in one run; lower --rates or --duration")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if sipp_binary() is None:
+        print("bench_calls: sipp not found (apt-get install sip-tester)", file=sys.stderr)
+        return 2
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    root = args.workdir or REPO / "loadtest" / "results" / stamp
+    root.mkdir(parents=True, exist_ok=True)
+    print(
+        f"bench_calls: {args.transport}, rates {args.rate_list} cps, {args.duration:g}s each, "
+        f"{args.repeat} repeat(s), calls of {args.call_ms} ms; files in {root}",
+        flush=True,
+    )
+
+    results: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    for rate in args.rate_list:
+        runs: list[Run] = []
+        for repeat in range(1, args.repeat + 1):
+            try:
+                run = one_run(rate, repeat, args, root)
+            except (HarnessError, OSError, subprocess.SubprocessError) as e:
+                print(f"bench_calls: run at {rate} cps failed to run: {e}", file=sys.stderr)
+                return 1
+            runs.append(run)
+            note = f"  ! {'; '.join(run.errors)}" if run.errors else ""
+            print(
+                f"  {rate:>5} cps run {repeat}: {run.succeeded}/{run.attempted} ok, "
+                f"{run.failed} failed, cpu {run.cpu_us_per_call} us/call, "
+                f"rss {run.peak_rss_mib} MiB, {run.wall_s}s{note}",
+                flush=True,
+            )
+        med = median_of(runs)
+        rows.append({"rate": rate, **med})
+        results.append(
+            {
+                "rate": rate,
+                "transport": args.transport,
+                "median": med,
+                "runs": [asdict(r) for r in runs],
+            }
+        )
+
+    print()
+    print(
+        f"median of {args.repeat} run(s) per rate; transport {args.transport}; "
+        "rtt = SIPp -trace_rtt INVITE->200 (ms, SIPp clock); 100/200 = INVITE->100 and "
+        "INVITE->200 from -trace_shortmsg (ms)"
+    )
+    print(table(rows))
+    if args.json:
+        doc = {
+            "meta": {
+                "started": stamp,
+                "transport": args.transport,
+                "rates": args.rate_list,
+                "duration_s": args.duration,
+                "repeat": args.repeat,
+                "call_ms": args.call_ms,
+                "log_level": args.log_level,
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "sipp": _sipp_version(),
+                "workdir": str(root),
+            },
+            "results": results,
+        }
+        args.json.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _sipp_version() -> str:
+    binary = sipp_binary()
+    if binary is None:
+        return ""
+    try:
+        out = subprocess.run(
+            [binary, "-v"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    for line in (out.stdout + out.stderr).splitlines():
+        if "SIPp v" in line:
+            return line.strip()
+    return ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

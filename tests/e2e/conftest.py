@@ -1,0 +1,107 @@
+"""Fixtures for end-to-end tests: sbc as a subprocess, real SIPp on both sides.
+
+The machinery lives in loadtest/harness.py (shared with the benchmark).  Here:
+- `ports`: loopback ports free for UDP and TCP;
+- `sbc`: a factory that writes a config to tmp_path, starts
+  `python -m sbc run --config FILE`, waits for the "started" log line, and at
+  teardown sends SIGTERM to that PID and asserts exit code 0;
+- `sipp`: a factory for SIPp processes with bounded calls and timeouts.
+
+Every test in this folder is marked `e2e`.  Without a `sipp` binary they are
+skipped with the reason shown (`make deps` installs it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadtest.harness import (
+    SbcProcess,
+    Sipp,
+    free_ports,
+    sbc_config,
+    sipp_binary,
+    write_config,
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    skip = None
+    if sipp_binary() is None:
+        skip = pytest.mark.skip(reason="sipp not installed (apt-get install sip-tester)")
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+            if skip is not None:
+                item.add_marker(skip)
+
+
+class Ports:
+    """Named loopback ports for one test, all free for UDP and TCP."""
+
+    def __init__(self) -> None:
+        self.public, self.private, self.backend, self.caller = free_ports(4)
+
+
+@pytest.fixture
+def ports() -> Ports:
+    return Ports()
+
+
+SbcFactory = Callable[..., SbcProcess]
+
+
+@pytest.fixture
+def sbc(tmp_path: Path, ports: Ports) -> Iterator[SbcFactory]:
+    """start(**overrides) -> a running sbc on `ports`; stopped with SIGTERM at teardown."""
+    started: list[SbcProcess] = []
+
+    def start(overrides: dict[str, Any] | None = None) -> SbcProcess:
+        workdir = tmp_path / f"sbc{len(started)}"
+        workdir.mkdir()
+        cfg = sbc_config(ports.public, ports.private, ports.backend, overrides)
+        path = write_config(workdir / "sbc.yaml", cfg)
+        proc = SbcProcess(path, workdir)
+        started.append(proc)
+        proc.start()
+        return proc
+
+    yield start
+
+    failures = []
+    for proc in started:
+        if proc.proc is None:
+            continue
+        try:
+            rc = proc.stop()
+        except Exception as e:  # noqa: BLE001 - reported below, after every process is stopped
+            failures.append(f"sbc pid {proc.proc.pid}: {e}")
+            continue
+        if rc != 0:
+            failures.append(f"sbc pid {proc.pid} exited {rc} on SIGTERM\n{proc.output_tail()}")
+    if failures:
+        pytest.fail("\n\n".join(failures))
+
+
+SippFactory = Callable[..., Sipp]
+
+
+@pytest.fixture
+def sipp(tmp_path: Path) -> Iterator[SippFactory]:
+    """new(name, scenario, **kwargs) -> a Sipp (not started) with its own workdir."""
+    made: list[Sipp] = []
+
+    def new(name: str, scenario: str, **kwargs: Any) -> Sipp:
+        proc = Sipp(name, scenario, tmp_path / f"sipp-{name}", **kwargs)
+        made.append(proc)
+        return proc
+
+    yield new
+
+    for proc in made:
+        proc.stop()
