@@ -7,8 +7,8 @@ The machinery lives in loadtest/harness.py (shared with the benchmark).  Here:
   teardown sends SIGTERM to that PID and asserts exit code 0;
 - `sipp`: a factory for SIPp processes with bounded calls and timeouts.
 
-Every test in this folder is marked `e2e`.  Without a `sipp` binary they are
-skipped with the reason shown (`make deps` installs it).
+Every test in this folder is marked `e2e`.  Without a `sipp` binary they fail
+(`make test` installs it).
 """
 
 from __future__ import annotations
@@ -31,14 +31,16 @@ from loadtest.harness import (
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
-    skip = None
-    if sipp_binary() is None:
-        skip = pytest.mark.skip(reason="sipp not installed (apt-get install sip-tester)")
     for item in items:
         if here in item.path.parents:
             item.add_marker(pytest.mark.e2e)
-            if skip is not None:
-                item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _require_sipp() -> None:
+    # A missing SIPp is a failure, never a skip: `make test` installs it.
+    if sipp_binary() is None:
+        pytest.fail("sipp not installed (apt-get install sip-tester, or run `make test`)")
 
 
 class Ports:
