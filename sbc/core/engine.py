@@ -82,6 +82,8 @@ class Engine:
         pub = s.public_hostport().encode()
         priv = s.private_hostport().encode()
         self._via_private = b"Via: SIP/2.0/UDP " + priv + b";branch="
+        self._marker_private = priv + b";branch="
+        self._marker_public = pub + b";branch="
         self._via_public = {
             PUBLIC_UDP: b"Via: SIP/2.0/UDP " + pub + b";branch=",
             PUBLIC_TCP: b"Via: SIP/2.0/TCP " + pub + b";branch=",
@@ -93,6 +95,8 @@ class Engine:
             PUBLIC_UDP: [rr_private, b"Record-Route: <sip:" + pub + b";lr;r2=on>"],
             PUBLIC_TCP: [rr_private, b"Record-Route: <sip:" + pub + b";transport=tcp;lr;r2=on>"],
         }
+        for rr in (*self._rr[PUBLIC_UDP], *self._rr[PUBLIC_TCP]):
+            self.own.exact.add(rr[rr.index(b"<") + 1 : rr.index(b">")])
 
     # ------------------------------------------------------------------ entry points
 
@@ -260,12 +264,12 @@ class Engine:
 
     def _public_response(self, msg: Message, src: Source, now: float) -> Verdict:
         """A caller answering a request VOS3000 sent through us: back to VOS3000 only."""
-        lines, via, nxt = self._pop_our_via(msg, self.own_public)
-        if via is None:
+        lines, branch, nxt = self._pop_our_via(msg, self.own_public, self._marker_public)
+        if branch is None:
             return Drop("via_not_ours")
         if nxt is None:
             return Drop("no_next_via")
-        addr = nxt.reply_address()
+        addr = parse_via(nxt).reply_address()
         if addr[0] != self.backend[0]:
             return Drop("response_not_to_backend")
         if msg.cseq_method == "BYE" and 200 <= msg.status < 300:
@@ -296,21 +300,22 @@ class Engine:
         return Forward([(dlg.caller_channel, dlg.caller, out)])
 
     def _backend_response(self, msg: Message, src: Source, now: float) -> Verdict:
-        lines, via, nxt = self._pop_our_via(msg, self.own_private)
-        if via is None:
+        lines, branch, nxt = self._pop_our_via(msg, self.own_private, self._marker_private)
+        if branch is None:
             return Drop("via_not_ours")
-        tx = self.txs.get(via.branch or b"") if msg.cseq_method in ("INVITE", "CANCEL") else None
+        tx = self.txs.get(branch) if msg.cseq_method in ("INVITE", "CANCEL") else None
         if tx is not None and msg.cseq_method == "CANCEL":
             return Drop("cancel_answer")  # the 200 for our own CANCEL
         if nxt is None:
             return Drop("no_next_via")  # RFC 3261 §16.7 step 3: nowhere to send it
         if tx is not None:
             return self._invite_response(tx, msg, lines, now)
-        channel = PUBLIC_TCP if nxt.transport == "TCP" else PUBLIC_UDP
+        via = parse_via(nxt)
+        channel = PUBLIC_TCP if via.transport == "TCP" else PUBLIC_UDP
         if msg.cseq_method == "BYE" and 200 <= msg.status < 300:
             self._end_dialog(msg.call_id, now, "bye_caller")
         out = serialize(msg.start, lines, msg.body, msg.has_content_length)
-        return Forward([(channel, nxt.reply_address(), out)])
+        return Forward([(channel, via.reply_address(), out)])
 
     def _invite_response(self, tx: InviteTx, msg: Message, lines: list[bytes], now: float) -> Verdict:
         status = msg.status
@@ -451,22 +456,27 @@ class Engine:
                 return True
         return False
 
-    def _pop_our_via(self, msg: Message, ours: tuple[str, int]
-                     ) -> tuple[list[bytes], Via | None, Via | None]:
-        """The response's lines without our top Via, our Via, and the next one."""
+    def _pop_our_via(self, msg: Message, ours: tuple[str, int], marker: bytes
+                     ) -> tuple[list[bytes], bytes | None, bytes | None]:
+        """The response's lines without our top Via, our branch (None when the
+        top Via is not ours), and the next Via value (None when there is none)."""
         lines = [raw for _, raw in msg.headers]
         vi, top, rest = self._top_via(msg)
-        via = parse_via(top)
-        if via.host != ours[0] or (via.port or 5060) != ours[1]:
-            return lines, None, None
+        if top[12:].startswith(marker) and top.startswith(b"SIP/2.0/"):
+            branch = top[len(marker) + 12 :].split(b";", 1)[0]  # exactly as we wrote it
+        else:
+            via = parse_via(top)  # a peer may have re-spaced or re-cased it
+            if via.host != ours[0] or (via.port or 5060) != ours[1]:
+                return lines, None, None
+            branch = via.branch or b""
         if rest:
             lines[vi] = b"Via: " + b", ".join(rest)
-            return lines, via, parse_via(rest[0])
+            return lines, branch, rest[0]
         del lines[vi]
         for name, raw in msg.headers[vi + 1 :]:
             if name == "via":
-                return lines, via, parse_via(split_values(header_value(raw))[0])
-        return lines, via, None
+                return lines, branch, split_values(header_value(raw))[0]
+        return lines, branch, None
 
     def _reply_stateless(self, status: int, sc: _Scan, src: Source,
                          extra: tuple[bytes, ...] = ()) -> Reply:

@@ -32,7 +32,7 @@ def stamp_via(value: bytes, host: str, port: int) -> bytes:
 class OwnAddresses:
     """The (host, port) pairs that are sbc itself, for Route and loop checks."""
 
-    __slots__ = ("_pairs", "markers")
+    __slots__ = ("_pairs", "markers", "exact")
 
     def __init__(self, pairs: list[tuple[str, int]]) -> None:
         self._pairs = {(h.lower(), p) for h, p in pairs}
@@ -42,6 +42,10 @@ class OwnAddresses:
             (f"[{h}]:{p}" if ":" in h else f"{h}:{p}").encode() for h, p in pairs
         )
 
+        # The Route values we write ourselves (Record-Route echoed back), known
+        # without a parse; anything else that may be ours is parsed.
+        self.exact: set[bytes] = set()
+
     def may_contain(self, raw: bytes) -> bool:
         return any(m in raw for m in self.markers)
 
@@ -49,6 +53,8 @@ class OwnAddresses:
         return (host.lower(), port or 5060) in self._pairs
 
     def is_own_uri(self, uri: bytes) -> bool:
+        if uri in self.exact:
+            return True
         try:
             u = parse_uri(uri)
         except SipParseError:

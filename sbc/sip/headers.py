@@ -18,7 +18,13 @@ def split_values(value: bytes) -> list[bytes]:
     not on commas inside quoted strings or <...> URIs."""
     if b"," not in value:
         return [value.strip()]
-    out: list[bytes] = []
+    if b'"' not in value and b"<" not in value and b">" not in value:
+        # Nothing to protect a comma (the usual Via line): split at C speed.
+        out = [v.strip() for v in value.split(b",")]
+        if not all(out):
+            raise SipParseError("empty_value")
+        return out
+    out = []
     depth_angle = False
     in_quote = False
     start = 0

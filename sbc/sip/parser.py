@@ -49,6 +49,7 @@ _NAME_CACHE: dict[bytes, str] = {}
 _NAME_CACHE_MAX = 512
 
 _MANDATORY = ("via", "from", "to", "call-id", "cseq")
+_WATCHED = frozenset((*_MANDATORY, "content-length"))
 
 DEFAULT_MAX_DATAGRAM = 16384
 
@@ -118,9 +119,8 @@ def parse_message(data: bytes, max_size: int = DEFAULT_MAX_DATAGRAM, *, stream: 
 
     headers: list[Header] = []
     append = headers.append
-    call_id = cseq_raw = None
-    content_length = -1
-    seen = 0
+    # Index of the first header line of each name the parser itself reads.
+    where: dict[str, int] = {}
     for line in lines[1:]:
         first = line[:1]
         if first == b" " or first == b"\t":
@@ -133,36 +133,23 @@ def parse_message(data: bytes, max_size: int = DEFAULT_MAX_DATAGRAM, *, stream: 
         if colon <= 0:
             raise SipParseError("bad_header_line")
         lname = canonical_name(line[:colon].rstrip(b" \t"))
+        if lname in _WATCHED and lname not in where:
+            where[lname] = len(headers)
         append((lname, line))
-        if lname == "call-id":
-            seen |= 1
-        elif lname == "cseq":
-            seen |= 2
-        elif lname == "via":
-            seen |= 4
-        elif lname == "from":
-            seen |= 8
-        elif lname == "to":
-            seen |= 16
-        elif lname == "content-length":
-            seen |= 32
-    if seen & 31 != 31:
+    if len(where) - ("content-length" in where) != len(_MANDATORY):
         raise SipParseError("missing_mandatory_header")
 
     # Values of the headers every message needs: read once, unfolded.
-    for lname, raw in headers:
-        if lname == "call-id" and call_id is None:
-            call_id = header_value(raw)
-        elif lname == "cseq" and cseq_raw is None:
-            cseq_raw = header_value(raw)
-        elif lname == "content-length" and content_length < 0:
-            cl = header_value(raw)
-            if not cl.isdigit() or len(cl) > 9:
-                raise SipParseError("bad_content_length")
-            content_length = int(cl)
+    call_id = header_value(headers[where["call-id"]][1])
+    cseq_raw = header_value(headers[where["cseq"]][1])
+    content_length = -1
+    if "content-length" in where:
+        cl = header_value(headers[where["content-length"]][1])
+        if not cl.isdigit() or len(cl) > 9:
+            raise SipParseError("bad_content_length")
+        content_length = int(cl)
     if not call_id:
         raise SipParseError("bad_call_id")
-    assert cseq_raw is not None
     cparts = cseq_raw.split()
     if len(cparts) != 2 or not cparts[0].isdigit() or len(cparts[0]) > 10 or not _is_token(cparts[1]):
         raise SipParseError("bad_cseq")
