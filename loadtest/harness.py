@@ -174,12 +174,17 @@ def sbc_config(
         "backend": {"host": LOOPBACK, "port": backend_port},
         "sip": {"t1_ms": 500, "invite_timeout_s": 32},
         "logging": {"format": "json", "level": "info"},
+        # Every loopback caller is one trusted gateway unless a test says otherwise.
+        "gateways": [{"name": "loopback", "ip": ["127.0.0.0/8"]}],
     }
     return _merge(cfg, overrides or {})
 
 
 def write_config(path: Path, cfg: Mapping[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(dict(cfg), sort_keys=False), encoding="utf-8")
+    """Write `cfg`; its state file goes beside it unless the config names one."""
+    cfg = dict(cfg)
+    cfg.setdefault("state", {"path": str(path.parent / "state.sqlite")})
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return path
 
 

@@ -11,6 +11,9 @@ problem, and the file and line, one problem per line::
 The YAML text is composed into a node tree first so that every key path can be
 mapped back to the line it was written on; pydantic's error locations are then
 resolved against that map.  All models are frozen and refuse unknown keys.
+
+The gateway, auth, registrar and state sections live in `sbc.config_gateways`,
+together with the error and field helpers every section uses.
 """
 
 from __future__ import annotations
@@ -21,32 +24,53 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from types import UnionType
+from typing import Annotated, Any, Self, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+
+from .config_gateways import (
+    AuthConfig,
+    Count,
+    DigestAccount,
+    GatewayConfig,
+    Loc,
+    Port,
+    RegistrarConfig,
+    Seconds,
+    Section,
+    StateConfig,
+    check_gateways,
+    hostport,
+    kind,
+    problem,
+)
 
 __all__ = [
+    "AuthConfig",
     "BackendConfig",
     "Config",
     "ConfigError",
     "ConfigIssue",
+    "DigestAccount",
+    "GatewayConfig",
     "LimitsConfig",
     "LogFormat",
     "LogLevel",
     "LoggingConfig",
     "PrivateConfig",
     "PublicConfig",
+    "RegistrarConfig",
     "SipConfig",
+    "StateConfig",
     "Transport",
     "hostport",
     "load_config",
@@ -85,24 +109,6 @@ class ConfigError(Exception):
         return cls(source, [ConfigIssue(path, message, line)])
 
 
-_Loc = tuple[str | int, ...]
-
-
-def _problem(message: str, at: _Loc = (), also: _Loc | None = None) -> PydanticCustomError:
-    """A validation error raised by this module's own checks.
-
-    `at` is a key path below the validator's location that the error is really
-    about, so a check on the `sip` section as a whole can name `sip.t2_ms`.
-    `also` is the other field involved, relative to the same location: when it
-    was written in the file and `at` was not (a default caused the conflict),
-    the error is reported at its line.
-    """
-    ctx: dict[str, Any] = {"message": message, "at": at}
-    if also is not None:
-        ctx["also"] = also
-    return PydanticCustomError("sbc_config", "{message}", ctx)
-
-
 # --------------------------------------------------------------------------
 # Field types
 
@@ -128,14 +134,14 @@ def _ip_address(value: object) -> str:
     # YAML 1.1 reads some unquoted IPv6 forms (1:2:3:4:5:6:7:8) as base-60
     # integers, so a non-string here usually means "quote it".
     if not isinstance(value, str):
-        raise _problem(
+        raise problem(
             "Input should be an IP address string (quote IPv6 addresses in YAML), "
-            f"not {_kind(value)}"
+            f"not {kind(value)}"
         )
     try:
         return str(ipaddress.ip_address(value.strip()))
     except ValueError:
-        raise _problem(
+        raise problem(
             f"{value!r} is not an IPv4 or IPv6 address (host names are not accepted)"
         ) from None
 
@@ -150,9 +156,6 @@ def _lower(value: object) -> object:
 
 IPAddress = Annotated[str, BeforeValidator(_ip_address)]
 OptionalIPAddress = Annotated[str | None, BeforeValidator(_optional_ip_address)]
-Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
-Seconds = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
-Count = Annotated[int, Field(strict=True, ge=1)]
 
 
 def _is_unspecified(host: str) -> bool:
@@ -163,20 +166,11 @@ def _is_loopback(host: str) -> bool:
     return ipaddress.ip_address(host).is_loopback
 
 
-def hostport(host: str, port: int) -> str:
-    """`host:port`, with brackets around an IPv6 host (RFC 3261 §25.1 hostport)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 # --------------------------------------------------------------------------
 # Sections
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _Endpoint(_Section):
+class _Endpoint(Section):
     host: IPAddress = "127.0.0.1"
     port: Port = 5060
 
@@ -199,7 +193,7 @@ class _Listener(_Endpoint):
     @classmethod
     def _concrete_advertise_host(cls, value: str | None) -> str | None:
         if value is not None and _is_unspecified(value):
-            raise _problem(f"{value} cannot be advertised; give the address peers reach")
+            raise problem(f"{value} cannot be advertised; give the address peers reach")
         return value
 
     @model_validator(mode="after")
@@ -207,7 +201,7 @@ class _Listener(_Endpoint):
         # A Via or Record-Route naming 0.0.0.0 would send responses and in-dialog
         # requests nowhere (RFC 3261 §18.2.2, §16.6 step 4).
         if self.advertise_host is None and _is_unspecified(self.host):
-            raise _problem(
+            raise problem(
                 f"required when host is {self.host} (listening on all interfaces): "
                 "the address written into Via and Record-Route",
                 at=("advertise_host",),
@@ -240,7 +234,7 @@ class PublicConfig(_Listener):
         seen: set[Transport] = set()
         for index, transport in enumerate(value):
             if transport in seen:
-                raise _problem(f"{transport.value!r} is listed twice", at=(index,))
+                raise problem(f"{transport.value!r} is listed twice", at=(index,))
             seen.add(transport)
         return value
 
@@ -270,11 +264,11 @@ class BackendConfig(_Endpoint):
     @classmethod
     def _concrete_host(cls, value: str) -> str:
         if _is_unspecified(value):
-            raise _problem(f"{value} is not an address a request can be sent to")
+            raise problem(f"{value} is not an address a request can be sent to")
         return value
 
 
-class SipConfig(_Section):
+class SipConfig(Section):
     """Protocol timers (RFC 3261 §17) and table caps."""
 
     t1_ms: Annotated[int, Field(strict=True, ge=50, le=5000)] = 500
@@ -291,7 +285,7 @@ class SipConfig(_Section):
     def _t2_not_below_t1(self) -> Self:
         # T2 caps the doubling retransmit interval that starts at T1 (§17.1.2.2).
         if self.t2_ms < self.t1_ms:
-            raise _problem(
+            raise problem(
                 f"must be at least sip.t1_ms ({self.t1_ms})", at=("t2_ms",), also=("t1_ms",)
             )
         return self
@@ -307,7 +301,7 @@ class SipConfig(_Section):
         return self.t2_ms / 1000
 
 
-class LimitsConfig(_Section):
+class LimitsConfig(Section):
     """Size and count caps on what the transports accept."""
 
     max_datagram: Annotated[int, Field(strict=True, ge=512, le=65507)] = 16_384
@@ -319,7 +313,7 @@ class LimitsConfig(_Section):
     @model_validator(mode="after")
     def _buffer_holds_a_message(self) -> Self:
         if self.tcp_buffer < self.max_tcp_message:
-            raise _problem(
+            raise problem(
                 f"must be at least limits.max_tcp_message ({self.max_tcp_message})",
                 at=("tcp_buffer",),
                 also=("max_tcp_message",),
@@ -327,15 +321,16 @@ class LimitsConfig(_Section):
         return self
 
 
-class LoggingConfig(_Section):
+class LoggingConfig(Section):
     format: Annotated[LogFormat, BeforeValidator(_lower)] = LogFormat.JSON
     level: Annotated[LogLevel, BeforeValidator(_lower)] = LogLevel.INFO
 
 
-_SECTIONS = ("public", "private", "backend", "sip", "limits", "logging")
+_SECTIONS = ("public", "private", "backend", "sip", "limits", "logging", "auth", "registrar",
+             "state")
 
 
-class Config(_Section):
+class Config(Section):
     """The whole configuration; every section is optional."""
 
     public: PublicConfig = Field(default_factory=PublicConfig)
@@ -344,14 +339,25 @@ class Config(_Section):
     sip: SipConfig = Field(default_factory=SipConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    gateways: tuple[GatewayConfig, ...] = ()
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    registrar: RegistrarConfig = Field(default_factory=RegistrarConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
 
     @model_validator(mode="before")
     @classmethod
     def _empty_sections(cls, data: Any) -> Any:
         # `sip:` with every option below it commented out reads as null.
         if isinstance(data, dict):
-            return {k: ({} if v is None and k in _SECTIONS else v) for k, v in data.items()}
+            out = {k: ({} if v is None and k in _SECTIONS else v) for k, v in data.items()}
+            if out.get("gateways", ()) is None:
+                out["gateways"] = ()
+            return out
         return data
+
+    def realm_for(self, account: DigestAccount) -> str:
+        """The realm `account` authenticates in: its own, else auth.realm."""
+        return account.realm if account.realm is not None else self.auth.realm
 
     @model_validator(mode="after")
     def _no_overlap_or_loop(self) -> Self:
@@ -361,13 +367,13 @@ class Config(_Section):
             or _is_unspecified(private.host)
             or _is_unspecified(public.host)
         ):
-            raise _problem(
+            raise problem(
                 f"private {private.hostport} overlaps public {public.hostport}; "
                 "the two sides need their own sockets (change private.port)",
                 at=("private", "port"),
                 also=("public", "port"),
             )
-        own: list[tuple[_Loc, str, int]] = [
+        own: list[tuple[Loc, str, int]] = [
             (("public",), public.host, public.port),
             (("private",), private.host, private.port),
         ]
@@ -379,12 +385,17 @@ class Config(_Section):
             if backend.port != port:
                 continue
             if backend.host == host or (_is_unspecified(host) and _is_loopback(backend.host)):
-                raise _problem(
+                raise problem(
                     f"{backend.hostport} is the sbc's own address {hostport(host, port)} "
                     f"({_format_loc(field)}); requests to VOS3000 would loop back into the sbc",
                     at=("backend",),
                     also=field,
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _gateways_consistent(self) -> Self:
+        check_gateways(self.gateways, self.auth, self.public, self.private, self.backend)
         return self
 
 
@@ -395,6 +406,7 @@ def summary(cfg: Config) -> dict[str, str]:
         "transports": ",".join(t.value for t in cfg.public.transports),
         "private": cfg.private.hostport,
         "backend": cfg.backend.hostport,
+        "gateways": str(len(cfg.gateways)),
     }
     if cfg.public.advertise_host is not None:
         out["public_advertised"] = cfg.public.advertised_hostport
@@ -431,7 +443,14 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        issues = [_issue(err, lines) for err in exc.errors(include_url=False)]
+        errors = exc.errors(include_url=False)
+        # A list whose only item is invalid is also "too short"; the item says why.
+        deeper = {tuple(err["loc"][:n]) for err in errors for n in range(len(err["loc"]))}
+        issues = [
+            _issue(err, lines)
+            for err in errors
+            if not (err["type"] == "too_short" and tuple(err["loc"]) in deeper)
+        ]
         issues.sort(key=lambda issue: issue.line or 0)
         raise ConfigError(source, issues) from None
 
@@ -471,10 +490,10 @@ def _parse_yaml(text: str, source: str) -> tuple[dict[Any, Any], dict[_Path, int
     if data is None:  # a document with no content, e.g. "---"
         return {}, {}
     if not isinstance(data, dict):
-        kind = "a list" if isinstance(data, list) else f"a single {type(data).__name__} value"
+        shape = "a list" if isinstance(data, list) else f"a single {type(data).__name__} value"
         raise ConfigError.single(
             source,
-            f"the top level must be a mapping of sections (public:, private:, ...), not {kind}",
+            f"the top level must be a mapping of sections (public:, private:, ...), not {shape}",
             node.start_mark.line + 1,
         )
     return data, lines
@@ -517,9 +536,9 @@ def _line_map(root: yaml.Node) -> tuple[dict[_Path, int], list[ConfigIssue]]:
 
 
 def _issue(err: Any, lines: dict[_Path, int]) -> ConfigIssue:
-    base: _Loc = tuple(err["loc"])
+    base: Loc = tuple(err["loc"])
     ctx = err.get("ctx") or {}
-    loc: _Loc = (*base, *ctx.get("at", ()))
+    loc: Loc = (*base, *ctx.get("at", ()))
     line, depth = _find_line(lines, loc)
     if "also" in ctx and depth < len(loc):
         also_line, also_depth = _find_line(lines, (*base, *ctx["also"]))
@@ -549,36 +568,45 @@ def _format_loc(loc: Sequence[str | int]) -> str:
 
 
 def _message(err: Any, loc: Sequence[str | int]) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
+    error_type = err["type"]
+    if error_type == "extra_forbidden":
         known = _known_keys(loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         if close:
             return f"unknown key (did you mean {close[0]!r}?)"
         return f"unknown key; expected one of: {', '.join(known)}"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"should be a mapping of keys, not {_kind(err.get('input'))}"
-    if kind in ("tuple_type", "list_type"):
-        return f"should be a list, not {_kind(err.get('input'))}"
-    if kind == "too_short":
+    if error_type in ("model_type", "model_attributes_type", "dict_type"):
+        return f"should be a mapping of keys, not {kind(err.get('input'))}"
+    if error_type in ("tuple_type", "list_type"):
+        return f"should be a list, not {kind(err.get('input'))}"
+    if error_type == "too_short":
         return "should not be empty"
     return str(err["msg"])
 
 
-def _kind(value: object) -> str:
-    if value is None:
-        return "empty"
-    return {str: "a string", int: "a number", float: "a number", bool: "true/false"}.get(
-        type(value), f"a {type(value).__name__}"
-    )
-
-
 def _known_keys(loc: Sequence[str | int]) -> list[str]:
-    model: type[BaseModel] = Config
+    """The keys of the section at `loc`, e.g. ("gateways", 0, "egress")."""
+    annotation: Any = Config
     for part in loc:
-        field = model.model_fields.get(str(part))
-        annotation = field.annotation if field is not None else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        if isinstance(part, int):  # an item of a list: tuple[Model, ...]
+            args = get_args(annotation)
+            annotation = args[0] if get_origin(annotation) is tuple and args else None
+            continue
+        model = _model_of(annotation)
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
             return []
-        model = annotation
-    return list(model.model_fields)
+        annotation = field.annotation
+    model = _model_of(annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The model in `Model` or `Model | None`, else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, UnionType):
+        for arg in get_args(annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
+    return None

@@ -11,9 +11,9 @@ from typing import Any
 
 from .config import Config
 from .core.engine import Engine
-from .core.settings import ProxySettings
-from .core.verdict import PRIVATE, PUBLIC_UDP, Addr, Channel, Send
+from .core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_UDP, Addr, Send
 from .logsetup import get_logger
+from .wiring import Components, build_components
 from .transport.tcp import TcpConnection
 from .transport.udp import UdpProtocol
 
@@ -27,11 +27,13 @@ class Server:
     def __init__(self, cfg: Config, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.cfg = cfg
         self.loop = loop or asyncio.get_running_loop()
-        self.engine = Engine(ProxySettings.from_config(cfg), on_event=self._event)
+        self.parts: Components = build_components(cfg, self.loop)
+        self.engine: Engine = self.parts.engine
+        self.engine.on_event = self._event
         self.tcp_conns: dict[Addr, TcpConnection] = {}
         self.counters: Counter[str] = Counter()
         self._public_udp: asyncio.DatagramTransport | None = None
-        self._private: asyncio.DatagramTransport | None = None
+        self._egress: list[asyncio.DatagramTransport] = []
         self._tcp_server: asyncio.base_events.Server | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
@@ -46,11 +48,12 @@ class Server:
         cfg = self.cfg
         loop = self.loop
         try:
-            self._private, _ = await loop.create_datagram_endpoint(
-                lambda: UdpProtocol(self, PRIVATE),
-                local_addr=(cfg.private.host, cfg.private.port),
-                family=_family(cfg.private.host),
-            )
+            for i, (host, port) in enumerate(self.engine.egresses):
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda i=i: UdpProtocol(self, PRIVATE + i),  # type: ignore[misc]
+                    local_addr=(host, port), family=_family(host),
+                )
+                self._egress.append(transport)
             if "udp" in cfg.public.transports:
                 self._public_udp, _ = await loop.create_datagram_endpoint(
                     lambda: UdpProtocol(self, PUBLIC_UDP),
@@ -93,10 +96,12 @@ class Server:
         for handle in (self._timer, self._sweeper):
             if handle is not None:
                 handle.cancel()
-        for t in (self._private, self._public_udp):
+        for t in (*self._egress, self._public_udp):
             if t is not None:
                 t.close()
-        self._private = self._public_udp = None
+        self._egress = []
+        self._public_udp = None
+        self.parts.close()
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -111,14 +116,14 @@ class Server:
         if at is not None and at < self._timer_at:
             self._arm(at)
 
-    def send(self, channel: Channel, addr: Addr, data: bytes) -> None:
-        if channel is PRIVATE:
-            if self._private is not None:
-                self._private.sendto(data, addr)
-        elif channel is PUBLIC_UDP:
+    def send(self, channel: int, addr: Addr, data: bytes) -> None:
+        if channel >= PRIVATE:
+            if self._egress:
+                self._egress[channel - PRIVATE].sendto(data, addr)
+        elif channel == PUBLIC_UDP:
             if self._public_udp is not None:
                 self._public_udp.sendto(data, addr)
-        else:
+        elif channel == PUBLIC_TCP:
             conn = self.tcp_conns.get(addr)
             if conn is None:
                 self.count("tcp_flow_gone")
@@ -153,6 +158,7 @@ class Server:
         for conn in [c for c in self.tcp_conns.values() if now - c.last_active > idle]:
             self.count("tcp_idle_closed")
             conn.close()
+        self.parts.housekeeping(now)
         if now >= self._next_summary:
             self._next_summary = now + SUMMARY_INTERVAL
             self._log_summary()

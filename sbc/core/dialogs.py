@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from .verdict import Addr, Channel
+from .verdict import Addr
 
 
 class DialogState(Enum):
@@ -17,13 +17,22 @@ class DialogState(Enum):
 
 
 class Dialog:
-    __slots__ = ("call_id", "caller", "caller_channel", "state", "created", "confirmed_at", "expire_at")
+    """`peer` is the public-side party (the caller of an outbound call, the
+    registered callee of an inbound one); `egress` the private channel of the
+    gateway the call belongs to."""
 
-    def __init__(self, call_id: bytes, caller: Addr, channel: Channel, now: float, expire_at: float) -> None:
+    __slots__ = ("call_id", "peer", "peer_channel", "state", "created", "confirmed_at", "expire_at",
+                 "gateway", "egress", "inbound")
+
+    def __init__(self, call_id: bytes, peer: Addr, channel: int, now: float, expire_at: float,
+                 gateway: str = "", egress: int = 2, inbound: bool = False) -> None:
         self.call_id = call_id
-        self.caller = caller
-        self.caller_channel = channel
+        self.peer = peer
+        self.peer_channel = channel
         self.state = DialogState.EARLY
         self.created = now
         self.confirmed_at = 0.0
         self.expire_at = expire_at
+        self.gateway = gateway
+        self.egress = egress
+        self.inbound = inbound

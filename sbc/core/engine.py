@@ -16,96 +16,122 @@ Time is passed in; deadlines live in one heap (`next_deadline`, `on_timer`).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..sip import (
     Message,
     SipParseError,
     Via,
+    build,
     header_param,
     header_value,
     parse_message,
     parse_via,
-    serialize,
     split_values,
 )
-from ..sip import build
+from .backend import BackendSide
 from .dialogs import Dialog, DialogState
-from .routing import OwnAddresses, derive_branch, stamp_via, strip_own_routes
+from .offenses import OffenseTable
+from .public import TAG_PREFIX, PublicSide
+from .ratelimit import TokenBucket
+from .routing import OwnAddresses, derive_branch
+from .scan import Scan, scan_request
 from .settings import ProxySettings
 from .timers import TimerHeap
 from .transactions import InviteTx, TxState
-from .verdict import PRIVATE, PUBLIC_TCP, PUBLIC_UDP, Addr, Channel, Drop, Forward, Reply, Send, Source, Verdict
+from .verdict import PRIVATE, PUBLIC_TCP, PUBLIC_UDP, Addr, Drop, Reply, Send, Source, Verdict
 
-TAG_PREFIX = b"sbc-"
+if TYPE_CHECKING:
+    from .auth import DigestAuth
+    from .gateways import GatewayInfo, GatewayTable
+    from .registrar import Binding, Registrar
+
 EventSink = Callable[..., None]
+BindingSink = Callable[[str, "list[Binding]"], None]
+_Scan = Scan
 
 
 def _no_events(event: str, **fields: Any) -> None:
     return None
 
 
-class _Scan:
-    """What one pass over a request's headers found, with the lines to send."""
-
-    __slots__ = ("lines", "vias", "from_line", "to_line", "call_id_line", "cseq_line", "route_idx",
-                 "mf_zero", "loop")
-
-    def __init__(self) -> None:
-        self.lines: list[bytes] = []
-        self.vias: list[bytes] = []
-        self.from_line = b""
-        self.to_line = b""
-        self.call_id_line = b""
-        self.cseq_line = b""
-        self.route_idx: list[int] = []
-        self.mf_zero = False
-        self.loop = False
+def _no_bindings(aor: str, bindings: list[Binding]) -> None:
+    return None
 
 
-class Engine:
+class Engine(PublicSide, BackendSide):
+    """The whole proxy core. Collaborators are injected so tests can build
+    exactly the engine they need: with `gateways=None` every public source is
+    admitted (no identification), which only in-memory tests use."""
+
     def __init__(self, settings: ProxySettings, *, secret: bytes | None = None,
-                 on_event: EventSink | None = None) -> None:
+                 on_event: EventSink | None = None,
+                 gateways: GatewayTable | None = None,
+                 gateway_info: dict[str, GatewayInfo] | None = None,
+                 auth: DigestAuth | None = None,
+                 registrar: Registrar | None = None,
+                 on_bindings: BindingSink | None = None) -> None:
         s = self.s = settings
         self.secret = secret if secret is not None else os.urandom(16)
         self.on_event = on_event or _no_events
-        self.own = OwnAddresses([(s.public_host, s.public_port), (s.private_host, s.private_port)])
+        self.on_bindings = on_bindings or _no_bindings
+        self.gateways = gateways
+        self.gateway_info = gateway_info or {}
+        self.auth = auth
+        self.registrar = registrar
+        self.offenses = OffenseTable(s.max_offense_sources, s.offense_window)
+        self.reply_budget = TokenBucket(s.reply_budget_rate, s.reply_budget_burst)
         self.backend: Addr = s.backend
+        self.egresses: list[tuple[str, int]] = [(s.private_host, s.private_port), *s.egresses]
+        self.own = OwnAddresses([(s.public_host, s.public_port), *self.egresses])
         self.txs: dict[bytes, InviteTx] = {}
         self.dialogs: dict[bytes, Dialog] = {}
         self.timers = TimerHeap()
         self.verdicts: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()
         self.parse_errors: Counter[str] = Counter()
+        self.refusals: Counter[str] = Counter()
+
         pub = s.public_hostport().encode()
-        priv = s.private_hostport().encode()
-        self._via_private = b"Via: SIP/2.0/UDP " + priv + b";branch="
-        self._marker_private = priv + b";branch="
         self._marker_public = pub + b";branch="
         self._via_public = {
             PUBLIC_UDP: b"Via: SIP/2.0/UDP " + pub + b";branch=",
             PUBLIC_TCP: b"Via: SIP/2.0/TCP " + pub + b";branch=",
         }
-        # Double record-routing (RFC 3261 §16.6 step 4): the entry VOS3000
-        # sees first is our private address, the caller's is our public one.
-        rr_private = b"Record-Route: <sip:" + priv + b";lr;r2=on>"
-        self._rr = {
-            PUBLIC_UDP: [rr_private, b"Record-Route: <sip:" + pub + b";lr;r2=on>"],
-            PUBLIC_TCP: [rr_private, b"Record-Route: <sip:" + pub + b";transport=tcp;lr;r2=on>"],
+        rr_public = {
+            PUBLIC_UDP: b"Record-Route: <sip:" + pub + b";lr;r2=on>",
+            PUBLIC_TCP: b"Record-Route: <sip:" + pub + b";transport=tcp;lr;r2=on>",
         }
-        for rr in (*self._rr[PUBLIC_UDP], *self._rr[PUBLIC_TCP]):
-            self.own.exact.add(rr[rr.index(b"<") + 1 : rr.index(b">")])
+        self._via_egress: list[bytes] = []
+        self._marker_egress: list[bytes] = []
+        # Double record-routing (RFC 3261 §16.6 step 4) with the egress of the
+        # gateway: the entry facing the next hop comes first, so VOS3000 sends
+        # its in-dialog requests to the socket that knows the gateway.
+        self._rr_outbound: dict[tuple[int, int], list[bytes]] = {}
+        self._rr_inbound: dict[tuple[int, int], list[bytes]] = {}
+        for i, (host, port) in enumerate(self.egresses):
+            hp = _hostport(host, port).encode()
+            self._via_egress.append(b"Via: SIP/2.0/UDP " + hp + b";branch=")
+            self._marker_egress.append(hp + b";branch=")
+            rr_egress = b"Record-Route: <sip:" + hp + b";lr;r2=on>"
+            for ch in (PUBLIC_UDP, PUBLIC_TCP):
+                self._rr_outbound[(ch, PRIVATE + i)] = [rr_egress, rr_public[ch]]
+                self._rr_inbound[(ch, PRIVATE + i)] = [rr_public[ch], rr_egress]
+            self.own.exact.add(rr_egress[rr_egress.index(b"<") + 1 : -1])
+        for rr in rr_public.values():
+            self.own.exact.add(rr[rr.index(b"<") + 1 : -1])
 
     # ------------------------------------------------------------------ entry points
 
     def receive(self, data: bytes, src: Source, now: float) -> Verdict:
-        stream = src.channel is PUBLIC_TCP
+        stream = src.channel == PUBLIC_TCP
         try:
             msg = parse_message(data, self.s.max_tcp_message if stream else self.s.max_datagram,
                                 stream=stream)
-            if src.channel is PRIVATE:
+            if src.channel >= PRIVATE:
                 verdict = self._from_backend(msg, src, now)
             else:
                 verdict = self._from_public(msg, src, now)
@@ -130,7 +156,7 @@ class Engine:
             if kind == "A":
                 tx: InviteTx = obj
                 if tx.a_at == deadline and tx.state is TxState.CALLING:
-                    sends.append((PRIVATE, self.backend, tx.out))
+                    sends.append((tx.egress, self.backend, tx.out))
                     tx.a_interval *= 2  # RFC 3261 §17.1.1.2: INVITE doubles without cap
                     tx.a_at = now + tx.a_interval
                     self.timers.push(tx.a_at, "A", tx)
@@ -158,224 +184,14 @@ class Engine:
                         self._event_end(dlg, now, "expired")
         return sends
 
-    # ------------------------------------------------------------------ public side
-
-    def _from_public(self, msg: Message, src: Source, now: float) -> Verdict:
-        if msg.method is None:
-            return self._public_response(msg, src, now)
-        vi, top, rest = self._top_via(msg)
-        via = parse_via(top)
-        stamped = stamp_via(top, src.host, src.port)
-        via_line = b"Via: " + (b", ".join([stamped, *rest]) if rest else stamped)
-        method = msg.method
-        if method == "INVITE":
-            return self._invite(msg, src, now, vi, via, via_line)
-        if method == "CANCEL":
-            return self._cancel(msg, src, now, vi, via, via_line)
-        if method == "ACK":
-            tx = self.txs.get(self._key(msg, via))
-            if tx is not None and tx.state is TxState.COMPLETED:
-                tx.acked = True
-                return Drop("ack_absorbed")
-            to_tag = header_param(msg.get("to") or b"", b"tag")
-            if tx is None and to_tag is not None and to_tag.startswith(TAG_PREFIX):
-                return Drop("ack_absorbed")  # ACK for a final answer we sent statelessly
-        scan = self._scan(msg, vi, via_line, PRIVATE)
-        if scan.loop:
-            return self._reply_stateless(482, scan, src)
-        if scan.mf_zero:
-            return self._reply_stateless(483, scan, src)
-        key = self._key(msg, via)
-        scan.lines[0] = self._via_private + key
-        return Forward([(PRIVATE, self.backend, serialize(msg.start, scan.lines, msg.body,
-                                                         msg.has_content_length))])
-
-    def _invite(self, msg: Message, src: Source, now: float, vi: int, via: Via,
-                via_line: bytes) -> Verdict:
-        key = self._key(msg, via)
-        tx = self.txs.get(key)
-        if tx is not None:  # a retransmission: absorbed, answered with what we said last
-            if tx.state is TxState.ACCEPTED or not tx.last_response:
-                return Drop("retransmission")
-            return Reply([(tx.caller_channel, tx.caller, tx.last_response)])
-        scan = self._scan(msg, vi, via_line, PRIVATE)
-        initial = header_param(header_value(scan.to_line), b"tag") is None
-        caller = (src.host, src.port)
-        if scan.loop:
-            return self._reject(key, 482, scan, src, now)
-        if scan.mf_zero:
-            return self._reject(key, 483, scan, src, now)
-        if len(self.txs) >= self.s.max_transactions or (
-            initial and len(self.dialogs) >= self.s.max_dialogs and msg.call_id not in self.dialogs
-        ):
-            return self._reply_stateless(503, scan, src, extra=(b"Retry-After: 5",))
-
-        tx = InviteTx(key, caller, src.channel, now)
-        tx.initial = initial
-        tx.call_id = msg.call_id
-        tx.vias = scan.vias
-        tx.from_line = scan.from_line
-        tx.to_line = scan.to_line
-        tx.call_id_line = scan.call_id_line
-        tx.cseq_line = scan.cseq_line
-        tx.cseq = msg.cseq
-        tx.uri = msg.uri
-        lines = scan.lines
-        tx.our_via = lines[0] = self._via_private + key
-        if initial:
-            lines[1:1] = self._rr[src.channel]
-        tx.routes = [ln for ln in lines if ln[:6].lower() == b"route:"]
-        tx.out = serialize(msg.start, lines, msg.body, msg.has_content_length)
-        trying = build.response(100, scan.vias, scan.from_line, scan.to_line, scan.call_id_line,
-                                scan.cseq_line)
-        tx.last_response = trying
-        self.txs[key] = tx
-        tx.a_interval = self.s.t1
-        tx.a_at = now + self.s.t1
-        self.timers.push(tx.a_at, "A", tx)
-        tx.b_at = now + self.s.invite_timeout
-        self.timers.push(tx.b_at, "B", tx)
-        if initial:
-            dlg = Dialog(msg.call_id, caller, src.channel, now, now + self.s.dialog_setup_timeout)
-            self.dialogs[msg.call_id] = dlg
-            self.timers.push(dlg.expire_at, "D", dlg)
-        return Forward([(src.channel, caller, trying), (PRIVATE, self.backend, tx.out)])
-
-    def _cancel(self, msg: Message, src: Source, now: float, vi: int, via: Via,
-                via_line: bytes) -> Verdict:
-        scan = self._scan(msg, vi, via_line, PRIVATE)
-        tx = self.txs.get(self._key(msg, via))
-        if tx is None:
-            return self._reply_stateless(481, scan, src)
-        ok = build.response(200, scan.vias, scan.from_line, scan.to_line, scan.call_id_line,
-                            scan.cseq_line, to_tag=self._tag(tx.key))
-        sends: list[Send] = [(src.channel, (src.host, src.port), ok)]
-        if tx.final or tx.cancelled or tx.cancel_pending:
-            return Reply(sends)
-        if tx.state is TxState.PROCEEDING:
-            sends.append((PRIVATE, self.backend, self._cancel_request(tx)))
-            tx.cancelled = True
-        else:
-            tx.cancel_pending = True  # RFC 3261 §9.1: not before a provisional
-        # If VOS3000 never ends the INVITE, answer 487 ourselves (§9.1: 64*T1).
-        tx.b_at = now + 64 * self.s.t1
-        self.timers.push(tx.b_at, "B", tx)
-        return Forward(sends)
-
-    def _public_response(self, msg: Message, src: Source, now: float) -> Verdict:
-        """A caller answering a request VOS3000 sent through us: back to VOS3000 only."""
-        lines, branch, nxt = self._pop_our_via(msg, self.own_public, self._marker_public)
-        if branch is None:
-            return Drop("via_not_ours")
-        if nxt is None:
-            return Drop("no_next_via")
-        addr = parse_via(nxt).reply_address()
-        if addr[0] != self.backend[0]:
-            return Drop("response_not_to_backend")
-        if msg.cseq_method == "BYE" and 200 <= msg.status < 300:
-            self._end_dialog(msg.call_id, now, "bye_backend")
-        return Forward([(PRIVATE, addr, serialize(msg.start, lines, msg.body, msg.has_content_length))])
-
-    # ------------------------------------------------------------------ backend side
-
-    def _from_backend(self, msg: Message, src: Source, now: float) -> Verdict:
-        if src.host != self.backend[0]:
-            return Drop("not_backend")
-        if msg.method is None:
-            return self._backend_response(msg, src, now)
-        dlg = self.dialogs.get(msg.call_id)
-        vi, top, rest = self._top_via(msg)
-        via = parse_via(top)
-        stamped = stamp_via(top, src.host, src.port)
-        via_line = b"Via: " + (b", ".join([stamped, *rest]) if rest else stamped)
-        scan = self._scan(msg, vi, via_line, dlg.caller_channel if dlg else PUBLIC_UDP)
-        if dlg is None:
-            if msg.method == "ACK":
-                return Drop("no_dialog")
-            return self._reply_stateless(481, scan, src)
-        if scan.mf_zero:
-            return self._reply_stateless(483, scan, src)
-        scan.lines[0] = self._via_public[dlg.caller_channel] + self._key(msg, via, b"b")
-        out = serialize(msg.start, scan.lines, msg.body, msg.has_content_length)
-        return Forward([(dlg.caller_channel, dlg.caller, out)])
-
-    def _backend_response(self, msg: Message, src: Source, now: float) -> Verdict:
-        lines, branch, nxt = self._pop_our_via(msg, self.own_private, self._marker_private)
-        if branch is None:
-            return Drop("via_not_ours")
-        tx = self.txs.get(branch) if msg.cseq_method in ("INVITE", "CANCEL") else None
-        if tx is not None and msg.cseq_method == "CANCEL":
-            return Drop("cancel_answer")  # the 200 for our own CANCEL
-        if nxt is None:
-            return Drop("no_next_via")  # RFC 3261 §16.7 step 3: nowhere to send it
-        if tx is not None:
-            return self._invite_response(tx, msg, lines, now)
-        via = parse_via(nxt)
-        channel = PUBLIC_TCP if via.transport == "TCP" else PUBLIC_UDP
-        if msg.cseq_method == "BYE" and 200 <= msg.status < 300:
-            self._end_dialog(msg.call_id, now, "bye_caller")
-        out = serialize(msg.start, lines, msg.body, msg.has_content_length)
-        return Forward([(channel, via.reply_address(), out)])
-
-    def _invite_response(self, tx: InviteTx, msg: Message, lines: list[bytes], now: float) -> Verdict:
-        status = msg.status
-        sends: list[Send] = []
-        if status < 200:
-            first = tx.state is TxState.CALLING
-            tx.step("provisional")
-            if tx.state is TxState.PROCEEDING and not tx.cancelled:
-                # Timer C (RFC 3261 §16.6 step 11), restarted by each provisional.
-                if first or status > 100:
-                    tx.b_at = now + self.s.proxy_timeout
-                    self.timers.push(tx.b_at, "B", tx)
-                if tx.cancel_pending:
-                    tx.cancel_pending = False
-                    tx.cancelled = True
-                    sends.append((PRIVATE, self.backend, self._cancel_request(tx)))
-            if status == 100 or tx.final:
-                return Forward(sends) if sends else Drop("hop_by_hop_100")
-            out = serialize(msg.start, lines, msg.body, msg.has_content_length)
-            tx.last_response = out
-            sends.append((tx.caller_channel, tx.caller, out))
-            return Forward(sends)
-        out = serialize(msg.start, lines, msg.body, msg.has_content_length)
-        if status < 300:
-            # Every 2xx goes through, retransmissions too (RFC 3261 §16.7 step 5).
-            if tx.step("2xx") and tx.expire_at == 0.0:
-                self._expire_tx(tx, now)
-                dlg = self.dialogs.get(tx.call_id)
-                if tx.initial and dlg is not None and dlg.state is DialogState.EARLY:
-                    dlg.state = DialogState.CONFIRMED
-                    dlg.confirmed_at = now
-                    dlg.expire_at = now + self.s.dialog_max_age
-                    self.timers.push(dlg.expire_at, "D", dlg)
-                    self.on_event("call_setup", call_id=tx.call_id.decode("ascii", "replace"),
-                                  caller=f"{tx.caller[0]}:{tx.caller[1]}",
-                                  setup_ms=round((now - tx.started) * 1000, 1))
-            return Forward([(tx.caller_channel, tx.caller, out)])
-        # A non-2xx final answer: ACK it ourselves (hop by hop, §17.1.1.3), pass it on once.
-        to_line = next((raw for name, raw in msg.headers if name == "to"), tx.to_line)
-        ack = build.request(b"ACK", tx.uri, tx.our_via, tx.routes, tx.from_line, to_line,
-                            tx.call_id_line, tx.cseq)
-        sends.append((PRIVATE, self.backend, ack))
-        if not tx.step("final"):
-            return Reply(sends)  # a retransmitted final answer: re-ACK only
-        tx.last_response = out
-        sends.append((tx.caller_channel, tx.caller, out))
-        self._complete(tx, now)
-        if tx.initial:
-            self._drop_dialog(tx.call_id, now, f"rejected_{status}")
-        return Forward(sends)
-
     # ------------------------------------------------------------------ helpers
 
     @property
     def own_public(self) -> tuple[str, int]:
         return (self.s.public_host, self.s.public_port)
 
-    @property
-    def own_private(self) -> tuple[str, int]:
-        return (self.s.private_host, self.s.private_port)
+    def _scan(self, msg: Message, vi: int, via_line: bytes) -> Scan:
+        return scan_request(msg, vi, via_line, self.own)
 
     def _key(self, msg: Message, via: Via, side: bytes = b"p") -> bytes:
         """Our branch for this request: same for retransmissions, CANCEL and non-2xx ACK."""
@@ -392,6 +208,9 @@ class Engine:
     def _tag(self, key: bytes) -> bytes:
         return TAG_PREFIX + key[7:17]
 
+    def _local_tag(self, seed: bytes) -> bytes:
+        return TAG_PREFIX + hashlib.md5(self.secret + seed, usedforsecurity=False).hexdigest()[:10].encode()
+
     @staticmethod
     def _top_via(msg: Message) -> tuple[int, bytes, list[bytes]]:
         for i, (name, raw) in enumerate(msg.headers):
@@ -402,59 +221,6 @@ class Engine:
                     return i, values[0], values[1:]
                 return i, value, []
         raise SipParseError("missing_mandatory_header")
-
-    def _scan(self, msg: Message, vi: int, via_line: bytes, dest: Channel) -> _Scan:
-        """One pass over the headers: the lines to send on (slot 0 kept for our
-        Via), Max-Forwards decremented (RFC 3261 §16.6 step 3), the raw lines
-        a locally built response needs, and a loop check (§16.3 step 4)."""
-        sc = _Scan()
-        lines = sc.lines
-        lines.append(b"")
-        own = self.own
-        mf_seen = False
-        for i, (name, raw) in enumerate(msg.headers):
-            if name == "via":
-                if i == vi:
-                    raw = via_line
-                elif own.may_contain(raw) and self._names_us(raw):
-                    sc.loop = True
-                sc.vias.append(raw)
-            elif name == "route":
-                sc.route_idx.append(len(lines))
-            elif name == "max-forwards" and not mf_seen:
-                mf_seen = True
-                value = header_value(raw)
-                if not value.isdigit() or len(value) > 3:
-                    raise SipParseError("bad_max_forwards")
-                hops = int(value)
-                if hops <= 0:
-                    sc.mf_zero = True
-                    hops = 1
-                raw = b"Max-Forwards: %d" % (hops - 1)
-            elif name == "from":
-                sc.from_line = raw
-            elif name == "to":
-                sc.to_line = raw
-            elif name == "call-id":
-                sc.call_id_line = raw
-            elif name == "cseq":
-                sc.cseq_line = raw
-            lines.append(raw)
-        if not mf_seen:
-            lines.append(b"Max-Forwards: 70")
-        if vi == 0 and own.may_contain(via_line) and self._names_us(via_line):
-            sc.loop = True
-        if sc.route_idx and any(own.may_contain(lines[i]) for i in sc.route_idx):
-            strip_own_routes(lines, sc.route_idx, own)
-            sc.lines = [ln for ln in lines if ln is not None]
-        return sc
-
-    def _names_us(self, via_raw: bytes) -> bool:
-        for value in split_values(header_value(via_raw)):
-            v = parse_via(value)
-            if self.own.is_own(v.host, v.port):
-                return True
-        return False
 
     def _pop_our_via(self, msg: Message, ours: tuple[str, int], marker: bytes
                      ) -> tuple[list[bytes], bytes | None, bytes | None]:
@@ -484,20 +250,9 @@ class Engine:
                               sc.cseq_line, to_tag=TAG_PREFIX + b"0", extra=extra)
         return Reply([(src.channel, (src.host, src.port), resp)])
 
-    def _reject(self, key: bytes, status: int, sc: _Scan, src: Source, now: float) -> Reply:
-        """A final answer of ours to an INVITE, kept as a transaction so the ACK
-        is absorbed and retransmissions get the same answer."""
-        tx = InviteTx(key, (src.host, src.port), src.channel, now)
-        tx.step("final")
-        tx.last_response = build.response(status, sc.vias, sc.from_line, sc.to_line,
-                                          sc.call_id_line, sc.cseq_line, to_tag=self._tag(key))
-        self.txs[key] = tx
-        self._complete(tx, now)
-        return Reply([(src.channel, (src.host, src.port), tx.last_response)])
-
     def _complete(self, tx: InviteTx, now: float) -> None:
         """Entered COMPLETED: Timer G towards a UDP caller, then expiry."""
-        if tx.caller_channel is PUBLIC_UDP:
+        if tx.caller_channel == PUBLIC_UDP:
             tx.g_interval = self.s.t1
             tx.g_at = now + self.s.t1
             tx.h_at = now + 64 * self.s.t1
@@ -516,7 +271,7 @@ class Engine:
         """Timer B or C ran out, or a CANCEL was never answered."""
         status = 487 if (tx.cancelled or tx.cancel_pending) else 408
         if tx.state is TxState.PROCEEDING and not tx.cancelled:
-            sends.append((PRIVATE, self.backend, self._cancel_request(tx)))
+            sends.append((tx.egress, self.backend, self._cancel_request(tx)))
             tx.cancelled = True
         tx.step("timeout")
         tx.last_response = build.response(status, tx.vias, tx.from_line, tx.to_line,
@@ -525,6 +280,16 @@ class Engine:
         self._complete(tx, now)
         if tx.initial:
             self._drop_dialog(tx.call_id, now, "timeout" if status == 408 else "cancelled")
+
+    def _confirm_dialog(self, dlg: Dialog, now: float) -> None:
+        dlg.state = DialogState.CONFIRMED
+        dlg.confirmed_at = now
+        dlg.expire_at = now + self.s.dialog_max_age
+        self.timers.push(dlg.expire_at, "D", dlg)
+        self.on_event("call_setup", call_id=dlg.call_id.decode("ascii", "replace"),
+                      gateway=dlg.gateway, peer=f"{dlg.peer[0]}:{dlg.peer[1]}",
+                      direction="inbound" if dlg.inbound else "outbound",
+                      setup_ms=round((now - dlg.created) * 1000, 1))
 
     def _drop_dialog(self, call_id: bytes, now: float, reason: str) -> None:
         dlg = self.dialogs.pop(call_id, None)
@@ -542,5 +307,9 @@ class Engine:
 
     def _event_end(self, dlg: Dialog, now: float, reason: str) -> None:
         duration = round(now - dlg.confirmed_at, 3) if dlg.confirmed_at else 0.0
-        self.on_event("call_end", call_id=dlg.call_id.decode("ascii", "replace"), reason=reason,
-                      duration_s=duration)
+        self.on_event("call_end", call_id=dlg.call_id.decode("ascii", "replace"),
+                      gateway=dlg.gateway, reason=reason, duration_s=duration)
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

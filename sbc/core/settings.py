@@ -27,6 +27,12 @@ class ProxySettings:
     dialog_max_age: float = 86_400.0
     max_datagram: int = 16_384
     max_tcp_message: int = 65_536
+    egresses: tuple[tuple[str, int], ...] = ()  # gateways' own private sockets, after `private`
+    reject_unknown: bool = False  # 403 instead of silence for unknown sources
+    reply_budget_rate: float = 50.0
+    reply_budget_burst: float = 100.0
+    max_offense_sources: int = 100_000
+    offense_window: float = 600.0
 
     @property
     def backend(self) -> tuple[str, int]:
@@ -39,8 +45,12 @@ class ProxySettings:
         return format_hostport(self.private_host, self.private_port)
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "ProxySettings":
+    def from_config(cls, cfg: Any, egresses: tuple[tuple[str, int], ...] = ()) -> "ProxySettings":
         return cls(
+            egresses=egresses,
+            reject_unknown=cfg.auth.unknown_source == "reject",
+            reply_budget_rate=float(cfg.auth.reply_budget_per_s),
+            reply_budget_burst=float(cfg.auth.reply_budget_burst),
             public_host=cfg.public.advertise_host or cfg.public.host,
             public_port=cfg.public.port,
             private_host=cfg.private.advertise_host or cfg.private.host,

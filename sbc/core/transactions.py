@@ -72,6 +72,7 @@ class InviteTx:
         "g_at",
         "g_interval",
         "h_at",
+        "egress",
         "expire_at",
         "cancel_pending",
         "cancelled",
@@ -103,6 +104,7 @@ class InviteTx:
         self.g_at = 0.0
         self.g_interval = 0.0
         self.h_at = 0.0
+        self.egress = 2  # the private channel the INVITE went out on
         self.expire_at = 0.0
         self.cancel_pending = False
         self.cancelled = False

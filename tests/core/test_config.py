@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -25,6 +26,7 @@ from sbc.config import (
     parse_config,
     summary,
 )
+from sbc.config_gateways import DigestAlgorithm, OptionsMode, UnknownSource
 from sbc.logsetup import configure_logging, get_logger
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +68,15 @@ def test_empty_text_gives_defaults(text: str) -> None:
     assert cfg.limits.tcp_idle_timeout_s == 600.0
     assert cfg.logging.format is LogFormat.JSON
     assert cfg.logging.level is LogLevel.INFO
+    assert cfg.gateways == ()
+    assert cfg.auth.realm == "sbc"
+    assert cfg.auth.nonce_ttl_s == 300.0
+    assert cfg.auth.algorithms == (DigestAlgorithm.SHA_256, DigestAlgorithm.MD5)
+    assert cfg.auth.unknown_source is UnknownSource.DROP
+    assert (cfg.auth.reply_budget_per_s, cfg.auth.reply_budget_burst) == (50.0, 100)
+    assert (cfg.registrar.min_expires_s, cfg.registrar.max_expires_s) == (60, 3600)
+    assert (cfg.registrar.default_expires_s, cfg.registrar.max_contacts) == (3600, 5)
+    assert cfg.state.path == "sbc-state.sqlite"
 
 
 def test_example_file_loads_and_equals_defaults() -> None:
@@ -88,6 +99,33 @@ def test_example_file_commented_examples_are_valid() -> None:
     assert cfg.private.advertised == "10.0.0.5"
 
 
+def test_example_file_gateway_example_is_valid() -> None:
+    # The commented block after `gateways: []` replaces it.
+    lines = EXAMPLE.read_text().splitlines()
+    start = lines.index("gateways: []")
+    end = lines.index("", start)
+    block = [line.removeprefix("#").removeprefix(" ") for line in lines[start + 1 : end]]
+    assert block[0] == "gateways:"
+    text = "\n".join(lines[:start] + block + lines[end:])
+    cfg = parse_config(text, "example")
+    acme, phones = cfg.gateways
+    assert acme.name == "acme"
+    assert acme.ip == ("198.51.100.10", "203.0.113.0/24", "2001:db8:100::/48")
+    assert acme.ip_port == (("192.0.2.20", 5060), ("192.0.2.20", 5062))
+    assert acme.egress is not None and acme.egress.address == ("127.0.0.1", 5081)
+    assert acme.options is OptionsMode.ANSWER
+    first, second = phones.digest
+    assert first.password is not None and first.password.get_secret_value() == "change-me"
+    assert cfg.realm_for(first) == "sbc"
+    assert cfg.realm_for(second) == "pbx"
+    # The example hashes are those of the password "secret" in realm "pbx".
+    assert second.ha1_md5 is not None and second.ha1_sha256 is not None
+    seed = b"1002:pbx:secret"
+    assert second.ha1_md5.get_secret_value() == hashlib.md5(seed).hexdigest()
+    assert second.ha1_sha256.get_secret_value() == hashlib.sha256(seed).hexdigest()
+    assert second.from_cidrs == ("192.0.2.0/24",)
+
+
 def test_local_file() -> None:
     cfg = load_config(LOCAL)
     assert cfg.public.address == ("127.0.0.1", 5060)
@@ -96,6 +134,9 @@ def test_local_file() -> None:
     assert cfg.backend.address == ("127.0.0.1", 5070)
     assert cfg.logging.format is LogFormat.CONSOLE
     assert cfg.logging.level is LogLevel.INFO
+    (local,) = cfg.gateways
+    assert (local.name, local.ip, local.ip_port, local.digest) == ("local", ("127.0.0.0/8",), (), ())
+    assert local.egress is None
 
 
 def test_values_are_normalised() -> None:
@@ -151,6 +192,7 @@ def test_summary() -> None:
         "transports": "udp,tcp",
         "private": "127.0.0.1:5080",
         "backend": "127.0.0.1:5070",
+        "gateways": "0",
     }
     cfg = parse_config("public: {host: 0.0.0.0, advertise_host: 198.51.100.1, transports: [udp]}")
     assert summary(cfg) == {
@@ -158,8 +200,130 @@ def test_summary() -> None:
         "transports": "udp",
         "private": "127.0.0.1:5080",
         "backend": "127.0.0.1:5070",
+        "gateways": "0",
         "public_advertised": "198.51.100.1:5060",
     }
+
+
+# --------------------------------------------------------------------------
+# Gateways, auth, registrar, state
+
+
+def test_gateways_are_normalised() -> None:
+    cfg = parse_config(
+        yaml_text("""
+            gateways:
+              - name: acme
+                ip:
+                  - 192.0.2.10
+                  - 10.1.0.0/255.255.0.0
+                  - "2001:DB8:0::/32"
+                  - "::ffff:198.51.100.0/120"
+                  - "::ffff:198.51.100.77"
+                  - 203.0.113.5/32
+                ip_port: ["192.0.2.20:5060", "[2001:db8::0:1]:5062", "[::ffff:192.0.2.21]:5060"]
+                egress: {host: 127.0.0.1, port: 5081}
+                options: PASS
+              - name: phones
+                digest:
+                  - username: "1001"
+                    password: "secret"
+                  - username: "alice.smith"
+                    ha1_md5: "0123456789ABCDEF0123456789ABCDEF"
+                    realm: pbx
+                    from_cidrs: ["192.0.2.0/24", "2001:db8::5"]
+            auth:
+              algorithms: [md5, sha-256]
+              unknown_source: REJECT
+              nonce_ttl_s: 60
+              reply_budget_per_s: 5
+        """)
+    )
+    acme, phones = cfg.gateways
+    assert isinstance(cfg.gateways, tuple)
+    assert acme.ip == (
+        "192.0.2.10",
+        "10.1.0.0/16",
+        "2001:db8::/32",
+        "198.51.100.0/24",
+        "198.51.100.77",
+        "203.0.113.5",
+    )
+    assert acme.ip_port == (("192.0.2.20", 5060), ("2001:db8::1", 5062), ("192.0.2.21", 5060))
+    assert acme.egress is not None
+    assert (acme.egress.address, acme.egress.hostport) == (("127.0.0.1", 5081), "127.0.0.1:5081")
+    assert acme.options is OptionsMode.PASS
+    assert acme.digest == ()
+    assert phones.options is OptionsMode.ANSWER and phones.egress is None
+    first, second = phones.digest
+    assert first.password is not None and first.password.get_secret_value() == "secret"
+    assert first.algorithms == {DigestAlgorithm.MD5, DigestAlgorithm.SHA_256}
+    assert second.ha1_md5 is not None
+    assert second.ha1_md5.get_secret_value() == "0123456789abcdef0123456789abcdef"
+    assert second.algorithms == {DigestAlgorithm.MD5}
+    assert second.from_cidrs == ("192.0.2.0/24", "2001:db8::5")
+    assert (cfg.realm_for(first), cfg.realm_for(second)) == ("sbc", "pbx")
+    assert cfg.auth.algorithms == (DigestAlgorithm.MD5, DigestAlgorithm.SHA_256)
+    assert cfg.auth.unknown_source is UnknownSource.REJECT
+    assert (cfg.auth.nonce_ttl_s, cfg.auth.reply_budget_per_s) == (60.0, 5.0)
+    assert summary(cfg)["gateways"] == "2"
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    cfg = parse_config(
+        'gateways: [{name: a, digest: [{username: "u", password: "hunter2"},'
+        ' {username: "v", ha1_sha256: "' + "ab" * 32 + '"}]}]'
+    )
+    assert "hunter2" not in repr(cfg) and "hunter2" not in str(cfg)
+    assert "ab" * 32 not in repr(cfg)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["gateways:\n", "gateways: []\n", "gateways:\n# - name: x\n", "auth:\nregistrar:\nstate:\n"],
+)
+def test_empty_gateway_sections_are_defaults(text: str) -> None:
+    assert parse_config(text) == Config()
+
+
+def test_overlapping_networks_in_different_gateways_are_allowed() -> None:
+    cfg = parse_config(
+        yaml_text("""
+            gateways:
+              - {name: wide, ip: [10.0.0.0/8]}
+              - {name: narrow, ip: [10.1.0.0/16], ip_port: ["10.0.0.1:5060"]}
+              - {name: host, ip: [10.0.0.1]}
+        """)
+    )
+    assert [g.name for g in cfg.gateways] == ["wide", "narrow", "host"]
+
+
+def test_egresses_may_share_the_private_host() -> None:
+    cfg = parse_config(
+        yaml_text("""
+            private: {host: 10.0.0.5, port: 5080}
+            backend: {host: 10.0.0.9, port: 5060}
+            gateways:
+              - {name: a, ip: [192.0.2.1], egress: {host: 10.0.0.5, port: 5081}}
+              - {name: b, ip: [192.0.2.2], egress: {host: 10.0.0.5, port: 5082}}
+              - {name: c, ip: [192.0.2.3]}
+        """)
+    )
+    assert [g.egress.port if g.egress else None for g in cfg.gateways] == [5081, 5082, None]
+
+
+def test_registrar_bounds_may_be_equal() -> None:
+    cfg = parse_config("registrar: {min_expires_s: 300, max_expires_s: 300, default_expires_s: 300}")
+    assert cfg.registrar.min_expires_s == cfg.registrar.max_expires_s == 300
+
+
+def test_unknown_key_in_gateway_lists_the_keys() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("gateways:\n  - name: a\n    ip: [192.0.2.1]\n    zzz: 1\n", "x.yaml")
+    assert str(info.value) == (
+        "x.yaml:4: gateways[0].zzz: unknown key; expected one of: "
+        "name, ip, ip_port, digest, egress, options"
+    )
 
 
 # --------------------------------------------------------------------------
@@ -526,6 +690,693 @@ BAD: list[tuple[str, str, str]] = [
         public
         """,
         "x.yaml:2: the top level must be a mapping of sections",
+    ),    # ---- gateways
+    (
+        "gateway_without_any_identification",
+        """
+        gateways:
+          - name: acme
+            ip: [192.0.2.1]
+          - name: empty
+            options: pass
+        """,
+        "x.yaml:4: gateways[1]: gateway 'empty' needs at least one of ip, ip_port or digest",
+    ),
+    (
+        "gateway_with_empty_lists",
+        """
+        gateways:
+          - name: empty
+            ip: []
+            digest:
+        """,
+        "x.yaml:2: gateways[0]: gateway 'empty' needs at least one of ip, ip_port or digest",
+    ),
+    (
+        "gateway_name_missing",
+        """
+        gateways:
+          - ip: [192.0.2.1]
+        """,
+        "x.yaml:2: gateways[0].name: Field required",
+    ),
+    (
+        "gateway_name_bad_characters",
+        """
+        gateways:
+          - name: "acme corp"
+            ip: [192.0.2.1]
+        """,
+        "x.yaml:2: gateways[0].name: 'acme corp': a gateway name is 1 to 64 letters, digits",
+    ),
+    (
+        "gateway_name_too_long",
+        f"""
+        gateways:
+          - ip: [192.0.2.1]
+            name: {"a" * 65}
+        """,
+        "x.yaml:3: gateways[0].name: 'aaaa",
+    ),
+    (
+        "gateway_name_number",
+        """
+        gateways:
+          - name: 1001
+            ip: [192.0.2.1]
+        """,
+        "x.yaml:2: gateways[0].name: should be a name string (quote it in YAML), not a number",
+    ),
+    (
+        "gateway_duplicate_name",
+        """
+        gateways:
+          - name: acme
+            ip: [192.0.2.1]
+          - name: other
+            ip: [192.0.2.2]
+          - name: acme
+            ip: [192.0.2.3]
+        """,
+        "x.yaml:6: gateways[2].name: gateway name 'acme' is already used by gateways[0]",
+    ),
+    (
+        "gateway_unknown_key",
+        """
+        gateways:
+          - name: acme
+            ips: [192.0.2.1]
+        """,
+        "x.yaml:3: gateways[0].ips: unknown key (did you mean 'ip'?)",
+    ),
+    (
+        "gateway_unknown_key_in_egress",
+        """
+        gateways:
+          - name: acme
+            ip: [192.0.2.1]
+            egress:
+              host: 127.0.0.1
+              port: 5081
+              hots: 127.0.0.2
+        """,
+        "x.yaml:7: gateways[0].egress.hots: unknown key (did you mean 'host'?)",
+    ),
+    (
+        "gateway_unknown_key_in_digest",
+        """
+        gateways:
+          - name: acme
+            digest:
+              - username: "1001"
+                password: "x"
+                relam: "r"
+        """,
+        "x.yaml:6: gateways[0].digest[0].relam: unknown key (did you mean 'realm'?)",
+    ),
+    (
+        "gateways_not_a_list",
+        """
+        gateways:
+          name: acme
+        """,
+        "x.yaml:1: gateways: should be a list, not a dict",
+    ),
+    (
+        "gateway_ip_not_a_list",
+        """
+        gateways:
+          - name: acme
+            ip: 192.0.2.1
+        """,
+        "x.yaml:3: gateways[0].ip: should be a list, not a string",
+    ),
+    (
+        "ip_host_bits_set",
+        """
+        gateways:
+          - name: acme
+            ip:
+              - 10.1.0.0/16
+              - 10.2.3.4/16
+        """,
+        (
+            "x.yaml:5: gateways[0].ip[1]: '10.2.3.4/16' has host bits set: "
+            "write 10.2.0.0/16 for the network, or 10.2.3.4 for the one address"
+        ),
+    ),
+    (
+        "ipv6_host_bits_set",
+        """
+        gateways:
+          - name: acme
+            ip: ["2001:db8::1/32"]
+        """,
+        "x.yaml:3: gateways[0].ip[0]: '2001:db8::1/32' has host bits set: write 2001:db8::/32",
+    ),
+    (
+        "ip_not_an_address",
+        """
+        gateways:
+          - name: acme
+            ip: [pbx.example.com]
+        """,
+        "x.yaml:3: gateways[0].ip[0]: 'pbx.example.com' is not an IP address or network",
+    ),
+    (
+        "ip_prefix_too_long",
+        """
+        gateways:
+          - name: acme
+            ip: [10.0.0.0/33]
+        """,
+        "x.yaml:3: gateways[0].ip[0]: '10.0.0.0/33' is not an IP address or network",
+    ),
+    (
+        "ip_unquoted_ipv6_read_as_number",
+        """
+        gateways:
+          - name: acme
+            ip: [1:2:3:4:5:6:7:8]
+        """,
+        "x.yaml:3: gateways[0].ip[0]: should be an IP address or network string",
+    ),
+    (
+        "ip_listed_twice_in_one_gateway",
+        """
+        gateways:
+          - name: acme
+            ip:
+              - 192.0.2.1
+              - 192.0.2.1/32
+        """,
+        "x.yaml:5: gateways[0].ip[1]: 192.0.2.1 is listed twice in ip",
+    ),
+    (
+        "ip_in_two_gateways",
+        """
+        gateways:
+          - name: acme
+            ip: [10.1.0.0/16]
+          - name: other
+            ip:
+              - 192.0.2.0/24
+              - "::ffff:10.1.0.0/112"
+        """,
+        (
+            "x.yaml:7: gateways[1].ip[1]: 10.1.0.0/16 is already listed for gateway 'acme'; "
+            "an address or network belongs to one gateway"
+        ),
+    ),
+    (
+        "ipv6_in_two_gateways",
+        """
+        gateways:
+          - name: acme
+            ip: ["2001:db8:0::/48"]
+          - name: other
+            ip: ["2001:DB8::/48"]
+        """,
+        "x.yaml:5: gateways[1].ip[0]: 2001:db8::/48 is already listed for gateway 'acme'",
+    ),
+    (
+        "ip_port_in_two_gateways",
+        """
+        gateways:
+          - name: acme
+            ip_port: ["[::1]:5062"]
+          - name: other
+            ip_port:
+              - "192.0.2.1:5060"
+              - "[0:0::1]:5062"
+        """,
+        "x.yaml:7: gateways[1].ip_port[1]: [::1]:5062 is already listed for gateway 'acme'",
+    ),
+    (
+        "ip_port_listed_twice_in_one_gateway",
+        """
+        gateways:
+          - name: acme
+            ip_port: ["192.0.2.1:5060", "192.0.2.1:5060"]
+        """,
+        "x.yaml:3: gateways[0].ip_port[1]: 192.0.2.1:5060 is listed twice in ip_port",
+    ),
+    (
+        "ip_port_without_port",
+        """
+        gateways:
+          - name: acme
+            ip_port: ["192.0.2.1"]
+        """,
+        "x.yaml:3: gateways[0].ip_port[0]: '192.0.2.1' should be \"address:port\"",
+    ),
+    (
+        "ip_port_unbracketed_ipv6",
+        """
+        gateways:
+          - name: acme
+            ip_port: ["2001:db8::1:5060"]
+        """,
+        (
+            "x.yaml:3: gateways[0].ip_port[0]: '2001:db8::1:5060': write an IPv6 address "
+            "in brackets, \"[2001:db8::1]:5060\""
+        ),
+    ),
+    (
+        "ip_port_port_out_of_range",
+        """
+        gateways:
+          - name: acme
+            ip_port: ["192.0.2.1:65536"]
+        """,
+        "x.yaml:3: gateways[0].ip_port[0]: '192.0.2.1:65536': the port should be a number",
+    ),
+    (
+        "ip_port_host_name",
+        """
+        gateways:
+          - name: acme
+            ip_port: ["pbx.example.com:5060"]
+        """,
+        "x.yaml:3: gateways[0].ip_port[0]: 'pbx.example.com:5060': 'pbx.example.com' is not",
+    ),
+    (
+        "ip_port_unspecified",
+        """
+        gateways:
+          - name: acme
+            ip_port: ["0.0.0.0:5060"]
+        """,
+        "x.yaml:3: gateways[0].ip_port[0]: '0.0.0.0:5060': 0.0.0.0 is never the source",
+    ),
+    (
+        "options_unknown",
+        """
+        gateways:
+          - name: acme
+            ip: [192.0.2.1]
+            options: reply
+        """,
+        "x.yaml:4: gateways[0].options: Input should be 'answer' or 'pass'",
+    ),
+    # ---- digest accounts
+    (
+        "digest_password_and_ha1",
+        """
+        gateways:
+          - name: acme
+            digest:
+              - username: "1001"
+                password: "secret"
+                ha1_md5: "0123456789abcdef0123456789abcdef"
+        """,
+        "x.yaml:6: gateways[0].digest[0].ha1_md5: give either password or ha1_md5, not both",
+    ),
+    (
+        "digest_no_secret",
+        """
+        gateways:
+          - name: acme
+            digest:
+              - username: "1001"
+                realm: "r"
+        """,
+        (
+            "x.yaml:4: gateways[0].digest[0]: account '1001' needs a password, "
+            "or ha1_md5 and/or ha1_sha256"
+        ),
+    ),
+    (
+        "digest_ha1_wrong_length",
+        """
+        gateways:
+          - name: acme
+            digest:
+              - username: "1001"
+                ha1_sha256: "0123456789abcdef0123456789abcdef"
+        """,
+        (
+            "x.yaml:5: gateways[0].digest[0].ha1_sha256: should be 64 hexadecimal digits: "
+            "SHA-256(username:realm:password)"
+        ),
+    ),
+    (
+        "digest_ha1_not_hex",
+        """
+        gateways:
+          - name: acme
+            digest:
+              - username: "1001"
+                ha1_md5: "0123456789abcdef0123456789abcdeg"
+        """,
+        "x.yaml:5: gateways[0].digest[0].ha1_md5: should be 32 hexadecimal digits",
+    ),
+    (
+        "digest_username_number",
+        """
+        gateways:
+          - name: acme
+            digest:
+              - username: 1001
+                password: "x"
+        """,
+        "x.yaml:4: gateways[0].digest[0].username: should be a user name string (quote it",
+    ),
+    (
+        "digest_password_number",
+        """
+        gateways:
+          - name: acme
+            digest:
+              - username: "1001"
+                password: 1234
+        """,
+        "x.yaml:5: gateways[0].digest[0].password: should be a password string (quote it",
+    ),
+    (
+        "digest_password_empty",
+        """
+        gateways:
+          - name: acme
+            digest:
+              - username: "1001"
+                password: ""
+        """,
+        "x.yaml:5: gateways[0].digest[0].password: should not be empty",
+    ),
+    (
+        "digest_username_with_quote",
+        """
+        gateways:
+          - name: acme
+            digest:
+              - username: 'a"b'
+                password: "x"
+        """,
+        "x.yaml:4: gateways[0].digest[0].username: 'a\"b': a user name is 1 to 128 characters",
+    ),
+    (
+        "digest_realm_with_backslash",
+        """
+        gateways:
+          - name: acme
+            digest:
+              - username: "1001"
+                password: "x"
+                realm: 'a\\b'
+        """,
+        "x.yaml:6: gateways[0].digest[0].realm: 'a\\\\b': a realm is 1 to 128 characters",
+    ),
+    (
+        "digest_from_cidrs_host_bits",
+        """
+        gateways:
+          - name: acme
+            digest:
+              - username: "1001"
+                password: "x"
+                from_cidrs: [192.0.2.1/24]
+        """,
+        "x.yaml:6: gateways[0].digest[0].from_cidrs[0]: '192.0.2.1/24' has host bits set",
+    ),
+    (
+        "digest_duplicate_username_across_gateways",
+        """
+        gateways:
+          - name: acme
+            digest:
+              - username: "1001"
+                password: "x"
+          - name: other
+            digest:
+              - username: "1002"
+                password: "y"
+              - username: "1001"
+                password: "z"
+        """,
+        (
+            "x.yaml:10: gateways[1].digest[1].username: user name '1001' is already an "
+            "account of gateway 'acme'; user names are unique across all gateways"
+        ),
+    ),
+    (
+        "digest_duplicate_username_in_one_gateway",
+        """
+        gateways:
+          - name: acme
+            digest:
+              - {username: "1001", password: "x"}
+              - {username: "1001", password: "y"}
+        """,
+        (
+            "x.yaml:5: gateways[0].digest[1].username: user name '1001' is already an "
+            "account of this gateway"
+        ),
+    ),
+    (
+        "digest_hash_for_no_offered_algorithm",
+        """
+        auth:
+          algorithms: [SHA-256]
+        gateways:
+          - name: acme
+            digest:
+              - username: "1001"
+                ha1_md5: "0123456789abcdef0123456789abcdef"
+        """,
+        (
+            "x.yaml:6: gateways[0].digest[0]: account '1001' has only ha1_md5, which none "
+            "of auth.algorithms (SHA-256) can use"
+        ),
+    ),
+    # ---- egress
+    (
+        "egress_equals_public",
+        """
+        gateways:
+          - name: acme
+            ip: [192.0.2.1]
+            egress:
+              host: 127.0.0.1
+              port: 5060
+        """,
+        (
+            "x.yaml:4: gateways[0].egress: 127.0.0.1:5060 is already used by public "
+            "(127.0.0.1:5060); each gateway's egress needs its own address:port"
+        ),
+    ),
+    (
+        "egress_on_port_of_wildcard_public",
+        """
+        public:
+          host: 0.0.0.0
+          advertise_host: 203.0.113.1
+        gateways:
+          - name: acme
+            ip: [192.0.2.1]
+            egress: {host: 10.0.0.5, port: 5060}
+        """,
+        "x.yaml:7: gateways[0].egress: 10.0.0.5:5060 is already used by public (0.0.0.0:5060)",
+    ),
+    (
+        "egress_equals_private",
+        """
+        gateways:
+          - name: acme
+            ip: [192.0.2.1]
+            egress: {host: 127.0.0.1, port: 5080}
+        """,
+        "x.yaml:4: gateways[0].egress: 127.0.0.1:5080 is already used by private",
+    ),
+    (
+        "egress_equals_private_advertised",
+        """
+        private:
+          advertise_host: 10.0.0.5
+        gateways:
+          - name: acme
+            ip: [192.0.2.1]
+            egress: {host: 10.0.0.5, port: 5080}
+        """,
+        "x.yaml:6: gateways[0].egress: 10.0.0.5:5080 is already used by private.advertise_host",
+    ),
+    (
+        "egress_equals_backend",
+        """
+        gateways:
+          - name: acme
+            ip: [192.0.2.1]
+            egress: {host: 127.0.0.1, port: 5070}
+        """,
+        "x.yaml:4: gateways[0].egress: 127.0.0.1:5070 is already used by backend",
+    ),
+    (
+        "egress_equals_other_gateway_egress",
+        """
+        gateways:
+          - name: acme
+            ip: [192.0.2.1]
+            egress: {host: 127.0.0.1, port: 5081}
+          - name: other
+            ip: [192.0.2.2]
+            egress:
+              port: 5081
+              host: 127.0.0.1
+        """,
+        (
+            "x.yaml:7: gateways[1].egress: 127.0.0.1:5081 is already the egress of gateway "
+            "'acme'; VOS3000 could not tell the two apart"
+        ),
+    ),
+    (
+        "egress_ip_version_differs_from_backend",
+        """
+        gateways:
+          - name: acme
+            ip: [192.0.2.1]
+            egress:
+              host: "::1"
+              port: 5081
+        """,
+        "x.yaml:5: gateways[0].egress.host: ::1 and the backend 127.0.0.1 are of different IP",
+    ),
+    (
+        "egress_unspecified",
+        """
+        gateways:
+          - name: acme
+            ip: [192.0.2.1]
+            egress: {host: 0.0.0.0, port: 5081}
+        """,
+        "x.yaml:4: gateways[0].egress.host: 0.0.0.0 cannot be an egress address",
+    ),
+    (
+        "egress_without_port",
+        """
+        gateways:
+          - name: acme
+            ip: [192.0.2.1]
+            egress: {host: 127.0.0.1}
+        """,
+        "x.yaml:4: gateways[0].egress.port: Field required",
+    ),
+    # ---- auth
+    (
+        "auth_no_algorithms",
+        """
+        auth:
+          algorithms: []
+        """,
+        "x.yaml:2: auth.algorithms: should not be empty",
+    ),
+    (
+        "auth_algorithm_twice",
+        """
+        auth:
+          algorithms: [MD5, SHA-256, md5]
+        """,
+        "x.yaml:2: auth.algorithms[2]: MD5 is listed twice in algorithms",
+    ),
+    (
+        "auth_unknown_algorithm",
+        """
+        auth:
+          algorithms:
+            - SHA-512-256
+        """,
+        "x.yaml:3: auth.algorithms[0]: Input should be 'SHA-256' or 'MD5'",
+    ),
+    (
+        "auth_nonce_ttl_zero",
+        """
+        auth:
+          nonce_ttl_s: 0
+        """,
+        "x.yaml:2: auth.nonce_ttl_s: Input should be greater than 0",
+    ),
+    (
+        "auth_unknown_source_bad",
+        """
+        auth:
+          unknown_source: ignore
+        """,
+        "x.yaml:2: auth.unknown_source: Input should be 'drop' or 'reject'",
+    ),
+    (
+        "auth_reply_budget_zero",
+        """
+        auth:
+          reply_budget_per_s: 0
+        """,
+        "x.yaml:2: auth.reply_budget_per_s: Input should be greater than or equal to 1",
+    ),
+    (
+        "auth_reply_burst_zero",
+        """
+        auth:
+          reply_budget_burst: 0
+        """,
+        "x.yaml:2: auth.reply_budget_burst: Input should be greater than or equal to 1",
+    ),
+    (
+        "auth_realm_empty",
+        """
+        auth:
+          realm: ""
+        """,
+        "x.yaml:2: auth.realm: '': a realm is 1 to 128 characters",
+    ),
+    # ---- registrar
+    (
+        "registrar_max_below_min",
+        """
+        registrar:
+          min_expires_s: 600
+          max_expires_s: 300
+          default_expires_s: 450
+        """,
+        "x.yaml:3: registrar.max_expires_s: must be at least registrar.min_expires_s (600)",
+    ),
+    (
+        "registrar_default_below_min",
+        """
+        registrar:
+          default_expires_s: 30
+        """,
+        "x.yaml:2: registrar.default_expires_s: must be at least registrar.min_expires_s (60)",
+    ),
+    (
+        "registrar_default_above_max",
+        """
+        registrar:
+          max_expires_s: 1800
+        """,
+        "x.yaml:2: registrar.default_expires_s: must be at most registrar.max_expires_s (1800)",
+    ),
+    (
+        "registrar_max_contacts_zero",
+        """
+        registrar:
+          max_contacts: 0
+        """,
+        "x.yaml:2: registrar.max_contacts: Input should be greater than or equal to 1",
+    ),
+    # ---- state
+    (
+        "state_path_empty",
+        """
+        state:
+          path: ""
+        """,
+        "x.yaml:2: state.path: should be a file name",
+    ),
+    (
+        "state_path_not_a_string",
+        """
+        state:
+          path: [a, b]
+        """,
+        "x.yaml:2: state.path: should be a file name string (quote it in YAML), not a list",
     ),
 ]
 

@@ -1,0 +1,587 @@
+"""Configuration sections for gateways, digest authentication, the registrar and
+the state file, and the validation helpers every configuration section shares.
+
+`sbc.config` builds the whole schema on top of this module: it imports the
+shared helpers (`Section`, `problem`, `Port`, ...) from here, adds these sections
+to `Config`, and calls `check_gateways` for the rules that span several
+gateways or other sections (duplicate names, addresses and usernames, egress
+sockets that collide with the sbc's own).
+
+Addresses are stored normalised: an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``)
+becomes the IPv4 address, because the sbc looks IPv4 sources up as IPv4
+whichever socket family they arrive on; a network with its full prefix length
+is written as a plain address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Annotated, Any, Protocol, Self
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+__all__ = [
+    "AuthConfig",
+    "DigestAccount",
+    "DigestAlgorithm",
+    "EgressConfig",
+    "GatewayConfig",
+    "OptionsMode",
+    "RegistrarConfig",
+    "StateConfig",
+    "UnknownSource",
+    "check_gateways",
+]
+
+
+# --------------------------------------------------------------------------
+# Shared by every section
+
+Loc = tuple[str | int, ...]
+
+
+def problem(message: str, at: Loc = (), also: Loc | None = None) -> PydanticCustomError:
+    """A validation error raised by the configuration's own checks.
+
+    `at` is a key path below the validator's location that the error is really
+    about, so a check on the `sip` section as a whole can name `sip.t2_ms`.
+    `also` is the other field involved, relative to the same location: when it
+    was written in the file and `at` was not (a default caused the conflict),
+    the error is reported at its line.
+    """
+    ctx: dict[str, Any] = {"message": message, "at": at}
+    if also is not None:
+        ctx["also"] = also
+    return PydanticCustomError("sbc_config", "{message}", ctx)
+
+
+def kind(value: object) -> str:
+    """How a YAML value reads to an operator: "a string", "a number", ..."""
+    if value is None:
+        return "empty"
+    return {str: "a string", int: "a number", float: "a number", bool: "true/false"}.get(
+        type(value), f"a {type(value).__name__}"
+    )
+
+
+def hostport(host: str, port: int) -> str:
+    """`host:port`, with brackets around an IPv6 host (RFC 3261 §25.1 hostport)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
+Seconds = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+Count = Annotated[int, Field(strict=True, ge=1)]
+
+
+def _text(what: str) -> Any:
+    """A before-validator refusing non-strings with a hint to quote the value.
+
+    YAML reads `1001` as a number, `0100` as 64 and `yes` as true; a user name
+    or password must reach the sbc exactly as written.
+    """
+
+    def check(value: object) -> str:
+        if not isinstance(value, str):
+            raise problem(f"should be {what} string (quote it in YAML), not {kind(value)}")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _none_is_empty(value: object) -> object:
+    # `digest:` with every entry below it commented out reads as null.
+    return () if value is None else value
+
+
+# --------------------------------------------------------------------------
+# Addresses
+
+
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _unmapped(address: _Address) -> _Address:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _network(value: object) -> str:
+    if not isinstance(value, str):
+        raise problem(
+            "should be an IP address or network string such as \"10.1.0.0/16\" "
+            f"(quote IPv6 in YAML), not {kind(value)}"
+        )
+    text = value.strip()
+    if "%" in text:
+        raise problem(f"{value!r}: a zone index (%...) is not accepted")
+    try:
+        net = ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise problem(
+                f"{value!r} is not an IP address or network such as 192.0.2.10 or "
+                "10.1.0.0/16 (host names are not accepted)"
+            ) from None
+        address = text.partition("/")[0]
+        raise problem(
+            f"{value!r} has host bits set: write {loose} for the network, "
+            f"or {address} for the one address"
+        ) from None
+    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96 and net.subnet_of(_MAPPED):
+        # Sources arriving as ::ffff:a.b.c.d are looked up as IPv4.
+        net = ipaddress.IPv4Network(
+            (int(net.network_address) & 0xFFFF_FFFF, net.prefixlen - 96)
+        )
+    if net.prefixlen == net.max_prefixlen:
+        return str(net.network_address)
+    return str(net)
+
+
+def _source_address(value: object) -> tuple[str, int]:
+    if not isinstance(value, str):
+        raise problem(
+            "should be an \"address:port\" string such as \"192.0.2.10:5060\" or "
+            f"\"[2001:db8::10]:5060\" (quote it in YAML), not {kind(value)}"
+        )
+    text = value.strip()
+    if text.startswith("["):
+        host, close, port = text[1:].partition("]")
+        if not close or not port.startswith(":"):
+            raise problem(f"{value!r} should be written \"[IPv6 address]:port\"")
+        port = port[1:]
+    else:
+        host, _, port = text.rpartition(":")
+        if ":" in host:
+            raise problem(f"{value!r}: write an IPv6 address in brackets, \"[{host}]:{port}\"")
+        if not host:
+            raise problem(f"{value!r} should be \"address:port\"; the port is required")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise problem(f"{value!r}: the port should be a number from 1 to 65535")
+    try:
+        address = _unmapped(ipaddress.ip_address(host))
+    except ValueError:
+        raise problem(
+            f"{value!r}: {host!r} is not an IPv4 or IPv6 address (host names are not accepted)"
+        ) from None
+    if address.is_unspecified or address.is_multicast:
+        raise problem(f"{value!r}: {address} is never the source of a request")
+    return (str(address), int(port))
+
+
+def _egress_host(value: object) -> str:
+    if not isinstance(value, str):
+        raise problem(
+            f"should be an IP address string (quote IPv6 in YAML), not {kind(value)}"
+        )
+    try:
+        address = _unmapped(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise problem(
+            f"{value!r} is not an IPv4 or IPv6 address (host names are not accepted)"
+        ) from None
+    if address.is_unspecified or address.is_multicast:
+        # VOS3000 tells gateways apart by the source address: it must be one
+        # address of this machine, the one VOS3000 is configured with.
+        raise problem(f"{address} cannot be an egress address; give one address of this server")
+    return str(address)
+
+
+Network = Annotated[str, BeforeValidator(_network)]
+SourceAddress = Annotated[tuple[str, int], BeforeValidator(_source_address)]
+Networks = Annotated[tuple[Network, ...], BeforeValidator(_none_is_empty)]
+
+
+def _unspecified(host: str) -> bool:
+    return ipaddress.ip_address(host).is_unspecified
+
+
+def _repeated(values: Sequence[object], what: str) -> None:
+    """Refuse an entry listed twice in one list; names the second one."""
+    seen: set[object] = set()
+    for index, value in enumerate(values):
+        if value in seen:
+            shown = hostport(*value) if isinstance(value, tuple) else value
+            raise problem(f"{shown} is listed twice in {what}", at=(index,))
+        seen.add(value)
+
+
+# --------------------------------------------------------------------------
+# Enumerations
+
+
+class OptionsMode(StrEnum):
+    ANSWER = "answer"  # the sbc answers OPTIONS 200 itself
+    PASS = "pass"  # relayed to VOS3000
+
+
+class UnknownSource(StrEnum):
+    DROP = "drop"  # silently; a 403 tells a scanner someone is listening
+    REJECT = "reject"  # 403 Forbidden, within auth.reply_budget_per_s
+
+
+class DigestAlgorithm(StrEnum):
+    """RFC 7616 §3.3 digest algorithms, in the spelling sent in challenges."""
+
+    SHA_256 = "SHA-256"
+    MD5 = "MD5"
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+# --------------------------------------------------------------------------
+# Gateways
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# Written inside a quoted-string in WWW-Authenticate / Authorization (RFC 3261
+# §25.1): no quote, backslash or control character.
+_USERNAME = re.compile(r'[^\x00-\x20\x7f"\\]{1,128}')
+_REALM = re.compile(r'[^\x00-\x1f\x7f"\\]{1,128}')
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise problem(
+            f"{value!r}: a gateway name is 1 to 64 letters, digits, '_', '.' or '-'"
+        )
+    return value
+
+
+def _check_username(value: str) -> str:
+    if not _USERNAME.fullmatch(value):
+        raise problem(
+            f"{value!r}: a user name is 1 to 128 characters without spaces, "
+            "quotes, backslashes or control characters"
+        )
+    return value
+
+
+def _check_realm(value: str) -> str:
+    if not _REALM.fullmatch(value):
+        raise problem(
+            f"{value!r}: a realm is 1 to 128 characters without quotes, "
+            "backslashes or control characters"
+        )
+    return value
+
+
+def _check_password(value: str) -> str:
+    if not value:
+        raise problem("should not be empty")
+    return value
+
+
+def _ha1(digits: int, formula: str) -> Any:
+    def check(value: object) -> str:
+        if value is not None:
+            if not isinstance(value, str):
+                raise problem(f"should be a string of {digits} hex digits, not {kind(value)}")
+            value = value.strip().lower()
+            if len(value) != digits or not all(c in "0123456789abcdef" for c in value):
+                raise problem(
+                    f"should be {digits} hexadecimal digits: {formula}(username:realm:password)"
+                )
+        return value  # type: ignore[return-value]
+
+    return BeforeValidator(check)
+
+
+# Before-validators run last to first: the string check comes last.
+GatewayName = Annotated[str, BeforeValidator(_check_name), _text("a name")]
+Username = Annotated[str, BeforeValidator(_check_username), _text("a user name")]
+Realm = Annotated[str, BeforeValidator(_check_realm), _text("a realm")]
+Password = Annotated[SecretStr, BeforeValidator(_check_password), _text("a password")]
+
+
+class DigestAccount(Section):
+    """One SIP account that authenticates with digest (RFC 3261 §22, RFC 7616).
+
+    Give the password, or instead the HA1 hash(es) of username:realm:password,
+    so the password itself need not be stored.  Secrets are `SecretStr`: they
+    print as `**********`; read them with `.get_secret_value()`.
+    """
+
+    username: Username
+    password: Password | None = None
+    ha1_md5: Annotated[SecretStr | None, _ha1(32, "MD5")] = None
+    ha1_sha256: Annotated[SecretStr | None, _ha1(64, "SHA-256")] = None
+    realm: Realm | None = None  # None: auth.realm (see Config.realm_for)
+    from_cidrs: Networks = ()
+
+    @field_validator("from_cidrs")
+    @classmethod
+    def _no_repeated_sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        _repeated(value, "from_cidrs")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind_of_secret(self) -> Self:
+        hashes = [n for n in ("ha1_md5", "ha1_sha256") if getattr(self, n) is not None]
+        if self.password is not None and hashes:
+            raise problem(
+                f"give either password or {' / '.join(hashes)}, not both",
+                at=(hashes[0],),
+            )
+        if self.password is None and not hashes:
+            raise problem(
+                f"account {self.username!r} needs a password, or ha1_md5 and/or ha1_sha256"
+            )
+        return self
+
+    @property
+    def algorithms(self) -> frozenset[DigestAlgorithm]:
+        """The algorithms this account can answer a challenge with."""
+        if self.password is not None:
+            return frozenset(DigestAlgorithm)
+        out = set()
+        if self.ha1_md5 is not None:
+            out.add(DigestAlgorithm.MD5)
+        if self.ha1_sha256 is not None:
+            out.add(DigestAlgorithm.SHA_256)
+        return frozenset(out)
+
+
+class EgressConfig(Section):
+    """A private socket of the sbc used for one gateway's traffic to VOS3000."""
+
+    host: Annotated[str, BeforeValidator(_egress_host)]
+    port: Port
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    @property
+    def hostport(self) -> str:
+        return hostport(self.host, self.port)
+
+
+class GatewayConfig(Section):
+    """A customer or peer (a mapping gateway, in VOS3000's words)."""
+
+    name: GatewayName
+    ip: Networks = ()
+    ip_port: Annotated[tuple[SourceAddress, ...], BeforeValidator(_none_is_empty)] = ()
+    digest: Annotated[tuple[DigestAccount, ...], BeforeValidator(_none_is_empty)] = ()
+    egress: EgressConfig | None = None
+    options: Annotated[OptionsMode, BeforeValidator(_lower)] = OptionsMode.ANSWER
+
+    @field_validator("ip")
+    @classmethod
+    def _no_repeated_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        _repeated(value, "ip")
+        return value
+
+    @field_validator("ip_port")
+    @classmethod
+    def _no_repeated_pairs(cls, value: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+        _repeated(value, "ip_port")
+        return value
+
+    @model_validator(mode="after")
+    def _identifiable(self) -> Self:
+        if not (self.ip or self.ip_port or self.digest):
+            raise problem(
+                f"gateway {self.name!r} needs at least one of ip, ip_port or digest; "
+                "otherwise no request can ever be recognised as coming from it"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------
+# Authentication, registrar, state
+
+
+class AuthConfig(Section):
+    """Digest challenges and what unidentified sources get back."""
+
+    realm: Realm = "sbc"
+    nonce_ttl_s: Seconds = 300.0
+    algorithms: Annotated[
+        tuple[Annotated[DigestAlgorithm, BeforeValidator(_upper)], ...], Field(min_length=1)
+    ] = (DigestAlgorithm.SHA_256, DigestAlgorithm.MD5)
+    unknown_source: Annotated[UnknownSource, BeforeValidator(_lower)] = UnknownSource.DROP
+    reply_budget_per_s: Annotated[float, Field(strict=True, ge=1, allow_inf_nan=False)] = 50.0
+    reply_budget_burst: Count = 100
+
+    @field_validator("algorithms")
+    @classmethod
+    def _no_repeated_algorithms(
+        cls, value: tuple[DigestAlgorithm, ...]
+    ) -> tuple[DigestAlgorithm, ...]:
+        _repeated([a.value for a in value], "algorithms")
+        return value
+
+
+class RegistrarConfig(Section):
+    """REGISTER handling for digest accounts (RFC 3261 §10.3)."""
+
+    min_expires_s: Count = 60
+    max_expires_s: Count = 3600
+    default_expires_s: Count = 3600
+    max_contacts: Count = 5
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.max_expires_s < self.min_expires_s:
+            raise problem(
+                f"must be at least registrar.min_expires_s ({self.min_expires_s})",
+                at=("max_expires_s",),
+                also=("min_expires_s",),
+            )
+        if self.default_expires_s < self.min_expires_s:
+            raise problem(
+                f"must be at least registrar.min_expires_s ({self.min_expires_s})",
+                at=("default_expires_s",),
+                also=("min_expires_s",),
+            )
+        if self.default_expires_s > self.max_expires_s:
+            raise problem(
+                f"must be at most registrar.max_expires_s ({self.max_expires_s})",
+                at=("default_expires_s",),
+                also=("max_expires_s",),
+            )
+        return self
+
+
+def _state_path(value: object) -> object:
+    if isinstance(value, str) and (not value.strip() or "\x00" in value):
+        raise problem("should be a file name")
+    return value
+
+
+class StateConfig(Section):
+    """Where state that must survive a restart is kept."""
+
+    # Relative to the working directory of the process, not to the config file.
+    path: Annotated[str, BeforeValidator(_state_path), _text("a file name")] = "sbc-state.sqlite"
+
+
+# --------------------------------------------------------------------------
+# Rules spanning gateways and sections
+
+class _Socket(Protocol):
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+
+
+class _Listener(_Socket, Protocol):
+    @property
+    def advertise_host(self) -> str | None: ...
+
+
+def check_gateways(
+    gateways: Sequence[GatewayConfig],
+    auth: AuthConfig,
+    public: _Listener,
+    private: _Listener,
+    backend: _Socket,
+) -> None:
+    """Raise `problem` (located from the `Config` root) for the first conflict
+    between gateways, or between a gateway and another section."""
+    own = [("public", public.host, public.port), ("private", private.host, private.port)]
+    for label, side in (("public", public), ("private", private)):
+        if side.advertise_host is not None:
+            own.append((f"{label}.advertise_host", side.advertise_host, side.port))
+    own.append(("backend", backend.host, backend.port))
+    names: dict[str, int] = {}
+    networks: dict[str, tuple[int, str]] = {}
+    pairs: dict[tuple[str, int], tuple[int, str]] = {}
+    users: dict[str, tuple[int, str]] = {}
+    egresses: dict[tuple[str, int], tuple[int, str]] = {}
+    offered = set(auth.algorithms)
+    backend_v6 = ":" in backend.host
+    for g, gw in enumerate(gateways):
+        at: Loc = ("gateways", g)
+        if gw.name in names:
+            raise problem(
+                f"gateway name {gw.name!r} is already used by gateways[{names[gw.name]}]",
+                at=(*at, "name"),
+            )
+        names[gw.name] = g
+        for i, net in enumerate(gw.ip):
+            if net in networks:
+                raise problem(
+                    f"{net} is already listed for gateway {networks[net][1]!r}; "
+                    "an address or network belongs to one gateway",
+                    at=(*at, "ip", i),
+                )
+            networks[net] = (g, gw.name)
+        for i, pair in enumerate(gw.ip_port):
+            if pair in pairs:
+                raise problem(
+                    f"{hostport(*pair)} is already listed for gateway {pairs[pair][1]!r}",
+                    at=(*at, "ip_port", i),
+                )
+            pairs[pair] = (g, gw.name)
+        for i, account in enumerate(gw.digest):
+            if account.username in users:
+                owner = users[account.username][1]
+                where = "this gateway" if owner == gw.name else f"gateway {owner!r}"
+                raise problem(
+                    f"user name {account.username!r} is already an account of {where}; "
+                    "user names are unique across all gateways",
+                    at=(*at, "digest", i, "username"),
+                )
+            users[account.username] = (g, gw.name)
+            if not account.algorithms & offered:
+                have = "ha1_md5" if account.ha1_md5 is not None else "ha1_sha256"
+                raise problem(
+                    f"account {account.username!r} has only {have}, which none of "
+                    f"auth.algorithms ({', '.join(auth.algorithms)}) "
+                    "can use: it could never authenticate",
+                    at=(*at, "digest", i),
+                )
+        if gw.egress is None:
+            continue
+        egress, at_egress = gw.egress, (*at, "egress")
+        for label, host, port in own:
+            if port == egress.port and (host == egress.host or _unspecified(host)):
+                raise problem(
+                    f"{egress.hostport} is already used by {label} ({hostport(host, port)}); "
+                    "each gateway's egress needs its own address:port",
+                    at=at_egress,
+                )
+        if egress.address in egresses:
+            raise problem(
+                f"{egress.hostport} is already the egress of gateway "
+                f"{egresses[egress.address][1]!r}; VOS3000 could not tell the two apart",
+                at=at_egress,
+            )
+        egresses[egress.address] = (g, gw.name)
+        if (":" in egress.host) != backend_v6:
+            raise problem(
+                f"{egress.host} and the backend {backend.host} are of different IP "
+                "versions; requests from this egress could not reach VOS3000",
+                at=(*at_egress, "host"),
+            )

@@ -1,0 +1,141 @@
+"""Messages that arrive from VOS3000 on a private (egress) socket.
+
+Responses follow the Via stack back to the public side. Requests go only to
+a dialog peer (in-dialog), or to the binding of a registered digest account
+(a new call towards it). VOS3000's OPTIONS keepalives are answered here.
+Nothing else leaves: sbc is never an open relay.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..sip import Message, SipParseError, build, header_param, header_value, parse_uri, parse_via, serialize
+from .dialogs import Dialog, DialogState
+from .routing import stamp_via
+from .transactions import InviteTx, TxState
+from .verdict import PRIVATE, PUBLIC_TCP, PUBLIC_UDP, Drop, Forward, Reply, Send, Source, Verdict
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+class BackendSide:
+    def _from_backend(self: Engine, msg: Message, src: Source, now: float) -> Verdict:
+        if src.host != self.backend[0]:
+            return Drop("not_backend")
+        if msg.method is None:
+            return self._backend_response(msg, src, now)
+        vi, top, rest = self._top_via(msg)
+        via = parse_via(top)
+        stamped = stamp_via(top, src.host, src.port)
+        via_line = b"Via: " + (b", ".join([stamped, *rest]) if rest else stamped)
+        scan = self._scan(msg, vi, via_line)
+        if scan.mf_zero:
+            return self._reply_stateless(483, scan, src)
+        dlg = self.dialogs.get(msg.call_id)
+        in_dialog = header_param(header_value(scan.to_line), b"tag") is not None
+        if dlg is None or (not in_dialog and msg.method != "INVITE"):
+            if msg.method == "ACK":
+                return Drop("no_dialog")
+            if msg.method == "OPTIONS" and not in_dialog:
+                return self._reply_stateless(200, scan, src)  # VOS3000 checking its gateway
+            if msg.method == "INVITE" and not in_dialog:
+                return self._call_to_binding(msg, src, now, scan, via)
+            return self._reply_stateless(481, scan, src)
+        scan.lines[0] = self._via_public[dlg.peer_channel] + self._key(msg, via, b"b")
+        out = serialize(msg.start, scan.lines, msg.body, msg.has_content_length)
+        return Forward([(dlg.peer_channel, dlg.peer, out)])
+
+    def _call_to_binding(self: Engine, msg: Message, src: Source, now: float, scan: object,
+                         via: object) -> Verdict:
+        """A new call from VOS3000 to a registered account (RFC 3261 §16.5: the
+        Request-URI becomes the registered contact; sent to where it registered from)."""
+        from .engine import _Scan
+
+        assert isinstance(scan, _Scan)
+        try:
+            user = parse_uri(msg.uri).user
+        except SipParseError:
+            user = None
+        bindings = self.registrar.lookup(user.decode("utf-8", "replace"), now) if (
+            user and self.registrar is not None) else []
+        if not bindings:
+            return self._reply_stateless(480, scan, src)
+        if len(self.dialogs) >= self.s.max_dialogs:
+            return self._reply_stateless(503, scan, src, extra=(b"Retry-After: 5",))
+        binding = bindings[0]
+        channel, host, port = binding.source
+        dlg = Dialog(msg.call_id, (host, port), channel, now, now + self.s.dialog_setup_timeout,
+                     gateway=binding.gateway, egress=src.channel, inbound=True)
+        self.dialogs[msg.call_id] = dlg
+        self.timers.push(dlg.expire_at, "D", dlg)
+        lines = scan.lines
+        lines[0] = self._via_public[channel] + self._key(msg, via, b"b")  # type: ignore[arg-type]
+        lines[1:1] = self._rr_inbound[(channel, src.channel)]
+        start = b"INVITE " + binding.contact + b" SIP/2.0"
+        return Forward([(channel, (host, port), serialize(start, lines, msg.body, msg.has_content_length))])
+
+    def _backend_response(self: Engine, msg: Message, src: Source, now: float) -> Verdict:
+        egress = src.channel - PRIVATE
+        lines, branch, nxt = self._pop_our_via(msg, self.egresses[egress], self._marker_egress[egress])
+        if branch is None:
+            return Drop("via_not_ours")
+        tx = self.txs.get(branch) if msg.cseq_method in ("INVITE", "CANCEL") else None
+        if tx is not None and msg.cseq_method == "CANCEL":
+            return Drop("cancel_answer")  # the 200 for our own CANCEL
+        if nxt is None:
+            return Drop("no_next_via")  # RFC 3261 §16.7 step 3: nowhere to send it
+        if tx is not None:
+            return self._invite_response(tx, msg, lines, now)
+        via = parse_via(nxt)
+        channel = PUBLIC_TCP if via.transport == "TCP" else PUBLIC_UDP
+        if msg.cseq_method == "BYE" and 200 <= msg.status < 300:
+            self._end_dialog(msg.call_id, now, "bye_caller")
+        out = serialize(msg.start, lines, msg.body, msg.has_content_length)
+        return Forward([(channel, via.reply_address(), out)])
+
+    def _invite_response(self: Engine, tx: InviteTx, msg: Message, lines: list[bytes],
+                         now: float) -> Verdict:
+        status = msg.status
+        sends: list[Send] = []
+        if status < 200:
+            first = tx.state is TxState.CALLING
+            tx.step("provisional")
+            if tx.state is TxState.PROCEEDING and not tx.cancelled:
+                # Timer C (RFC 3261 §16.6 step 11), restarted by each provisional.
+                if first or status > 100:
+                    tx.b_at = now + self.s.proxy_timeout
+                    self.timers.push(tx.b_at, "B", tx)
+                if tx.cancel_pending:
+                    tx.cancel_pending = False
+                    tx.cancelled = True
+                    sends.append((tx.egress, self.backend, self._cancel_request(tx)))
+            if status == 100 or tx.final:
+                return Forward(sends) if sends else Drop("hop_by_hop_100")
+            out = serialize(msg.start, lines, msg.body, msg.has_content_length)
+            tx.last_response = out
+            sends.append((tx.caller_channel, tx.caller, out))
+            return Forward(sends)
+        out = serialize(msg.start, lines, msg.body, msg.has_content_length)
+        if status < 300:
+            # Every 2xx goes through, retransmissions too (RFC 3261 §16.7 step 5).
+            if tx.step("2xx") and tx.expire_at == 0.0:
+                self._expire_tx(tx, now)
+                dlg = self.dialogs.get(tx.call_id)
+                if tx.initial and dlg is not None and dlg.state is DialogState.EARLY:
+                    self._confirm_dialog(dlg, now)
+            return Forward([(tx.caller_channel, tx.caller, out)])
+        # A non-2xx final answer: ACK it ourselves (hop by hop, §17.1.1.3), pass it on once.
+        to_line = next((raw for name, raw in msg.headers if name == "to"), tx.to_line)
+        ack = build.request(b"ACK", tx.uri, tx.our_via, tx.routes, tx.from_line, to_line,
+                            tx.call_id_line, tx.cseq)
+        sends.append((tx.egress, self.backend, ack))
+        if not tx.step("final"):
+            return Reply(sends)  # a retransmitted final answer: re-ACK only
+        tx.last_response = out
+        sends.append((tx.caller_channel, tx.caller, out))
+        self._complete(tx, now)
+        if tx.initial:
+            self._drop_dialog(tx.call_id, now, f"rejected_{status}")
+        return Forward(sends)

@@ -1,0 +1,179 @@
+"""What must survive a restart, in one SQLite file: registrations for now.
+
+The engine keeps time on the monotonic clock, which means nothing after a
+restart, so a binding is written with its wall-clock expiry and read back
+against the monotonic clock of the new process (`to_rows`, `from_rows`).
+
+The schema is versioned: `schema_version` holds the number of migrations
+applied, and opening a file applies the ones it lacks, each in its own
+transaction. A file written by a newer sbc (a higher version) is refused
+rather than guessed at.
+
+Every sqlite3 failure leaves this module as StoreError with the file name in
+its message, so the CLI can print it and exit.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Self
+
+from .core.registrar import Binding
+
+
+class StoreError(Exception):
+    """The database cannot be opened, read or written."""
+
+
+@dataclass(frozen=True, slots=True)
+class BindingRow:
+    aor: str
+    contact: bytes
+    channel: int
+    host: str
+    port: int
+    expires_wall: float  # wall-clock seconds (time.time())
+    call_id: bytes
+    cseq: int
+    gateway: str
+
+
+# Migration n (1-based) brings the schema from version n-1 to n. Append only.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE bindings (
+               aor TEXT NOT NULL,
+               position INTEGER NOT NULL,
+               contact BLOB NOT NULL,
+               channel INTEGER NOT NULL,
+               host TEXT NOT NULL,
+               port INTEGER NOT NULL,
+               expires_wall REAL NOT NULL,
+               call_id BLOB NOT NULL,
+               cseq INTEGER NOT NULL,
+               gateway TEXT NOT NULL,
+               PRIMARY KEY (aor, position)
+           )""",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class Store:
+    """One SQLite connection, used from one thread."""
+
+    __slots__ = ("_conn", "_name")
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._name = os.fspath(path)
+        try:
+            # isolation_level=None: transactions are the explicit BEGIN/COMMIT below.
+            self._conn = sqlite3.connect(self._name, isolation_level=None)
+        except sqlite3.Error as e:
+            raise StoreError(f"{self._name}: cannot open database: {e}") from None
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            # With WAL, NORMAL still never corrupts the file; a power cut may
+            # lose the last registrations, which the phones repeat anyway.
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.Error as e:
+            self._conn.close()
+            raise StoreError(f"{self._name}: not a usable sbc database: {e}") from None
+        except StoreError:
+            self._conn.close()
+            raise
+
+    def _migrate(self) -> None:
+        conn = self._conn
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        version = 0 if row is None else int(row[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self._name}: schema version {version} is newer than this sbc "
+                             f"understands ({SCHEMA_VERSION})")
+        if row is None:
+            conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+        for n in range(version, SCHEMA_VERSION):
+            with _transaction(conn):
+                for sql in _MIGRATIONS[n]:
+                    conn.execute(sql)
+                conn.execute("UPDATE schema_version SET version = ?", (n + 1,))
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._conn.execute("SELECT version FROM schema_version").fetchone()[0])
+
+    def save_bindings(self, aor: str, rows: list[BindingRow]) -> None:
+        """Replace every stored row of `aor` with `rows` (none: forget the AOR),
+        in one transaction; the order of `rows` is kept."""
+        try:
+            with _transaction(self._conn):
+                self._conn.execute("DELETE FROM bindings WHERE aor = ?", (aor,))
+                self._conn.executemany(
+                    "INSERT INTO bindings (aor, position, contact, channel, host, port,"
+                    " expires_wall, call_id, cseq, gateway) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    [(aor, i, r.contact, r.channel, r.host, r.port, r.expires_wall, r.call_id,
+                      r.cseq, r.gateway) for i, r in enumerate(rows)],
+                )
+        except sqlite3.Error as e:
+            raise StoreError(f"{self._name}: cannot save bindings: {e}") from None
+
+    def load_bindings(self, wall_now: float) -> list[BindingRow]:
+        """The rows that have not expired by `wall_now`, in saved order per AOR.
+
+        Expired rows are left in place, not deleted: a wall clock that is wrong
+        at boot must not destroy registrations. They go when their AOR is
+        next saved."""
+        try:
+            cur = self._conn.execute(
+                "SELECT aor, contact, channel, host, port, expires_wall, call_id, cseq, gateway"
+                " FROM bindings WHERE expires_wall > ? ORDER BY aor, position", (wall_now,))
+            return [BindingRow(r[0], bytes(r[1]), r[2], r[3], r[4], r[5], bytes(r[6]), r[7],
+                               r[8]) for r in cur]
+        except sqlite3.Error as e:
+            raise StoreError(f"{self._name}: cannot load bindings: {e}") from None
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _transaction:
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK when the block raises."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self._conn.execute("COMMIT")
+        else:
+            self._conn.execute("ROLLBACK")
+
+
+def to_rows(bindings: Iterable[Binding], mono_now: float, wall_now: float) -> list[BindingRow]:
+    """Bindings (monotonic expiry) as rows (wall-clock expiry)."""
+    return [BindingRow(b.aor, b.contact, b.source[0], b.source[1], b.source[2],
+                       wall_now + (b.expires_at - mono_now), b.call_id, b.cseq, b.gateway)
+            for b in bindings]
+
+
+def from_rows(rows: Iterable[BindingRow], mono_now: float, wall_now: float) -> list[Binding]:
+    """Rows (wall-clock expiry) as bindings on this process's monotonic clock."""
+    return [Binding(r.aor, r.contact, (r.channel, r.host, r.port),
+                    mono_now + (r.expires_wall - wall_now), r.call_id, r.cseq, r.gateway)
+            for r in rows]
