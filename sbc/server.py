@@ -21,6 +21,7 @@ log = get_logger("sbc.server")
 
 SWEEP_INTERVAL = 5.0
 SUMMARY_INTERVAL = 60.0
+TOP_SOURCES_CAP = 10_000  # distinct sources counted per summary interval
 
 
 class Server:
@@ -30,6 +31,9 @@ class Server:
         self.parts: Components = build_components(cfg, self.loop)
         self.engine: Engine = self.parts.engine
         self.engine.on_event = self._event
+        self.screen = self.parts.screen
+        self.screen_drops: Counter[str] = Counter()
+        self.top_sources: Counter[str] = Counter()  # per summary interval, capped
         self.tcp_conns: dict[Addr, TcpConnection] = {}
         self.counters: Counter[str] = Counter()
         self._public_udp: asyncio.DatagramTransport | None = None
@@ -40,7 +44,8 @@ class Server:
         self._sweeper: asyncio.TimerHandle | None = None
         self._stopped = asyncio.Event()
         self._last_summary: dict[str, dict[str, int]] = {}
-        self._next_summary = self.loop.time() + SUMMARY_INTERVAL
+        self.summary_interval = float(cfg.logging.summary_interval_s)
+        self._next_summary = self.loop.time() + self.summary_interval
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -133,6 +138,12 @@ class Server:
     def count(self, what: str) -> None:
         self.counters[what] += 1
 
+    def screen_drop(self, reason: str, host: str) -> None:
+        self.screen_drops[reason] += 1
+        top = self.top_sources
+        if host in top or len(top) < TOP_SOURCES_CAP:
+            top[host] += 1
+
     # ------------------------------------------------------------------ timers
 
     def _arm(self, at: float) -> None:
@@ -160,7 +171,7 @@ class Server:
             conn.close()
         self.parts.housekeeping(now)
         if now >= self._next_summary:
-            self._next_summary = now + SUMMARY_INTERVAL
+            self._next_summary = now + self.summary_interval
             self._log_summary()
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
@@ -176,13 +187,17 @@ class Server:
         """One aggregated line for what happened since the last one, if anything."""
         e = self.engine
         now = {"verdicts": dict(e.verdicts), "drops": dict(e.drops),
+               "screen_drops": dict(self.screen_drops),
                "parse_errors": dict(e.parse_errors), "transport": dict(self.counters)}
         delta = {k: {n: c - self._last_summary.get(k, {}).get(n, 0) for n, c in v.items()
                      if c != self._last_summary.get(k, {}).get(n, 0)} for k, v in now.items()}
         self._last_summary = now
+        top = self.top_sources.most_common(10)
+        self.top_sources = Counter()
         if any(delta.values()):
-            log.info("summary", interval_s=SUMMARY_INTERVAL, transactions=len(e.txs),
+            log.info("summary", interval_s=self.summary_interval, transactions=len(e.txs),
                      dialogs=len(e.dialogs), tcp_connections=len(self.tcp_conns),
+                     bans=len(e.bans), top_dropped_sources=dict(top),
                      **{k: v for k, v in delta.items() if v})
 
     def stats(self) -> dict[str, Any]:
@@ -190,6 +205,8 @@ class Server:
         return {
             "verdicts": dict(e.verdicts),
             "drops": dict(e.drops),
+            "screen_drops": dict(self.screen_drops),
+            "bans": len(e.bans),
             "parse_errors": dict(e.parse_errors),
             "transport": dict(self.counters),
             "transactions": len(e.txs),

@@ -15,6 +15,7 @@ its message, so the CLI can print it and exit.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Iterable
@@ -58,8 +59,43 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
                PRIMARY KEY (aor, position)
            )""",
     ),
+    (
+        # One row per source ever banned: the active ban, or the last one (its
+        # level makes a repeat offender's next ban longer). `lifted` marks an
+        # unban; `updated_wall` lets a running sbc pick up an operator's
+        # `sbc ban` / `sbc unban` from the file.
+        """CREATE TABLE bans (
+               host TEXT PRIMARY KEY,
+               reason TEXT NOT NULL,
+               counts TEXT NOT NULL,
+               first_seen_wall REAL NOT NULL,
+               last_seen_wall REAL NOT NULL,
+               level INTEGER NOT NULL,
+               banned_wall REAL NOT NULL,
+               expires_wall REAL NOT NULL,
+               manual INTEGER NOT NULL,
+               lifted INTEGER NOT NULL,
+               updated_wall REAL NOT NULL
+           )""",
+        "CREATE INDEX bans_updated ON bans (updated_wall)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class BanRow:
+    host: str
+    reason: str
+    counts: dict[str, int]
+    first_seen_wall: float
+    last_seen_wall: float
+    level: int
+    banned_wall: float
+    expires_wall: float
+    manual: bool
+    lifted: bool
+    updated_wall: float
 
 
 class Store:
@@ -136,6 +172,41 @@ class Store:
                                r[8]) for r in cur]
         except sqlite3.Error as e:
             raise StoreError(f"{self._name}: cannot load bindings: {e}") from None
+
+    def save_ban(self, row: BanRow) -> None:
+        try:
+            with _transaction(self._conn):
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO bans (host, reason, counts, first_seen_wall,"
+                    " last_seen_wall, level, banned_wall, expires_wall, manual, lifted,"
+                    " updated_wall) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (row.host, row.reason, json.dumps(row.counts, sort_keys=True),
+                     row.first_seen_wall, row.last_seen_wall, row.level, row.banned_wall,
+                     row.expires_wall, int(row.manual), int(row.lifted), row.updated_wall))
+        except sqlite3.Error as e:
+            raise StoreError(f"{self._name}: cannot save ban: {e}") from None
+
+    def load_bans(self, updated_after: float = -1.0, limit: int = 1_000_000) -> list[BanRow]:
+        """Rows changed after `updated_after` (all by default), most recent last."""
+        try:
+            cur = self._conn.execute(
+                "SELECT host, reason, counts, first_seen_wall, last_seen_wall, level, banned_wall,"
+                " expires_wall, manual, lifted, updated_wall FROM bans WHERE updated_wall > ?"
+                " ORDER BY updated_wall LIMIT ?", (updated_after, limit))
+            return [BanRow(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], r[7], bool(r[8]),
+                           bool(r[9]), r[10]) for r in cur]
+        except (sqlite3.Error, ValueError) as e:
+            raise StoreError(f"{self._name}: cannot load bans: {e}") from None
+
+    def prune_bans(self, older_than_wall: float) -> int:
+        """Forget sources whose last ban ended before `older_than_wall`."""
+        try:
+            with _transaction(self._conn):
+                cur = self._conn.execute("DELETE FROM bans WHERE expires_wall < ?",
+                                         (older_than_wall,))
+            return cur.rowcount
+        except sqlite3.Error as e:
+            raise StoreError(f"{self._name}: cannot prune bans: {e}") from None
 
     def close(self) -> None:
         self._conn.close()

@@ -10,8 +10,11 @@ import os
 import time
 from dataclasses import dataclass
 
+from .banstate import BanKeeper
 from .config import Config
 from .core.auth import Account, DigestAuth, account_from_ha1, account_from_password
+from .core.bans import BanTable
+from .core.screen import Screen
 from .core.engine import Engine
 from .core.gateways import GatewayTable, gateway_infos
 from .core.registrar import Binding, Registrar
@@ -25,21 +28,27 @@ log = get_logger("sbc.wiring")
 @dataclass
 class Components:
     engine: Engine
+    screen: Screen
     store: Store
+    bans: BanKeeper
     loop: asyncio.AbstractEventLoop
 
     def save_bindings(self, aor: str, bindings: list[Binding]) -> None:
         self.store.save_bindings(aor, to_rows(bindings, self.loop.time(), time.time()))
 
     def housekeeping(self, now: float) -> None:
-        """Periodic: expire registrations (and persist), age the offense table."""
+        """Periodic: expire registrations (and persist), bans (and persist,
+        and pick up an operator's changes), offenses and idle rate buckets."""
         engine = self.engine
         if engine.registrar is not None:
             for aor in engine.registrar.expire(now):
                 self.save_bindings(aor, engine.registrar.bindings(aor))
-        engine.offenses.expire(now)
+        self.bans.poll(now)
+        engine.bans.offenses.expire(now)
+        self.screen.expire(now)
 
     def close(self) -> None:
+        self.bans.flush()
         self.store.close()
 
 
@@ -73,10 +82,43 @@ def build_components(cfg: Config, loop: asyncio.AbstractEventLoop) -> Components
     store = Store(cfg.state.path)
     mono, wall = loop.time(), time.time()
     registrar.load(from_rows(store.load_bindings(wall), mono, wall), mono)
+    bans = ban_table(cfg, table)
     engine = Engine(settings, gateways=table, gateway_info={i.name: i for i in infos},
-                    auth=auth, registrar=registrar)
-    parts = Components(engine, store, loop)
+                    auth=auth, registrar=registrar, bans=bans)
+    sc = cfg.screen
+    screen = Screen(bans, table, signatures=sc.scanner_signatures,
+                    apply_to_gateways=sc.signatures_apply_to_gateways,
+                    rate_per_ip=(sc.rate_per_ip.rate, sc.rate_per_ip.burst),
+                    rate_per_net=(sc.rate_per_net.rate, sc.rate_per_net.burst),
+                    rate_per_gateway=(sc.rate_per_gateway.rate, sc.rate_per_gateway.burst),
+                    max_sources=sc.max_sources)
+    keeper = BanKeeper(bans, store, loop.time, kernel=kernel_set(cfg))
+    parts = Components(engine, screen, store, keeper, loop)
     engine.on_bindings = parts.save_bindings
     log.info("state_loaded", path=cfg.state.path, bindings=len(registrar),
              gateways=len(table), accounts=len(digest_accounts))
     return parts
+
+
+def ban_table(cfg: Config, gateways: GatewayTable) -> BanTable:
+    b = cfg.bans
+    exempt_nets = GatewayTable([("exempt", b.exempt, [])])
+    pair_hosts = {host for gw in cfg.gateways for host, _ in gw.ip_port}
+
+    def exempt(host: str) -> bool:
+        # Gateway sources are never banned automatically, whatever their port.
+        return (host in pair_hosts or gateways.by_source(host, 1) is not None
+                or exempt_nets.by_source(host, 1) is not None)
+
+    counted = frozenset(kind for kind, on in b.offenses.model_dump().items() if on)
+    return BanTable(max_offenses=b.max_offenses, findtime=b.findtime_s, bantime=b.bantime_s,
+                    increment=b.increment, max_bantime=b.max_bantime_s,
+                    max_entries=b.max_entries, exempt=exempt, counted=counted)
+
+
+def kernel_set(cfg: Config) -> object | None:
+    if cfg.firewall.mode != "nftables":
+        return None
+    from .firewall.nftset import NftBanSet
+
+    return NftBanSet(table=cfg.firewall.table, nft=cfg.firewall.nft_path)

@@ -90,6 +90,8 @@ class BackendSide:
             return self._invite_response(tx, msg, lines, now)
         via = parse_via(nxt)
         channel = PUBLIC_TCP if via.transport == "TCP" else PUBLIC_UDP
+        if msg.status == 401 or msg.status == 403:
+            self.bans.offense(via.reply_address()[0], "backend_auth_failure", now)
         if msg.cseq_method == "BYE" and 200 <= msg.status < 300:
             self._end_dialog(msg.call_id, now, "bye_caller")
         out = serialize(msg.start, lines, msg.body, msg.has_content_length)
@@ -133,6 +135,8 @@ class BackendSide:
         sends.append((tx.egress, self.backend, ack))
         if not tx.step("final"):
             return Reply(sends)  # a retransmitted final answer: re-ACK only
+        if status == 401 or status == 403:
+            self.bans.offense(tx.caller[0], "backend_auth_failure", now)
         tx.last_response = out
         sends.append((tx.caller_channel, tx.caller, out))
         self._complete(tx, now)

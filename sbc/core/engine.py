@@ -34,7 +34,7 @@ from ..sip import (
 )
 from .backend import BackendSide
 from .dialogs import Dialog, DialogState
-from .offenses import OffenseTable
+from .bans import BanTable
 from .public import TAG_PREFIX, PublicSide
 from .ratelimit import TokenBucket
 from .routing import OwnAddresses, derive_branch
@@ -73,6 +73,7 @@ class Engine(PublicSide, BackendSide):
                  gateway_info: dict[str, GatewayInfo] | None = None,
                  auth: DigestAuth | None = None,
                  registrar: Registrar | None = None,
+                 bans: BanTable | None = None,
                  on_bindings: BindingSink | None = None) -> None:
         s = self.s = settings
         self.secret = secret if secret is not None else os.urandom(16)
@@ -82,7 +83,7 @@ class Engine(PublicSide, BackendSide):
         self.gateway_info = gateway_info or {}
         self.auth = auth
         self.registrar = registrar
-        self.offenses = OffenseTable(s.max_offense_sources, s.offense_window)
+        self.bans = bans if bans is not None else BanTable()
         self.reply_budget = TokenBucket(s.reply_budget_rate, s.reply_budget_burst)
         self.backend: Addr = s.backend
         self.egresses: list[tuple[str, int]] = [(s.private_host, s.private_port), *s.egresses]
@@ -137,6 +138,8 @@ class Engine(PublicSide, BackendSide):
                 verdict = self._from_public(msg, src, now)
         except SipParseError as e:
             self.parse_errors[e.reason] += 1
+            if src.channel < PRIVATE:
+                self.bans.offense(src.host, "malformed", now)
             verdict = Drop("malformed")
         except Exception as e:  # a bug of ours must cost one packet, not the process
             verdict = Drop("internal_error")

@@ -55,6 +55,9 @@ class OffenseTable:
         rec = self.get(source, now)
         return rec.total if rec is not None else 0
 
+    def forget(self, source: str) -> None:
+        self._table.pop(source, None)
+
     def expire(self, now: float) -> int:
         """Drop records older than the window; they are the oldest, so stop at the first live one."""
         table = self._table

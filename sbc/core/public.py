@@ -125,10 +125,10 @@ class PublicSide:
             return self._refuse(401 if register else 407, scan, src, now, extra=tuple(lines),
                                 reason=str(status))
         if status is AuthStatus.BAD_RESPONSE:
-            self.offenses.record(src.host, "digest_failure", now)
+            self.bans.offense(src.host, "digest_failure", now)
             return self._refuse(403, scan, src, now, reason="digest_failure")
         if status is AuthStatus.MALFORMED:
-            self.offenses.record(src.host, "malformed", now)
+            self.bans.offense(src.host, "malformed", now)
             return Drop("malformed_credentials")
         return self._unknown(scan, src, now)  # unknown account, or not from its allowed sources
 

@@ -31,8 +31,6 @@ class ProxySettings:
     reject_unknown: bool = False  # 403 instead of silence for unknown sources
     reply_budget_rate: float = 50.0
     reply_budget_burst: float = 100.0
-    max_offense_sources: int = 100_000
-    offense_window: float = 600.0
 
     @property
     def backend(self) -> tuple[str, int]:

@@ -29,6 +29,10 @@ class TcpConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.addr = (peer[0], peer[1])
+        if self.server.screen.bans.is_banned(self.addr[0], self.server.loop.time()):
+            self.server.screen_drop("banned", self.addr[0])
+            transport.close()
+            return
         conns = self.server.tcp_conns
         if len(conns) >= self.server.cfg.limits.max_tcp_connections:
             self.server.count("tcp_connection_cap")
@@ -46,9 +50,17 @@ class TcpConnection(asyncio.Protocol):
             self.close()
             return
         src = Source(PUBLIC_TCP, self.addr[0], self.addr[1])
+        screen = server.screen
         for frame in frames:
             if not frame:  # RFC 5626 keepalive ping: pong
                 self.write(b"\r\n")
+                continue
+            reason = screen.check(frame, src.host, src.port, now)
+            if reason is not None:
+                server.screen_drop(reason, src.host)
+                if reason == "banned":
+                    self.close()
+                    return
                 continue
             verdict = server.engine.receive(frame, src, now)
             if verdict.sends:

@@ -137,7 +137,7 @@ def test_digest_wrong_password_403_and_offense() -> None:
     v = eng.receive(request(host="127.0.0.77", src_port=5062, cseq=2, branch="z9hG4bK-2",
                             extra=creds), src, 0.1)
     assert v.sends[0][2].startswith(b"SIP/2.0 403")
-    assert eng.offenses.count("127.0.0.77", 0.1) == 1
+    assert eng.bans.offenses.count("127.0.0.77", 0.1) == 1
 
 
 def test_register_then_call_from_backend_reaches_binding() -> None:

@@ -1,0 +1,146 @@
+"""The screen: what a datagram must pass before it is parsed at all.
+
+Cheapest first, on raw bytes (DESIGN.md step 1):
+1. banned source                      -> "banned"
+2. over its rate: per IP and per /24 (IPv4) or /64 (IPv6) for sources that
+   are not gateways, a higher per-IP rate for gateways (token buckets, like
+   iptables hashlimit)                -> "rate_per_ip", "rate_per_net", "rate_per_gateway"
+3. a scanner signature in User-Agent or a From/To display name
+   (case-insensitive)                 -> "scanner"
+4. OPTIONS from a source that is not a gateway -> "untrusted_options"
+
+Rate and scanner hits are offenses towards a ban. Every table is keyed by a
+source address, so each has a hard cap: when full, the entry created longest
+ago goes (a flood of fresh addresses then only costs its own freshness).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from .bans import BanTable
+from .gateways import GatewayTable
+
+Bucket = list[float]  # [tokens, stamp]
+
+# Header lines the signatures are matched in (on the lower-cased head): the
+# whole User-Agent value, and From / To (compact f / t too) up to the '<'
+# that ends a display name. A scanner's lines are short, so a few finds and a
+# regex over a few dozen bytes beat one regex over the whole message.
+_MARKERS = (
+    (b"\nuser-agent:", False),
+    (b"\nfrom:", True),
+    (b"\nto:", True),
+    (b"\nf:", True),
+    (b"\nt:", True),
+)
+
+
+class Screen:
+    __slots__ = ("bans", "gateways", "apply_to_gateways", "_sig", "rate_ip", "burst_ip",
+                 "rate_net", "burst_net", "rate_gw", "burst_gw", "max_sources", "per_ip",
+                 "per_net", "per_gw")
+
+    def __init__(self, bans: BanTable, gateways: GatewayTable | None, *,
+                 signatures: Iterable[str] = (), apply_to_gateways: bool = False,
+                 rate_per_ip: tuple[float, float] = (20.0, 40.0),
+                 rate_per_net: tuple[float, float] = (200.0, 400.0),
+                 rate_per_gateway: tuple[float, float] = (5000.0, 10000.0),
+                 max_sources: int = 200_000) -> None:
+        self.bans = bans
+        self.gateways = gateways
+        self.apply_to_gateways = apply_to_gateways
+        sigs = [s.lower().encode() for s in signatures if s]
+        self._sig = re.compile(b"|".join(re.escape(s) for s in sigs)) if sigs else None
+        self.rate_ip, self.burst_ip = rate_per_ip
+        self.rate_net, self.burst_net = rate_per_net
+        self.rate_gw, self.burst_gw = rate_per_gateway
+        self.max_sources = max_sources
+        self.per_ip: dict[str, Bucket] = {}
+        self.per_net: dict[str, Bucket] = {}
+        self.per_gw: dict[str, Bucket] = {}
+
+    def check(self, data: bytes, host: str, port: int, now: float) -> str | None:
+        """A drop reason, or None when the datagram may be parsed."""
+        ban = self.bans.bans.get(host)
+        if ban is not None and now < ban.expires_at:
+            return "banned"
+        gateways = self.gateways
+        is_gateway = gateways is None or gateways.by_source(host, port) is not None
+        if is_gateway:
+            if not self._take(self.per_gw, host, self.rate_gw, self.burst_gw, now):
+                return "rate_per_gateway"
+        else:
+            if not self._take(self.per_ip, host, self.rate_ip, self.burst_ip, now):
+                self.bans.offense(host, "rate_limit", now)
+                return "rate_per_ip"
+            if not self._take(self.per_net, _net(host), self.rate_net, self.burst_net, now):
+                self.bans.offense(host, "rate_limit", now)
+                return "rate_per_net"
+        if self._sig is not None and (not is_gateway or self.apply_to_gateways) and self._scanner(data):
+            self.bans.offense(host, "scanner", now)
+            return "scanner"
+        if not is_gateway and data.startswith(b"OPTIONS "):
+            return "untrusted_options"
+        return None
+
+    def _scanner(self, data: bytes) -> bool:
+        end = data.find(b"\r\n\r\n")
+        low = (data if end < 0 else data[:end]).lower()
+        sig = self._sig
+        assert sig is not None
+        for marker, display_only in _MARKERS:
+            i = low.find(marker)
+            if i < 0:
+                continue
+            i += len(marker)
+            j = low.find(b"\r", i)
+            value = low[i:j] if j >= 0 else low[i:]
+            if display_only:
+                value = value.split(b"<", 1)[0]  # the display name only
+            if value and sig.search(value) is not None:
+                return True
+        return False
+
+    def _take(self, table: dict[str, Bucket], key: str, rate: float, burst: float,
+              now: float) -> bool:
+        b = table.get(key)
+        if b is None:
+            table[key] = [burst - 1.0, now]
+            if len(table) > self.max_sources:
+                del table[next(iter(table))]
+            return True
+        tokens = b[0] + (now - b[1]) * rate
+        if tokens > burst:
+            tokens = burst
+        b[1] = now
+        if tokens < 1.0:
+            b[0] = tokens
+            return False
+        b[0] = tokens - 1.0
+        return True
+
+    def expire(self, now: float) -> None:
+        """Forget buckets that have been full for a while (they are equal to absent)."""
+        for table, rate, burst in ((self.per_ip, self.rate_ip, self.burst_ip),
+                                   (self.per_net, self.rate_net, self.burst_net),
+                                   (self.per_gw, self.rate_gw, self.burst_gw)):
+            full_after = burst / rate
+            for key in [k for k, b in table.items() if now - b[1] > full_after]:
+                del table[key]
+
+
+def _net(host: str) -> str:
+    """The /24 of an IPv4 address, the /64 of an IPv6 one, as a key."""
+    if ":" not in host:
+        return host.rpartition(".")[0]
+    groups = host.split(":")
+    if "" in groups[:4]:  # '::' early: expand properly
+        import ipaddress
+
+        try:
+            return ipaddress.IPv6Address(host).exploded[:19]
+        except ValueError:
+            return host
+    return ":".join(groups[:4])
