@@ -2,10 +2,11 @@
 the state file, and the validation helpers every configuration section shares.
 
 `sbc.config` builds the whole schema on top of this module: it imports the
-shared helpers (`Section`, `problem`, `Port`, ...) from here, adds these sections
-to `Config`, and calls `check_gateways` for the rules that span several
-gateways or other sections (duplicate names, addresses and usernames, egress
-sockets that collide with the sbc's own).
+shared helpers (`Section`, `problem`, `Port`, ...) from here, as
+`sbc.config_defense` does, adds these sections to `Config`, and calls
+`check_gateways` for the rules that span several gateways or other sections
+(duplicate names, addresses and usernames, egress sockets that collide with
+the sbc's own).
 
 Addresses are stored normalised: an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``)
 becomes the IPv4 address, because the sbc looks IPv4 sources up as IPv4
@@ -90,7 +91,7 @@ Seconds = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
 Count = Annotated[int, Field(strict=True, ge=1)]
 
 
-def _text(what: str) -> Any:
+def as_text(what: str) -> Any:
     """A before-validator refusing non-strings with a hint to quote the value.
 
     YAML reads `1001` as a number, `0100` as 64 and `yes` as true; a user name
@@ -105,9 +106,14 @@ def _text(what: str) -> Any:
     return BeforeValidator(check)
 
 
-def _none_is_empty(value: object) -> object:
+def none_is_empty(value: object) -> object:
     # `digest:` with every entry below it commented out reads as null.
     return () if value is None else value
+
+
+def lower(value: object) -> object:
+    """A before-validator for names written in any case ("UDP", "Reject")."""
+    return value.lower() if isinstance(value, str) else value
 
 
 # --------------------------------------------------------------------------
@@ -211,14 +217,14 @@ def _egress_host(value: object) -> str:
 
 Network = Annotated[str, BeforeValidator(_network)]
 SourceAddress = Annotated[tuple[str, int], BeforeValidator(_source_address)]
-Networks = Annotated[tuple[Network, ...], BeforeValidator(_none_is_empty)]
+Networks = Annotated[tuple[Network, ...], BeforeValidator(none_is_empty)]
 
 
 def _unspecified(host: str) -> bool:
     return ipaddress.ip_address(host).is_unspecified
 
 
-def _repeated(values: Sequence[object], what: str) -> None:
+def repeated(values: Sequence[object], what: str) -> None:
     """Refuse an entry listed twice in one list; names the second one."""
     seen: set[object] = set()
     for index, value in enumerate(values):
@@ -251,10 +257,6 @@ class DigestAlgorithm(StrEnum):
 
 def _upper(value: object) -> object:
     return value.upper() if isinstance(value, str) else value
-
-
-def _lower(value: object) -> object:
-    return value.lower() if isinstance(value, str) else value
 
 
 # --------------------------------------------------------------------------
@@ -315,10 +317,10 @@ def _ha1(digits: int, formula: str) -> Any:
 
 
 # Before-validators run last to first: the string check comes last.
-GatewayName = Annotated[str, BeforeValidator(_check_name), _text("a name")]
-Username = Annotated[str, BeforeValidator(_check_username), _text("a user name")]
-Realm = Annotated[str, BeforeValidator(_check_realm), _text("a realm")]
-Password = Annotated[SecretStr, BeforeValidator(_check_password), _text("a password")]
+GatewayName = Annotated[str, BeforeValidator(_check_name), as_text("a name")]
+Username = Annotated[str, BeforeValidator(_check_username), as_text("a user name")]
+Realm = Annotated[str, BeforeValidator(_check_realm), as_text("a realm")]
+Password = Annotated[SecretStr, BeforeValidator(_check_password), as_text("a password")]
 
 
 class DigestAccount(Section):
@@ -339,7 +341,7 @@ class DigestAccount(Section):
     @field_validator("from_cidrs")
     @classmethod
     def _no_repeated_sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        _repeated(value, "from_cidrs")
+        repeated(value, "from_cidrs")
         return value
 
     @model_validator(mode="after")
@@ -389,21 +391,21 @@ class GatewayConfig(Section):
 
     name: GatewayName
     ip: Networks = ()
-    ip_port: Annotated[tuple[SourceAddress, ...], BeforeValidator(_none_is_empty)] = ()
-    digest: Annotated[tuple[DigestAccount, ...], BeforeValidator(_none_is_empty)] = ()
+    ip_port: Annotated[tuple[SourceAddress, ...], BeforeValidator(none_is_empty)] = ()
+    digest: Annotated[tuple[DigestAccount, ...], BeforeValidator(none_is_empty)] = ()
     egress: EgressConfig | None = None
-    options: Annotated[OptionsMode, BeforeValidator(_lower)] = OptionsMode.ANSWER
+    options: Annotated[OptionsMode, BeforeValidator(lower)] = OptionsMode.ANSWER
 
     @field_validator("ip")
     @classmethod
     def _no_repeated_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        _repeated(value, "ip")
+        repeated(value, "ip")
         return value
 
     @field_validator("ip_port")
     @classmethod
     def _no_repeated_pairs(cls, value: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
-        _repeated(value, "ip_port")
+        repeated(value, "ip_port")
         return value
 
     @model_validator(mode="after")
@@ -428,7 +430,7 @@ class AuthConfig(Section):
     algorithms: Annotated[
         tuple[Annotated[DigestAlgorithm, BeforeValidator(_upper)], ...], Field(min_length=1)
     ] = (DigestAlgorithm.SHA_256, DigestAlgorithm.MD5)
-    unknown_source: Annotated[UnknownSource, BeforeValidator(_lower)] = UnknownSource.DROP
+    unknown_source: Annotated[UnknownSource, BeforeValidator(lower)] = UnknownSource.DROP
     reply_budget_per_s: Annotated[float, Field(strict=True, ge=1, allow_inf_nan=False)] = 50.0
     reply_budget_burst: Count = 100
 
@@ -437,7 +439,7 @@ class AuthConfig(Section):
     def _no_repeated_algorithms(
         cls, value: tuple[DigestAlgorithm, ...]
     ) -> tuple[DigestAlgorithm, ...]:
-        _repeated([a.value for a in value], "algorithms")
+        repeated([a.value for a in value], "algorithms")
         return value
 
 
@@ -482,7 +484,7 @@ class StateConfig(Section):
     """Where state that must survive a restart is kept."""
 
     # Relative to the working directory of the process, not to the config file.
-    path: Annotated[str, BeforeValidator(_state_path), _text("a file name")] = "sbc-state.sqlite"
+    path: Annotated[str, BeforeValidator(_state_path), as_text("a file name")] = "sbc-state.sqlite"
 
 
 # --------------------------------------------------------------------------

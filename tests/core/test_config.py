@@ -17,15 +17,19 @@ import pytest
 import structlog
 
 from sbc.config import (
+    BansConfig,
     Config,
     ConfigError,
+    FirewallMode,
     LogFormat,
     LogLevel,
+    RateConfig,
     Transport,
     load_config,
     parse_config,
     summary,
 )
+from sbc.config_defense import DEFAULT_SCANNER_SIGNATURES
 from sbc.config_gateways import DigestAlgorithm, OptionsMode, UnknownSource
 from sbc.logsetup import configure_logging, get_logger
 
@@ -77,6 +81,104 @@ def test_empty_text_gives_defaults(text: str) -> None:
     assert (cfg.registrar.min_expires_s, cfg.registrar.max_expires_s) == (60, 3600)
     assert (cfg.registrar.default_expires_s, cfg.registrar.max_contacts) == (3600, 5)
     assert cfg.state.path == "sbc-state.sqlite"
+    assert cfg.logging.summary_interval_s == 60.0
+
+
+def test_defence_defaults() -> None:
+    cfg = parse_config("")
+    screen, bans, firewall = cfg.screen, cfg.bans, cfg.firewall
+    assert screen.scanner_signatures == DEFAULT_SCANNER_SIGNATURES
+    assert screen.scanner_signatures[:2] == ("friendly-scanner", "sipvicious")
+    assert len(screen.scanner_signatures) == 15
+    assert screen.signatures_apply_to_gateways is False
+    assert screen.rate_per_ip == RateConfig(rate=20.0, burst=40)
+    assert (screen.rate_per_net.rate, screen.rate_per_net.burst) == (200.0, 400)
+    assert (screen.rate_per_gateway.rate, screen.rate_per_gateway.burst) == (5000.0, 10_000)
+    assert screen.max_sources == 200_000
+    assert (bans.max_offenses, bans.findtime_s, bans.bantime_s) == (5, 600.0, 600.0)
+    assert (bans.increment, bans.max_bantime_s) == (2.0, 604_800.0)
+    assert (bans.exempt, bans.max_entries) == ((), 100_000)
+    o = bans.offenses
+    assert o.scanner and o.rate_limit and o.digest_failure and o.malformed
+    assert o.blocked_destination and o.backend_auth_failure
+    assert firewall.mode is FirewallMode.OFF and not firewall.enabled
+    assert (firewall.table, firewall.nft_path) == ("sbc", "nft")
+
+
+def test_defence_values_are_normalised() -> None:
+    cfg = parse_config(
+        yaml_text("""
+            screen:
+              scanner_signatures: ["SIPVicious", "Friendly-Scanner", "my scanner/1.0"]
+              signatures_apply_to_gateways: true
+              rate_per_ip: {rate: 2, burst: 1}
+              rate_per_net:
+                rate: 0.5
+                burst: 3
+              rate_per_gateway:
+              max_sources: 1000
+            bans:
+              max_offenses: 1
+              findtime_s: 30
+              bantime_s: 60
+              increment: 1
+              max_bantime_s: 60
+              exempt: ["192.0.2.0/24", "::ffff:198.51.100.7", "2001:DB8::/32"]
+              max_entries: 100
+              offenses:
+                scanner: false
+                backend_auth_failure: false
+            firewall:
+              mode: NFTables
+              table: sbc_bans_1
+              nft_path: /usr/sbin/nft
+            logging:
+              summary_interval_s: 5
+        """)
+    )
+    screen, bans, firewall = cfg.screen, cfg.bans, cfg.firewall
+    assert screen.scanner_signatures == ("sipvicious", "friendly-scanner", "my scanner/1.0")
+    assert screen.signatures_apply_to_gateways is True
+    assert screen.rate_per_ip == RateConfig(rate=2.0, burst=1)
+    assert screen.rate_per_net == RateConfig(rate=0.5, burst=3)
+    assert screen.rate_per_gateway == Config().screen.rate_per_gateway
+    assert screen.max_sources == 1000
+    assert (bans.max_offenses, bans.findtime_s, bans.bantime_s) == (1, 30.0, 60.0)
+    assert (bans.increment, bans.max_bantime_s, bans.max_entries) == (1.0, 60.0, 100)
+    assert bans.exempt == ("192.0.2.0/24", "198.51.100.7", "2001:db8::/32")
+    assert bans.offenses.scanner is False and bans.offenses.backend_auth_failure is False
+    assert bans.offenses.rate_limit is True
+    assert firewall.mode is FirewallMode.NFTABLES and firewall.enabled
+    assert (firewall.table, firewall.nft_path) == ("sbc_bans_1", "/usr/sbin/nft")
+    assert cfg.logging.summary_interval_s == 5.0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "screen:\nbans:\nfirewall:\n",
+        "screen:\n  rate_per_ip:\n  rate_per_net:\nbans:\n  offenses:\n  exempt:\n",
+        "firewall:\n  mode: off\n",  # YAML 1.1 reads an unquoted off as false
+        "firewall:\n  mode: OFF\n",
+    ],
+)
+def test_empty_defence_sections_are_defaults(text: str) -> None:
+    assert parse_config(text) == Config()
+
+
+def test_signatures_may_be_turned_off() -> None:
+    assert parse_config("screen: {scanner_signatures: []}").screen.scanner_signatures == ()
+    assert parse_config("screen:\n  scanner_signatures:\n").screen.scanner_signatures == ()
+
+
+def test_bantime_grows_by_increment_up_to_max() -> None:
+    bans = BansConfig()
+    assert [bans.bantime(n) for n in range(5)] == [600.0, 1200.0, 2400.0, 4800.0, 9600.0]
+    assert bans.bantime(10) == 604_800.0
+    assert bans.bantime(100_000) == 604_800.0  # no float overflow
+    flat = parse_config("bans: {increment: 1.0, bantime_s: 30}").bans
+    assert flat.bantime(0) == flat.bantime(50) == 30.0
+    assert parse_config("bans: {bantime_s: 60, max_bantime_s: 60}").bans.bantime(3) == 60.0
 
 
 def test_example_file_loads_and_equals_defaults() -> None:
@@ -97,6 +199,19 @@ def test_example_file_commented_examples_are_valid() -> None:
     cfg = parse_config(text, "example")
     assert cfg.public.advertised == "203.0.113.10"
     assert cfg.private.advertised == "10.0.0.5"
+
+
+def test_example_file_defence_examples_are_valid() -> None:
+    # Each example line replaces the default line just above it.
+    lines = EXAMPLE.read_text().splitlines()
+    for default, example in (("exempt: []", "# exempt:"), ('mode: "off"', '# mode: "nftables"')):
+        index = [line.strip() for line in lines].index(default)
+        assert lines[index + 1].lstrip().startswith(example)
+        lines[index] = lines[index + 1].replace("# ", "", 1)
+        del lines[index + 1]
+    cfg = parse_config("\n".join(lines), "example")
+    assert cfg.bans.exempt == ("192.0.2.0/24", "2001:db8:ff::/48")
+    assert cfg.firewall.mode is FirewallMode.NFTABLES
 
 
 def test_example_file_gateway_example_is_valid() -> None:
@@ -1378,6 +1493,429 @@ BAD: list[tuple[str, str, str]] = [
         """,
         "x.yaml:2: state.path: should be a file name string (quote it in YAML), not a list",
     ),
+    # ---- screen
+    (
+        "screen_not_a_mapping",
+        """
+        screen: [a]
+        """,
+        "x.yaml:1: screen: should be a mapping of keys, not a list",
+    ),
+    (
+        "screen_signatures_not_a_list",
+        """
+        screen:
+          scanner_signatures: sipvicious
+        """,
+        "x.yaml:2: screen.scanner_signatures: should be a list, not a string",
+    ),
+    (
+        "screen_signature_empty",
+        """
+        screen:
+          scanner_signatures:
+            - sipvicious
+            - ""
+        """,
+        "x.yaml:4: screen.scanner_signatures[1]: should not be empty or blank",
+    ),
+    (
+        "screen_signature_blank",
+        """
+        screen:
+          scanner_signatures: ["  "]
+        """,
+        "x.yaml:2: screen.scanner_signatures[0]: should not be empty or blank",
+    ),
+    (
+        "screen_signature_not_a_string",
+        """
+        screen:
+          scanner_signatures:
+            - 42
+        """,
+        "x.yaml:3: screen.scanner_signatures[0]: should be a string (quote it in YAML), not a",
+    ),
+    (
+        "screen_signature_too_long",
+        f"""
+        screen:
+          scanner_signatures:
+            - {"x" * 65}
+        """,
+        "x.yaml:3: screen.scanner_signatures[0]: should be at most 64 characters, not 65",
+    ),
+    (
+        "screen_signature_not_ascii",
+        """
+        screen:
+          scanner_signatures:
+            - "sípvicious"
+        """,
+        "x.yaml:3: screen.scanner_signatures[0]: 'sípvicious': only printable ASCII",
+    ),
+    (
+        "screen_signature_control_character",
+        """
+        screen:
+          scanner_signatures: ["a\\tb"]
+        """,
+        "x.yaml:2: screen.scanner_signatures[0]: 'a\\tb': only printable ASCII",
+    ),
+    (
+        "screen_signature_repeated_in_other_case",
+        """
+        screen:
+          scanner_signatures:
+            - SIPVicious
+            - smap
+            - sipvicious
+        """,
+        "x.yaml:5: screen.scanner_signatures[2]: sipvicious is listed twice in scanner_signatures",
+    ),
+    (
+        "screen_apply_to_gateways_not_bool",
+        """
+        screen:
+          signatures_apply_to_gateways: "yes"
+        """,
+        "x.yaml:2: screen.signatures_apply_to_gateways: Input should be a valid boolean",
+    ),
+    (
+        "screen_rate_zero",
+        """
+        screen:
+          rate_per_ip: {rate: 0, burst: 40}
+        """,
+        "x.yaml:2: screen.rate_per_ip.rate: Input should be greater than 0",
+    ),
+    (
+        "screen_rate_negative",
+        """
+        screen:
+          rate_per_net:
+            rate: -1
+            burst: 1
+        """,
+        "x.yaml:3: screen.rate_per_net.rate: Input should be greater than 0",
+    ),
+    (
+        "screen_rate_infinite",
+        """
+        screen:
+          rate_per_gateway:
+            burst: 1
+            rate: .inf
+        """,
+        "x.yaml:4: screen.rate_per_gateway.rate: Input should be a finite number",
+    ),
+    (
+        "screen_burst_zero",
+        """
+        screen:
+          rate_per_gateway:
+            rate: 100
+            burst: 0
+        """,
+        "x.yaml:4: screen.rate_per_gateway.burst: Input should be greater than or equal to 1",
+    ),
+    (
+        "screen_burst_fraction",
+        """
+        screen:
+          rate_per_ip: {rate: 1, burst: 1.5}
+        """,
+        "x.yaml:2: screen.rate_per_ip.burst: Input should be a valid integer",
+    ),
+    (
+        "screen_burst_missing",
+        """
+        screen:
+          rate_per_net:
+            rate: 10
+        """,
+        "x.yaml:2: screen.rate_per_net.burst: Field required",
+    ),
+    (
+        "screen_rate_not_a_mapping",
+        """
+        screen:
+          rate_per_ip: 20
+        """,
+        "x.yaml:2: screen.rate_per_ip: should be a mapping of keys, not a number",
+    ),
+    (
+        "screen_rate_unknown_key",
+        """
+        screen:
+          rate_per_ip:
+            rate: 20
+            burst: 40
+            brust: 40
+        """,
+        "x.yaml:5: screen.rate_per_ip.brust: unknown key (did you mean 'burst'?)",
+    ),
+    (
+        "screen_max_sources_too_small",
+        """
+        screen:
+          max_sources: 999
+        """,
+        "x.yaml:2: screen.max_sources: Input should be greater than or equal to 1000",
+    ),
+    (
+        "screen_unknown_key",
+        """
+        screen:
+          rate_per_host: {rate: 1, burst: 1}
+        """,
+        "x.yaml:2: screen.rate_per_host: unknown key (did you mean 'rate_per_net'?)",
+    ),
+    # ---- bans
+    (
+        "bans_max_offenses_zero",
+        """
+        bans:
+          max_offenses: 0
+        """,
+        "x.yaml:2: bans.max_offenses: Input should be greater than or equal to 1",
+    ),
+    (
+        "bans_findtime_zero",
+        """
+        bans:
+          findtime_s: 0
+        """,
+        "x.yaml:2: bans.findtime_s: Input should be greater than 0",
+    ),
+    (
+        "bans_bantime_negative",
+        """
+        bans:
+          bantime_s: -600
+        """,
+        "x.yaml:2: bans.bantime_s: Input should be greater than 0",
+    ),
+    (
+        "bans_bantime_infinite",
+        """
+        bans:
+          bantime_s: .inf
+        """,
+        "x.yaml:2: bans.bantime_s: Input should be a finite number",
+    ),
+    (
+        "bans_findtime_not_a_number",
+        """
+        bans:
+          findtime_s: 10m
+        """,
+        "x.yaml:2: bans.findtime_s: Input should be a valid number",
+    ),
+    (
+        "bans_increment_below_one",
+        """
+        bans:
+          increment: 0.5
+        """,
+        "x.yaml:2: bans.increment: Input should be greater than or equal to 1",
+    ),
+    (
+        "bans_increment_nan",
+        """
+        bans:
+          increment: .nan
+        """,
+        "x.yaml:2: bans.increment: Input should be a finite number",
+    ),
+    (
+        "bans_max_bantime_below_bantime",
+        """
+        bans:
+          bantime_s: 3600
+          max_bantime_s: 600
+        """,
+        "x.yaml:3: bans.max_bantime_s: must be at least bans.bantime_s (3600)",
+    ),
+    (
+        "bans_bantime_above_default_max",
+        """
+        bans:
+          findtime_s: 60
+          bantime_s: 1000000
+        """,
+        "x.yaml:3: bans.max_bantime_s: must be at least bans.bantime_s (1000000)",
+    ),
+    (
+        "bans_max_bantime_infinite",
+        """
+        bans:
+          max_bantime_s: .inf
+        """,
+        "x.yaml:2: bans.max_bantime_s: Input should be a finite number",
+    ),
+    (
+        "bans_exempt_not_an_address",
+        """
+        bans:
+          exempt:
+            - office.example.com
+        """,
+        "x.yaml:3: bans.exempt[0]: 'office.example.com' is not an IP address or network",
+    ),
+    (
+        "bans_exempt_host_bits",
+        """
+        bans:
+          exempt: [192.0.2.7/24]
+        """,
+        "x.yaml:2: bans.exempt[0]: '192.0.2.7/24' has host bits set",
+    ),
+    (
+        "bans_exempt_repeated",
+        """
+        bans:
+          exempt:
+            - 192.0.2.0/24
+            - "::ffff:192.0.2.0/120"
+        """,
+        "x.yaml:4: bans.exempt[1]: 192.0.2.0/24 is listed twice in exempt",
+    ),
+    (
+        "bans_exempt_not_a_list",
+        """
+        bans:
+          exempt: 192.0.2.1
+        """,
+        "x.yaml:2: bans.exempt: should be a list, not a string",
+    ),
+    (
+        "bans_max_entries_too_small",
+        """
+        bans:
+          max_entries: 99
+        """,
+        "x.yaml:2: bans.max_entries: Input should be greater than or equal to 100",
+    ),
+    (
+        "bans_offense_not_bool",
+        """
+        bans:
+          offenses:
+            scanner: true
+            malformed: 1
+        """,
+        "x.yaml:4: bans.offenses.malformed: Input should be a valid boolean",
+    ),
+    (
+        "bans_offense_unknown",
+        """
+        bans:
+          offenses:
+            digest_failures: true
+        """,
+        "x.yaml:3: bans.offenses.digest_failures: unknown key (did you mean 'digest_failure'?)",
+    ),
+    # ---- firewall
+    (
+        "firewall_mode_unknown",
+        """
+        firewall:
+          mode: iptables
+        """,
+        "x.yaml:2: firewall.mode: Input should be 'off' or 'nftables'",
+    ),
+    (
+        "firewall_mode_on",
+        """
+        firewall:
+          mode: on
+        """,
+        "x.yaml:2: firewall.mode: Input should be 'off' or 'nftables'",
+    ),
+    (
+        "firewall_table_upper_case",
+        """
+        firewall:
+          mode: nftables
+          table: SBC
+        """,
+        "x.yaml:3: firewall.table: 'SBC': an nftables table name here is 1 to 32 lower-case",
+    ),
+    (
+        "firewall_table_too_long",
+        f"""
+        firewall:
+          table: {"t" * 33}
+        """,
+        "x.yaml:2: firewall.table: '" + "t" * 33 + "': an nftables table name",
+    ),
+    (
+        "firewall_table_empty",
+        """
+        firewall:
+          table: ""
+        """,
+        "x.yaml:2: firewall.table: '': an nftables table name",
+    ),
+    (
+        "firewall_table_dash",
+        """
+        firewall:
+          table: sbc-bans
+        """,
+        "x.yaml:2: firewall.table: 'sbc-bans': an nftables table name",
+    ),
+    (
+        "firewall_table_not_a_string",
+        """
+        firewall:
+          table: 1
+        """,
+        "x.yaml:2: firewall.table: should be a table name string (quote it in YAML), not a number",
+    ),
+    (
+        "firewall_nft_path_empty",
+        """
+        firewall:
+          nft_path: " "
+        """,
+        "x.yaml:2: firewall.nft_path: should be a program name or path",
+    ),
+    (
+        "firewall_nft_path_not_a_string",
+        """
+        firewall:
+          nft_path: [nft]
+        """,
+        "x.yaml:2: firewall.nft_path: should be a program name string (quote it in YAML)",
+    ),
+    # ---- logging
+    (
+        "logging_summary_interval_zero",
+        """
+        logging:
+          summary_interval_s: 0
+        """,
+        "x.yaml:2: logging.summary_interval_s: Input should be greater than 0",
+    ),
+    (
+        "logging_summary_interval_infinite",
+        """
+        logging:
+          format: json
+          summary_interval_s: .inf
+        """,
+        "x.yaml:3: logging.summary_interval_s: Input should be a finite number",
+    ),
+    (
+        "logging_summary_interval_bool",
+        """
+        logging:
+          summary_interval_s: true
+        """,
+        "x.yaml:2: logging.summary_interval_s: Input should be a valid number",
+    ),
 ]
 
 
@@ -1414,6 +1952,21 @@ def test_every_problem_reported_one_per_line_in_file_order() -> None:
         ("public.port", 4),
         ("public.host", 5),
         ("extra", 6),
+    ]
+
+
+def test_rate_needs_both_rate_and_burst() -> None:
+    text = yaml_text("""
+        screen:
+          rate_per_ip:
+            rate: 20
+            brust: 40
+    """)
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "x.yaml")
+    assert str(info.value).splitlines() == [
+        "x.yaml:2: screen.rate_per_ip.burst: Field required",
+        "x.yaml:4: screen.rate_per_ip.brust: unknown key (did you mean 'burst'?)",
     ]
 
 

@@ -1,0 +1,78 @@
+"""The sbc configuration: one YAML file validated by a pydantic schema.
+
+This package owns the schema (every option, its default and its limits), the
+loading of the file, and the translation of every way a file can be wrong --
+unreadable, bad YAML, a typo'd key, a value out of range, two settings that
+contradict each other -- into one `ConfigError` whose text names the field, the
+problem, and the file and line, one problem per line::
+
+    configs/x.yaml:12: public.port: Input should be less than or equal to 65535
+
+All models are frozen and refuse unknown keys.  `_schema` holds the listener,
+backend, SIP, limits and logging sections and `Config` itself; `_load` reads
+the file and maps errors back to lines.  The gateway, auth, registrar and state
+sections live in `sbc.config_gateways`, together with the error and field
+helpers every section uses; the screening, ban and firewall sections live in
+`sbc.config_defense`.
+"""
+
+from ..config_defense import (
+    BansConfig,
+    FirewallConfig,
+    FirewallMode,
+    OffensesConfig,
+    RateConfig,
+    ScreenConfig,
+)
+from ..config_gateways import (
+    AuthConfig,
+    DigestAccount,
+    GatewayConfig,
+    RegistrarConfig,
+    StateConfig,
+    hostport,
+)
+from ._load import ConfigError, ConfigIssue, load_config, parse_config
+from ._schema import (
+    BackendConfig,
+    Config,
+    LimitsConfig,
+    LogFormat,
+    LoggingConfig,
+    LogLevel,
+    PrivateConfig,
+    PublicConfig,
+    SipConfig,
+    Transport,
+    summary,
+)
+
+__all__ = [
+    "AuthConfig",
+    "BackendConfig",
+    "BansConfig",
+    "Config",
+    "ConfigError",
+    "ConfigIssue",
+    "DigestAccount",
+    "FirewallConfig",
+    "FirewallMode",
+    "GatewayConfig",
+    "LimitsConfig",
+    "LogFormat",
+    "LogLevel",
+    "LoggingConfig",
+    "OffensesConfig",
+    "PrivateConfig",
+    "PublicConfig",
+    "RateConfig",
+    "RegistrarConfig",
+    "ScreenConfig",
+    "SipConfig",
+    "StateConfig",
+    "Transport",
+    "hostport",
+    "load_config",
+    "parse_config",
+    "summary",
+]

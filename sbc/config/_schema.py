@@ -1,0 +1,341 @@
+"""The configuration schema: every section of `Config`, its defaults and limits.
+
+The listeners, the backend, the SIP timers, the transport limits and logging
+are defined here; the gateway, auth, registrar and state sections come from
+`sbc.config_gateways`, the screening, ban and firewall sections from
+`sbc.config_defense`.  `Config` adds the rules that span sections.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from ..config_defense import BansConfig, FirewallConfig, ScreenConfig
+from ..config_gateways import (
+    AuthConfig,
+    Count,
+    DigestAccount,
+    GatewayConfig,
+    Port,
+    RegistrarConfig,
+    Seconds,
+    Section,
+    StateConfig,
+    check_gateways,
+    hostport,
+    kind,
+    lower,
+    problem,
+)
+
+# --------------------------------------------------------------------------
+# Field types
+
+
+class Transport(StrEnum):
+    UDP = "udp"
+    TCP = "tcp"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+def _ip_address(value: object) -> str:
+    # YAML 1.1 reads some unquoted IPv6 forms (1:2:3:4:5:6:7:8) as base-60
+    # integers, so a non-string here usually means "quote it".
+    if not isinstance(value, str):
+        raise problem(
+            "Input should be an IP address string (quote IPv6 addresses in YAML), "
+            f"not {kind(value)}"
+        )
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise problem(
+            f"{value!r} is not an IPv4 or IPv6 address (host names are not accepted)"
+        ) from None
+
+
+def _optional_ip_address(value: object) -> str | None:
+    return None if value is None else _ip_address(value)
+
+
+IPAddress = Annotated[str, BeforeValidator(_ip_address)]
+OptionalIPAddress = Annotated[str | None, BeforeValidator(_optional_ip_address)]
+
+
+def _is_unspecified(host: str) -> bool:
+    return ipaddress.ip_address(host).is_unspecified
+
+
+def _is_loopback(host: str) -> bool:
+    return ipaddress.ip_address(host).is_loopback
+
+
+# --------------------------------------------------------------------------
+# Sections
+
+
+class _Endpoint(Section):
+    host: IPAddress = "127.0.0.1"
+    port: Port = 5060
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) to bind or send to."""
+        return (self.host, self.port)
+
+    @property
+    def hostport(self) -> str:
+        return hostport(self.host, self.port)
+
+
+class _Listener(_Endpoint):
+    """A socket of the sbc itself, optionally known to peers by another address."""
+
+    advertise_host: OptionalIPAddress = None
+
+    @field_validator("advertise_host")
+    @classmethod
+    def _concrete_advertise_host(cls, value: str | None) -> str | None:
+        if value is not None and _is_unspecified(value):
+            raise problem(f"{value} cannot be advertised; give the address peers reach")
+        return value
+
+    @model_validator(mode="after")
+    def _advertise_needed(self) -> Self:
+        # A Via or Record-Route naming 0.0.0.0 would send responses and in-dialog
+        # requests nowhere (RFC 3261 §18.2.2, §16.6 step 4).
+        if self.advertise_host is None and _is_unspecified(self.host):
+            raise problem(
+                f"required when host is {self.host} (listening on all interfaces): "
+                "the address written into Via and Record-Route",
+                at=("advertise_host",),
+                also=("host",),
+            )
+        return self
+
+    @property
+    def advertised(self) -> str:
+        """The address written into Via and Record-Route."""
+        return self.advertise_host or self.host
+
+    @property
+    def advertised_hostport(self) -> str:
+        return hostport(self.advertised, self.port)
+
+
+class PublicConfig(_Listener):
+    """The public SIP side: callers and carriers."""
+
+    host: IPAddress = "127.0.0.1"
+    port: Port = 5060
+    transports: Annotated[
+        tuple[Annotated[Transport, BeforeValidator(lower)], ...], Field(min_length=1)
+    ] = (Transport.UDP, Transport.TCP)
+
+    @field_validator("transports")
+    @classmethod
+    def _no_duplicates(cls, value: tuple[Transport, ...]) -> tuple[Transport, ...]:
+        seen: set[Transport] = set()
+        for index, transport in enumerate(value):
+            if transport in seen:
+                raise problem(f"{transport.value!r} is listed twice", at=(index,))
+            seen.add(transport)
+        return value
+
+    @property
+    def udp(self) -> bool:
+        return Transport.UDP in self.transports
+
+    @property
+    def tcp(self) -> bool:
+        return Transport.TCP in self.transports
+
+
+class PrivateConfig(_Listener):
+    """The private side towards VOS3000: one UDP socket."""
+
+    host: IPAddress = "127.0.0.1"
+    port: Port = 5080
+
+
+class BackendConfig(_Endpoint):
+    """The VOS3000 softswitch that every accepted request is relayed to."""
+
+    host: IPAddress = "127.0.0.1"
+    port: Port = 5070
+
+    @field_validator("host")
+    @classmethod
+    def _concrete_host(cls, value: str) -> str:
+        if _is_unspecified(value):
+            raise problem(f"{value} is not an address a request can be sent to")
+        return value
+
+
+class SipConfig(Section):
+    """Protocol timers (RFC 3261 §17) and table caps."""
+
+    t1_ms: Annotated[int, Field(strict=True, ge=50, le=5000)] = 500
+    t2_ms: Annotated[int, Field(strict=True, ge=50)] = 4000
+    invite_timeout_s: Seconds = 32.0
+    proxy_timeout_s: Seconds = 180.0
+    transaction_linger_s: Seconds = 32.0
+    max_transactions: Count = 100_000
+    max_dialogs: Count = 200_000
+    dialog_setup_timeout_s: Seconds = 300.0
+    dialog_max_age_s: Seconds = 86_400.0
+
+    @model_validator(mode="after")
+    def _t2_not_below_t1(self) -> Self:
+        # T2 caps the doubling retransmit interval that starts at T1 (§17.1.2.2).
+        if self.t2_ms < self.t1_ms:
+            raise problem(
+                f"must be at least sip.t1_ms ({self.t1_ms})", at=("t2_ms",), also=("t1_ms",)
+            )
+        return self
+
+    @property
+    def t1(self) -> float:
+        """T1 in seconds."""
+        return self.t1_ms / 1000
+
+    @property
+    def t2(self) -> float:
+        """T2 in seconds."""
+        return self.t2_ms / 1000
+
+
+class LimitsConfig(Section):
+    """Size and count caps on what the transports accept."""
+
+    max_datagram: Annotated[int, Field(strict=True, ge=512, le=65507)] = 16_384
+    max_tcp_message: Annotated[int, Field(strict=True, ge=1024)] = 65_536
+    tcp_buffer: Count = 131_072
+    max_tcp_connections: Count = 10_000
+    tcp_idle_timeout_s: Seconds = 600.0
+
+    @model_validator(mode="after")
+    def _buffer_holds_a_message(self) -> Self:
+        if self.tcp_buffer < self.max_tcp_message:
+            raise problem(
+                f"must be at least limits.max_tcp_message ({self.max_tcp_message})",
+                at=("tcp_buffer",),
+                also=("max_tcp_message",),
+            )
+        return self
+
+
+class LoggingConfig(Section):
+    format: Annotated[LogFormat, BeforeValidator(lower)] = LogFormat.JSON
+    level: Annotated[LogLevel, BeforeValidator(lower)] = LogLevel.INFO
+    # The periodic line that aggregates drops, bans and rate limiting, in
+    # place of a line per dropped packet.
+    summary_interval_s: Seconds = 60.0
+
+
+_SECTIONS = ("public", "private", "backend", "sip", "limits", "logging", "auth", "registrar",
+             "state", "screen", "bans", "firewall")
+
+
+class Config(Section):
+    """The whole configuration; every section is optional."""
+
+    public: PublicConfig = Field(default_factory=PublicConfig)
+    private: PrivateConfig = Field(default_factory=PrivateConfig)
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    sip: SipConfig = Field(default_factory=SipConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    gateways: tuple[GatewayConfig, ...] = ()
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    registrar: RegistrarConfig = Field(default_factory=RegistrarConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    screen: ScreenConfig = Field(default_factory=ScreenConfig)
+    bans: BansConfig = Field(default_factory=BansConfig)
+    firewall: FirewallConfig = Field(default_factory=FirewallConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        # `sip:` with every option below it commented out reads as null.
+        if isinstance(data, dict):
+            out = {k: ({} if v is None and k in _SECTIONS else v) for k, v in data.items()}
+            if out.get("gateways", ()) is None:
+                out["gateways"] = ()
+            return out
+        return data
+
+    def realm_for(self, account: DigestAccount) -> str:
+        """The realm `account` authenticates in: its own, else auth.realm."""
+        return account.realm if account.realm is not None else self.auth.realm
+
+    @model_validator(mode="after")
+    def _no_overlap_or_loop(self) -> Self:
+        public, private, backend = self.public, self.private, self.backend
+        if private.port == public.port and (
+            private.host == public.host
+            or _is_unspecified(private.host)
+            or _is_unspecified(public.host)
+        ):
+            raise problem(
+                f"private {private.hostport} overlaps public {public.hostport}; "
+                "the two sides need their own sockets (change private.port)",
+                at=("private", "port"),
+                also=("public", "port"),
+            )
+        own: list[tuple[tuple[str, ...], str, int]] = [
+            (("public",), public.host, public.port),
+            (("private",), private.host, private.port),
+        ]
+        if public.advertise_host is not None:
+            own.append((("public", "advertise_host"), public.advertise_host, public.port))
+        if private.advertise_host is not None:
+            own.append((("private", "advertise_host"), private.advertise_host, private.port))
+        for field, host, port in own:
+            if backend.port != port:
+                continue
+            if backend.host == host or (_is_unspecified(host) and _is_loopback(backend.host)):
+                raise problem(
+                    f"{backend.hostport} is the sbc's own address {hostport(host, port)} "
+                    f"({'.'.join(field)}); requests to VOS3000 would loop back into the sbc",
+                    at=("backend",),
+                    also=field,
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _gateways_consistent(self) -> Self:
+        check_gateways(self.gateways, self.auth, self.public, self.private, self.backend)
+        return self
+
+
+def summary(cfg: Config) -> dict[str, str]:
+    """A small flat dict for the start-up log line."""
+    out = {
+        "public": cfg.public.hostport,
+        "transports": ",".join(t.value for t in cfg.public.transports),
+        "private": cfg.private.hostport,
+        "backend": cfg.backend.hostport,
+        "gateways": str(len(cfg.gateways)),
+    }
+    if cfg.public.advertise_host is not None:
+        out["public_advertised"] = cfg.public.advertised_hostport
+    if cfg.private.advertise_host is not None:
+        out["private_advertised"] = cfg.private.advertised_hostport
+    return out
+
