@@ -4,15 +4,19 @@
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test sipp
+.PHONY: run test sipp firewall-tools
 
 sipp:
-	@command -v sipp >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq sip-tester; }
+	@{ command -v sipp && command -v sipsak; } >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq sip-tester sipsak; }
+
+# The kernel tests (tests/test_firewall.py) load rules into a network namespace.
+firewall-tools:
+	@( PATH="$$PATH:/usr/sbin:/sbin"; for t in ip nft iptables-restore ip6tables-restore ipset; do command -v $$t || exit 1; done ) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq iproute2 nftables iptables ipset; }
 
 run: sipp
 	$(PYTHON) -m pip install -q -e .
 	$(PYTHON) -m sbc demo --config configs/local.yaml
 
-test: sipp
+test: sipp firewall-tools
 	$(PYTHON) -m pip install -q -e '.[test]'
 	$(PYTHON) -m pytest

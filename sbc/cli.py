@@ -1,4 +1,5 @@
-"""Command line: `sbc run`, `sbc check-config`, `sbc standin`, `sbc demo`."""
+"""Command line: `sbc run`, `sbc check-config`, `sbc standin`, `sbc demo`,
+`sbc firewall render`."""
 
 from __future__ import annotations
 
@@ -26,6 +27,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", default="127.0.0.1:5070", help="host:port (default 127.0.0.1:5070)")
     p = sub.add_parser("demo", help="run sbc and a VOS3000 stand-in on the config's backend address")
     p.add_argument("--config", default="configs/local.yaml")
+    p = sub.add_parser("firewall", help="the kernel layer (nftables / iptables) for a config")
+    fw = p.add_subparsers(dest="firewall_command", required=True)
+    p = fw.add_parser("render", help="print the ruleset for a config file")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--format", choices=("nftables", "iptables", "ip6tables"), default="nftables")
+    p = sub.add_parser("ban", help="ban a source by hand (a running sbc picks it up within seconds)")
+    p.add_argument("--config", required=True, help="YAML config file (for its state file)")
+    p.add_argument("host", help="IP address")
+    p.add_argument("--seconds", type=float, default=86400.0)
+    p.add_argument("--reason", default="manual")
+    p = sub.add_parser("unban", help="lift a ban by hand")
+    p.add_argument("--config", required=True, help="YAML config file (for its state file)")
+    p.add_argument("host", help="IP address")
+    p = sub.add_parser("bans", help="list bans, with why")
+    p.add_argument("--config", required=True, help="YAML config file (for its state file)")
     args = parser.parse_args(argv)
 
     if args.command == "standin":
@@ -40,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print("config ok: " + ", ".join(f"{k}={v}" for k, v in summary(cfg).items()))
         return 0
+    if args.command == "firewall":
+        from .firewall import render
+
+        sys.stdout.write(render(cfg, args.format))
+        return 0
+    if args.command in ("ban", "unban", "bans"):
+        return _bans_command(cfg, args)
     configure_logging(cfg.logging.format, cfg.logging.level)
     return uvloop.run(_run(cfg, with_standin=args.command == "demo"))
 
@@ -82,3 +105,42 @@ async def _standin_only(host: str, port: int) -> int:
         loop.add_signal_handler(sig, stop.set)
     await serve(host, port, stop)
     return 0
+
+
+def _bans_command(cfg: Config, args: argparse.Namespace) -> int:
+    import ipaddress
+    import json
+    import time
+
+    from .banstate import manual_ban, manual_unban
+    from .store import Store, StoreError
+
+    try:
+        store = Store(cfg.state.path)
+    except StoreError as e:
+        print(f"sbc: {e}", file=sys.stderr)
+        return 1
+    with store:
+        if args.command == "bans":
+            wall = time.time()
+            for row in store.load_bans():
+                if not row.lifted and row.expires_wall > wall:
+                    print(json.dumps({"host": row.host, "reason": row.reason,
+                                      "offenses": row.counts, "level": row.level,
+                                      "manual": row.manual,
+                                      "expires_in_s": round(row.expires_wall - wall)}))
+            return 0
+        try:
+            host = str(ipaddress.ip_address(args.host))
+        except ValueError:
+            print(f"sbc: not an IP address: {args.host!r}", file=sys.stderr)
+            return 2
+        if args.command == "ban":
+            row = manual_ban(store, host, args.seconds, args.reason)
+            print(f"banned {host} for {args.seconds:g} s (level {row.level})")
+            return 0
+        if manual_unban(store, host):
+            print(f"unbanned {host}")
+            return 0
+        print(f"sbc: {host} is not banned", file=sys.stderr)
+        return 1

@@ -74,6 +74,7 @@ class Server:
             self._close_sockets()
             raise
         self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+        await self.parts.start()
 
     def request_stop(self) -> None:
         self._stopped.set()
@@ -95,6 +96,7 @@ class Server:
                 await asyncio.wait_for(self._tcp_server.wait_closed(), 2.0)
             except asyncio.TimeoutError:
                 pass
+        await self.parts.stop()
         self._close_sockets()
 
     def _close_sockets(self) -> None:

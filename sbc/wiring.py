@@ -19,6 +19,7 @@ from .core.engine import Engine
 from .core.gateways import GatewayTable, gateway_infos
 from .core.registrar import Binding, Registrar
 from .core.settings import ProxySettings
+from .firewall.nftset import NftBanSet
 from .logsetup import get_logger
 from .store import Store, from_rows, to_rows
 
@@ -32,6 +33,18 @@ class Components:
     store: Store
     bans: BanKeeper
     loop: asyncio.AbstractEventLoop
+    kernel: NftBanSet | None = None
+
+    async def start(self) -> None:
+        """Load the kernel ruleset (nftables mode) and put the active bans into it."""
+        if self.kernel is not None:
+            if not await self.kernel.setup():
+                log.error("firewall_setup_failed", **self.kernel.stats())
+            self.bans.kernel_restore(self.loop.time())
+
+    async def stop(self) -> None:
+        if self.kernel is not None:
+            await self.kernel.close()
 
     def save_bindings(self, aor: str, bindings: list[Binding]) -> None:
         self.store.save_bindings(aor, to_rows(bindings, self.loop.time(), time.time()))
@@ -92,8 +105,11 @@ def build_components(cfg: Config, loop: asyncio.AbstractEventLoop) -> Components
                     rate_per_net=(sc.rate_per_net.rate, sc.rate_per_net.burst),
                     rate_per_gateway=(sc.rate_per_gateway.rate, sc.rate_per_gateway.burst),
                     max_sources=sc.max_sources)
-    keeper = BanKeeper(bans, store, loop.time, kernel=kernel_set(cfg))
-    parts = Components(engine, screen, store, keeper, loop)
+    kernel = kernel_set(cfg)
+    keeper = BanKeeper(bans, store, loop.time, kernel=kernel)
+    if kernel is not None:
+        kernel.on_reset = lambda: keeper.kernel_restore(loop.time())
+    parts = Components(engine, screen, store, keeper, loop, kernel)
     engine.on_bindings = parts.save_bindings
     log.info("state_loaded", path=cfg.state.path, bindings=len(registrar),
              gateways=len(table), accounts=len(digest_accounts))
@@ -116,9 +132,8 @@ def ban_table(cfg: Config, gateways: GatewayTable) -> BanTable:
                     max_entries=b.max_entries, exempt=exempt, counted=counted)
 
 
-def kernel_set(cfg: Config) -> object | None:
+def kernel_set(cfg: Config) -> NftBanSet | None:
+    """The kernel's ban set (nftables mode): the whole rendered ruleset, ban sets in step."""
     if cfg.firewall.mode != "nftables":
         return None
-    from .firewall.nftset import NftBanSet
-
-    return NftBanSet(table=cfg.firewall.table, nft=cfg.firewall.nft_path)
+    return NftBanSet.from_config(cfg)
