@@ -20,7 +20,7 @@ import os
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Self
+from typing import NamedTuple, Self
 
 from .core.registrar import Binding
 
@@ -79,8 +79,51 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
            )""",
         "CREATE INDEX bans_updated ON bans (updated_wall)",
     ),
+    (
+        # Confirmed calls: what keeps concurrency right and lets sbc still send
+        # the duration-limit BYEs after a restart in the middle of calls.
+        """CREATE TABLE dialogs (
+               call_id BLOB PRIMARY KEY,
+               gateway TEXT NOT NULL,
+               peer_channel INTEGER NOT NULL,
+               peer_host TEXT NOT NULL,
+               peer_port INTEGER NOT NULL,
+               egress INTEGER NOT NULL,
+               inbound INTEGER NOT NULL,
+               from_value BLOB NOT NULL,
+               to_value BLOB NOT NULL,
+               peer_contact BLOB NOT NULL,
+               backend_contact BLOB NOT NULL,
+               cseq_peer INTEGER NOT NULL,
+               cseq_backend INTEGER NOT NULL,
+               created_wall REAL NOT NULL,
+               confirmed_wall REAL NOT NULL,
+               expire_wall REAL NOT NULL,
+               bye_wall REAL NOT NULL
+           )""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class DialogRow(NamedTuple):
+    call_id: bytes
+    gateway: str
+    peer_channel: int
+    peer_host: str
+    peer_port: int
+    egress: int
+    inbound: bool
+    from_value: bytes
+    to_value: bytes
+    peer_contact: bytes
+    backend_contact: bytes
+    cseq_peer: int
+    cseq_backend: int
+    created_wall: float
+    confirmed_wall: float
+    expire_wall: float
+    bye_wall: float  # 0: no duration limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +250,29 @@ class Store:
             return cur.rowcount
         except sqlite3.Error as e:
             raise StoreError(f"{self._name}: cannot prune bans: {e}") from None
+
+    def apply_dialogs(self, upserts: list[DialogRow], deletes: list[bytes]) -> None:
+        """One transaction for a batch of dialog changes."""
+        try:
+            with _transaction(self._conn):
+                if deletes:
+                    self._conn.executemany("DELETE FROM dialogs WHERE call_id = ?",
+                                           [(c,) for c in deletes])
+                if upserts:
+                    self._conn.executemany(
+                        "INSERT OR REPLACE INTO dialogs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        [tuple(r) for r in upserts])
+        except sqlite3.Error as e:
+            raise StoreError(f"{self._name}: cannot save dialogs: {e}") from None
+
+    def load_dialogs(self, wall_now: float) -> list[DialogRow]:
+        try:
+            cur = self._conn.execute("SELECT * FROM dialogs WHERE expire_wall > ?", (wall_now,))
+            return [DialogRow(bytes(r[0]), r[1], r[2], r[3], r[4], r[5], bool(r[6]), bytes(r[7]),
+                              bytes(r[8]), bytes(r[9]), bytes(r[10]), r[11], r[12], r[13], r[14],
+                              r[15], r[16]) for r in cur]
+        except sqlite3.Error as e:
+            raise StoreError(f"{self._name}: cannot load dialogs: {e}") from None
 
     def close(self) -> None:
         self._conn.close()

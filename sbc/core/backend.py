@@ -14,6 +14,7 @@ from ..sip import Message, SipParseError, build, header_param, header_value, par
 from .dialogs import Dialog, DialogState
 from .routing import stamp_via
 from .transactions import InviteTx, TxState
+from .public import BYE_BRANCH, _contact_uri
 from .verdict import PRIVATE, PUBLIC_TCP, PUBLIC_UDP, Drop, Forward, Reply, Send, Source, Verdict
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class BackendSide:
             if msg.method == "INVITE" and not in_dialog:
                 return self._call_to_binding(msg, src, now, scan, via)
             return self._reply_stateless(481, scan, src)
+        if msg.cseq > dlg.cseq_backend:
+            dlg.cseq_backend = msg.cseq
         scan.lines[0] = self._via_public[dlg.peer_channel] + self._key(msg, via, b"b")
         out = serialize(msg.start, scan.lines, msg.body, msg.has_content_length)
         return Forward([(dlg.peer_channel, dlg.peer, out)])
@@ -68,7 +71,10 @@ class BackendSide:
         channel, host, port = binding.source
         dlg = Dialog(msg.call_id, (host, port), channel, now, now + self.s.dialog_setup_timeout,
                      gateway=binding.gateway, egress=src.channel, inbound=True)
-        self.dialogs[msg.call_id] = dlg
+        dlg.from_value = header_value(scan.from_line)
+        dlg.backend_contact = _contact_uri(msg)
+        dlg.cseq_backend = msg.cseq
+        self.dialogs.add(dlg)
         self.timers.push(dlg.expire_at, "D", dlg)
         lines = scan.lines
         lines[0] = self._via_public[channel] + self._key(msg, via, b"b")  # type: ignore[arg-type]
@@ -81,6 +87,8 @@ class BackendSide:
         lines, branch, nxt = self._pop_our_via(msg, self.egresses[egress], self._marker_egress[egress])
         if branch is None:
             return Drop("via_not_ours")
+        if branch.startswith(BYE_BRANCH):
+            return Drop("bye_answer")  # the answer to a BYE of our own
         tx = self.txs.get(branch) if msg.cseq_method in ("INVITE", "CANCEL") else None
         if tx is not None and msg.cseq_method == "CANCEL":
             return Drop("cancel_answer")  # the 200 for our own CANCEL
@@ -126,6 +134,8 @@ class BackendSide:
                 self._expire_tx(tx, now)
                 dlg = self.dialogs.get(tx.call_id)
                 if tx.initial and dlg is not None and dlg.state is DialogState.EARLY:
+                    dlg.to_value = msg.get("to") or b""
+                    dlg.backend_contact = _contact_uri(msg)
                     self._confirm_dialog(dlg, now)
             return Forward([(tx.caller_channel, tx.caller, out)])
         # A non-2xx final answer: ACK it ourselves (hop by hop, §17.1.1.3), pass it on once.

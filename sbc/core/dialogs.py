@@ -1,11 +1,18 @@
-"""Dialogs sbc has record-routed, keyed by Call-ID: where the caller is (so
-requests from VOS3000 go only to a dialog peer) and how far the call got.
-The table is bounded; entries expire (unconfirmed after a set-up timeout,
-confirmed after a maximum age, ended after a linger for retransmissions)."""
+"""Dialogs sbc has record-routed, keyed by Call-ID: where the public-side peer
+is (so requests from VOS3000 go only to a dialog peer), which gateway and
+egress the call belongs to, and how far it got.
+
+The table is the truth for concurrency: a gateway's calls in progress are the
+members of its index, which only `add`, `end` and `remove` change, so the
+figure cannot drift or go below zero. The table is bounded; entries expire
+(unconfirmed after a set-up timeout, confirmed after a maximum age or the
+gateway's duration limit, ended after a linger for retransmissions).
+"""
 
 from __future__ import annotations
 
 from enum import Enum
+from typing import Iterator
 
 from .verdict import Addr
 
@@ -19,10 +26,12 @@ class DialogState(Enum):
 class Dialog:
     """`peer` is the public-side party (the caller of an outbound call, the
     registered callee of an inbound one); `egress` the private channel of the
-    gateway the call belongs to."""
+    gateway the call belongs to. The header values and contacts are what sbc
+    needs to end the call itself (duration limit)."""
 
     __slots__ = ("call_id", "peer", "peer_channel", "state", "created", "confirmed_at", "expire_at",
-                 "gateway", "egress", "inbound")
+                 "gateway", "egress", "inbound", "from_value", "to_value", "peer_contact",
+                 "backend_contact", "cseq_peer", "cseq_backend", "bye_at")
 
     def __init__(self, call_id: bytes, peer: Addr, channel: int, now: float, expire_at: float,
                  gateway: str = "", egress: int = 2, inbound: bool = False) -> None:
@@ -36,3 +45,64 @@ class Dialog:
         self.gateway = gateway
         self.egress = egress
         self.inbound = inbound
+        self.from_value = b""  # From of the initial INVITE (initiator's tag)
+        self.to_value = b""  # To of the 2xx (the answerer's tag)
+        self.peer_contact = b""
+        self.backend_contact = b""
+        self.cseq_peer = 0  # highest CSeq seen in requests from each side
+        self.cseq_backend = 0
+        self.bye_at = 0.0  # the duration limit's deadline, 0: none
+
+    @property
+    def active(self) -> bool:
+        return self.state is not DialogState.ENDED
+
+
+class DialogTable:
+    __slots__ = ("_by_id", "_active")
+
+    def __init__(self) -> None:
+        self._by_id: dict[bytes, Dialog] = {}
+        self._active: dict[str, dict[bytes, Dialog]] = {}  # gateway -> its calls in progress
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, call_id: bytes) -> bool:
+        return call_id in self._by_id
+
+    def __iter__(self) -> Iterator[Dialog]:
+        return iter(list(self._by_id.values()))
+
+    def get(self, call_id: bytes) -> Dialog | None:
+        return self._by_id.get(call_id)
+
+    def add(self, dlg: Dialog) -> None:
+        self.remove(dlg.call_id)
+        self._by_id[dlg.call_id] = dlg
+        if dlg.active:
+            self._active.setdefault(dlg.gateway, {})[dlg.call_id] = dlg
+
+    def end(self, dlg: Dialog) -> None:
+        dlg.state = DialogState.ENDED
+        calls = self._active.get(dlg.gateway)
+        if calls is not None and calls.get(dlg.call_id) is dlg:
+            del calls[dlg.call_id]
+
+    def remove(self, call_id: bytes) -> Dialog | None:
+        dlg = self._by_id.pop(call_id, None)
+        if dlg is not None:
+            calls = self._active.get(dlg.gateway)
+            if calls is not None and calls.get(call_id) is dlg:
+                del calls[call_id]
+        return dlg
+
+    def active(self, gateway: str) -> int:
+        calls = self._active.get(gateway)
+        return len(calls) if calls else 0
+
+    def active_total(self) -> int:
+        return sum(len(c) for c in self._active.values())
+
+    def by_gateway(self) -> dict[str, int]:
+        return {g: len(c) for g, c in self._active.items() if c}

@@ -33,9 +33,10 @@ from ..sip import (
     split_values,
 )
 from .backend import BackendSide
-from .dialogs import Dialog, DialogState
+from .dialogs import Dialog, DialogState, DialogTable
+from .limits import CallPolicy
 from .bans import BanTable
-from .public import TAG_PREFIX, PublicSide
+from .public import BYE_BRANCH, TAG_PREFIX, PublicSide
 from .ratelimit import TokenBucket
 from .routing import OwnAddresses, derive_branch
 from .scan import Scan, scan_request
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 
 EventSink = Callable[..., None]
 BindingSink = Callable[[str, "list[Binding]"], None]
+DialogSink = Callable[[str, Dialog], None]
+
 _Scan = Scan
 
 
@@ -59,6 +62,10 @@ def _no_events(event: str, **fields: Any) -> None:
 
 
 def _no_bindings(aor: str, bindings: list[Binding]) -> None:
+    return None
+
+
+def _no_dialogs(event: str, dlg: Dialog) -> None:
     return None
 
 
@@ -74,11 +81,15 @@ class Engine(PublicSide, BackendSide):
                  auth: DigestAuth | None = None,
                  registrar: Registrar | None = None,
                  bans: BanTable | None = None,
-                 on_bindings: BindingSink | None = None) -> None:
+                 policy: CallPolicy | None = None,
+                 on_bindings: BindingSink | None = None,
+                 on_dialog: DialogSink | None = None) -> None:
         s = self.s = settings
         self.secret = secret if secret is not None else os.urandom(16)
         self.on_event = on_event or _no_events
         self.on_bindings = on_bindings or _no_bindings
+        self.on_dialog = on_dialog or _no_dialogs  # "confirmed" / "ended": what must survive a restart
+        self.policy = policy if policy is not None else CallPolicy()
         self.gateways = gateways
         self.gateway_info = gateway_info or {}
         self.auth = auth
@@ -89,7 +100,7 @@ class Engine(PublicSide, BackendSide):
         self.egresses: list[tuple[str, int]] = [(s.private_host, s.private_port), *s.egresses]
         self.own = OwnAddresses([(s.public_host, s.public_port), *self.egresses])
         self.txs: dict[bytes, InviteTx] = {}
-        self.dialogs: dict[bytes, Dialog] = {}
+        self.dialogs = DialogTable()
         self.timers = TimerHeap()
         self.verdicts: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()
@@ -182,9 +193,16 @@ class Engine(PublicSide, BackendSide):
             elif kind == "D":
                 dlg: Dialog = obj
                 if dlg.expire_at == deadline and self.dialogs.get(dlg.call_id) is dlg:
-                    del self.dialogs[dlg.call_id]
+                    self.dialogs.remove(dlg.call_id)
                     if dlg.state is not DialogState.ENDED:
                         self._event_end(dlg, now, "expired")
+                        self.on_dialog("ended", dlg)
+            elif kind == "L":
+                dlg = obj
+                if dlg.bye_at == deadline and dlg.state is DialogState.CONFIRMED \
+                        and self.dialogs.get(dlg.call_id) is dlg:
+                    sends.extend(self._byes(dlg))
+                    self._end_dialog(dlg.call_id, now, "max_duration")
         return sends
 
     # ------------------------------------------------------------------ helpers
@@ -248,9 +266,9 @@ class Engine(PublicSide, BackendSide):
         return lines, branch, None
 
     def _reply_stateless(self, status: int, sc: _Scan, src: Source,
-                         extra: tuple[bytes, ...] = ()) -> Reply:
+                         extra: tuple[bytes, ...] = (), reason: bytes | None = None) -> Reply:
         resp = build.response(status, sc.vias, sc.from_line, sc.to_line, sc.call_id_line,
-                              sc.cseq_line, to_tag=TAG_PREFIX + b"0", extra=extra)
+                              sc.cseq_line, to_tag=TAG_PREFIX + b"0", extra=extra, reason=reason)
         return Reply([(src.channel, (src.host, src.port), resp)])
 
     def _complete(self, tx: InviteTx, now: float) -> None:
@@ -284,18 +302,49 @@ class Engine(PublicSide, BackendSide):
         if tx.initial:
             self._drop_dialog(tx.call_id, now, "timeout" if status == 408 else "cancelled")
 
+    def restore_dialog(self, dlg: Dialog, now: float) -> None:
+        """A confirmed dialog kept across a restart: back in the table, with its deadlines."""
+        self.dialogs.add(dlg)
+        self.timers.push(dlg.expire_at, "D", dlg)
+        if dlg.bye_at:
+            self.timers.push(max(dlg.bye_at, now), "L", dlg)
+            dlg.bye_at = max(dlg.bye_at, now)
+
+    def _byes(self, dlg: Dialog) -> list[Send]:
+        """BYE to both sides (RFC 3261 §15.1.1), built from what the dialog kept."""
+        initiator_from, answerer_to = dlg.from_value, dlg.to_value
+        call_id = b"Call-ID: " + dlg.call_id
+        tag = hashlib.md5(self.secret + dlg.call_id, usedforsecurity=False).hexdigest()[:16].encode()
+        # Towards the public-side peer: from the party it talks to.
+        if dlg.inbound:  # the peer answered: it is the To of the INVITE
+            peer_from, peer_to = initiator_from, answerer_to
+        else:
+            peer_from, peer_to = answerer_to, initiator_from
+        to_peer = build.request(
+            b"BYE", dlg.peer_contact, self._via_public[dlg.peer_channel] + BYE_BRANCH + tag + b"p",
+            [], b"From: " + peer_from, b"To: " + peer_to, call_id, dlg.cseq_backend + 1)
+        to_backend = build.request(
+            b"BYE", dlg.backend_contact, self._via_egress[dlg.egress - PRIVATE] + BYE_BRANCH + tag + b"b",
+            [], b"From: " + peer_to, b"To: " + peer_from, call_id, dlg.cseq_peer + 1)
+        return [(dlg.peer_channel, dlg.peer, to_peer), (dlg.egress, self.backend, to_backend)]
+
     def _confirm_dialog(self, dlg: Dialog, now: float) -> None:
         dlg.state = DialogState.CONFIRMED
         dlg.confirmed_at = now
         dlg.expire_at = now + self.s.dialog_max_age
         self.timers.push(dlg.expire_at, "D", dlg)
+        p = self.policy.policy(dlg.gateway)
+        if p is not None and p.max_duration > 0:
+            dlg.bye_at = now + p.max_duration
+            self.timers.push(dlg.bye_at, "L", dlg)
+        self.on_dialog("confirmed", dlg)
         self.on_event("call_setup", call_id=dlg.call_id.decode("ascii", "replace"),
                       gateway=dlg.gateway, peer=f"{dlg.peer[0]}:{dlg.peer[1]}",
                       direction="inbound" if dlg.inbound else "outbound",
                       setup_ms=round((now - dlg.created) * 1000, 1))
 
     def _drop_dialog(self, call_id: bytes, now: float, reason: str) -> None:
-        dlg = self.dialogs.pop(call_id, None)
+        dlg = self.dialogs.remove(call_id)
         if dlg is not None and dlg.state is DialogState.EARLY:
             self._event_end(dlg, now, reason)
 
@@ -304,7 +353,8 @@ class Engine(PublicSide, BackendSide):
         if dlg is None or dlg.state is DialogState.ENDED:
             return
         self._event_end(dlg, now, reason)
-        dlg.state = DialogState.ENDED
+        self.dialogs.end(dlg)
+        self.on_dialog("ended", dlg)
         dlg.expire_at = now + self.s.linger  # route late retransmissions, then forget
         self.timers.push(dlg.expire_at, "D", dlg)
 

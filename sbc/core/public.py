@@ -15,7 +15,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..sip import Message, Via, build, header_param, header_value, parse_via, serialize
+from ..sip import (
+    Message,
+    SipParseError,
+    build,
+    header_param,
+    header_value,
+    name_addr_uri,
+    parse_uri,
+    parse_via,
+    serialize,
+    split_values,
+)
 from .auth import Account, AuthStatus
 from .dialogs import Dialog, DialogState
 from .routing import stamp_via
@@ -26,6 +37,26 @@ if TYPE_CHECKING:
     from .engine import Engine, _Scan
 
 TAG_PREFIX = b"sbc-"
+BYE_BRANCH = b"z9hG4bKsbcbye"  # branches of the BYEs sbc sends itself (duration limit)
+
+
+def _called(msg: Message) -> str:
+    """The called number: the user part of the Request-URI, without parameters."""
+    try:
+        user = parse_uri(msg.uri).user
+    except SipParseError:
+        return ""
+    return user.split(b";", 1)[0].decode("utf-8", "replace") if user else ""
+
+
+def _contact_uri(msg: Message) -> bytes:
+    contact = msg.get("contact")
+    if not contact:
+        return b""
+    try:
+        return name_addr_uri(split_values(contact)[0])
+    except SipParseError:
+        return b""
 
 
 class PublicSide:
@@ -70,6 +101,8 @@ class PublicSide:
             dlg = self.dialogs.get(msg.call_id)
             if dlg is not None and dlg.peer[0] == src.host:
                 gateway = dlg.gateway
+                if msg.cseq > dlg.cseq_peer:
+                    dlg.cseq_peer = msg.cseq
             elif gateway is None:
                 return self._unknown(scan, src, now)
         # 3./4. Out-of-dialog from an unknown address: digest or nothing.
@@ -90,6 +123,16 @@ class PublicSide:
         egress = dlg.egress if dlg is not None else (PRIVATE + info.egress_index if info else PRIVATE)
 
         if method == "INVITE":
+            if to_tag is None:
+                rejected = self.policy.check(gateway or "", _called(msg), self.dialogs.active(gateway or ""),
+                                             self.dialogs.active_total(), now)
+                if rejected is not None:
+                    if rejected.status == 403:
+                        self.bans.offense(src.host, "blocked_destination", now)
+                        return self._reply_stateless(403, scan, src, reason=rejected.reason)
+                    return self._reply_stateless(
+                        rejected.status, scan, src, reason=rejected.reason,
+                        extra=(b"Retry-After: %d" % self.policy.retry_after,))
             return self._invite(msg, src, now, key, scan, gateway or "", egress)
         if method == "REGISTER" and account is not None and self.registrar is not None:
             return self._register(msg, scan, src, now, account)
@@ -186,7 +229,10 @@ class PublicSide:
         if initial:
             dlg = Dialog(msg.call_id, caller, src.channel, now, now + self.s.dialog_setup_timeout,
                          gateway=gateway, egress=egress)
-            self.dialogs[msg.call_id] = dlg
+            dlg.from_value = header_value(scan.from_line)
+            dlg.peer_contact = _contact_uri(msg)
+            dlg.cseq_peer = msg.cseq
+            self.dialogs.add(dlg)
             self.timers.push(dlg.expire_at, "D", dlg)
         return Forward([(src.channel, caller, trying), (egress, self.backend, tx.out)])
 
@@ -225,6 +271,8 @@ class PublicSide:
         lines, branch, nxt = self._pop_our_via(msg, self.own_public, self._marker_public)
         if branch is None:
             return Drop("via_not_ours")
+        if branch.startswith(BYE_BRANCH):
+            return Drop("bye_answer")  # the answer to a BYE of our own
         if nxt is None:
             return Drop("no_next_via")
         addr = parse_via(nxt).reply_address()
@@ -234,6 +282,8 @@ class PublicSide:
         status = msg.status
         if dlg is not None and msg.cseq_method == "INVITE" and dlg.state is DialogState.EARLY:
             if 200 <= status < 300:
+                dlg.to_value = msg.get("to") or b""
+                dlg.peer_contact = _contact_uri(msg)
                 self._confirm_dialog(dlg, now)
             elif status >= 300:
                 self._drop_dialog(msg.call_id, now, f"rejected_{status}")

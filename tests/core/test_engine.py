@@ -192,7 +192,7 @@ def test_silent_backend_retransmits_then_408(engine: Engine) -> None:
     final = only(sends, PUBLIC_UDP)[2]
     assert final.startswith(b"SIP/2.0 408")
     assert header_param(parse_message(final).get("to") or b"", b"tag") is not None
-    assert engine.dialogs == {}
+    assert len(engine.dialogs) == 0
     # The caller's ACK for our 408 is absorbed; Timer G stops.
     ack = invite().replace(b"INVITE sip", b"ACK sip").replace(b"1 INVITE", b"1 ACK")
     v = engine.receive(ack, CALLER, 32.1)
@@ -230,7 +230,7 @@ def test_cancel_before_answer(engine: Engine) -> None:
     ack = parse_message(only(v.sends, PRIVATE)[2])
     assert ack.method == "ACK" and ack.cseq == 1
     assert only(v.sends, PUBLIC_UDP)[2].startswith(b"SIP/2.0 487")
-    assert engine.dialogs == {}
+    assert len(engine.dialogs) == 0
 
 
 def test_cancel_without_transaction_gets_481(engine: Engine) -> None:
@@ -285,7 +285,7 @@ def test_tables_expire(engine: Engine) -> None:
     assert engine.txs == {}
     assert len(engine.dialogs) == 1
     engine.on_timer(SETTINGS.dialog_max_age + 1)
-    assert engine.dialogs == {}
+    assert len(engine.dialogs) == 0
 
 
 def test_transaction_table_cap_gives_503() -> None:

@@ -1,0 +1,144 @@
+"""Per-gateway CPS, concurrency, duration and destination controls, in memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from sbc.core.engine import Engine
+from sbc.core.gateways import GatewayInfo, GatewayTable
+from sbc.core.limits import CallPolicy, GatewayPolicy, PrefixSet, normalise
+from sbc.core.settings import ProxySettings
+from sbc.core.verdict import PRIVATE, PUBLIC_UDP, Source
+from sbc.sip import parse_message
+from sbc.standin import answer
+
+CALLER = Source(PUBLIC_UDP, "127.0.0.2", 5061)
+BACKEND = Source(PRIVATE, "127.0.0.1", 5070)
+
+
+def invite(n: int, number: str = "1000", branch: str | None = None) -> bytes:
+    return (
+        f"INVITE sip:{number}@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.2:5061;branch={branch or f'z9hG4bK-{n}'}\r\n"
+        f"From: <sip:a@127.0.0.2>;tag=f{n}\r\nTo: <sip:{number}@127.0.0.1>\r\n"
+        f"Call-ID: call-{n}\r\nCSeq: 1 INVITE\r\nContact: <sip:a@127.0.0.2:5061>\r\n"
+        f"Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def make(**policy: object) -> Engine:
+    gw = GatewayPolicy(**policy)  # type: ignore[arg-type]
+    return Engine(ProxySettings(), secret=b"k" * 16,
+                  gateways=GatewayTable([("acme", ["127.0.0.2"], [])]),
+                  gateway_info={"acme": GatewayInfo("acme", 0, "answer")},
+                  policy=CallPolicy({"acme": gw}, blocked=["900"], retry_after=7))
+
+
+def answered(eng: Engine, n: int, now: float) -> bytes:
+    v = eng.receive(invite(n), CALLER, now)
+    out = [s[2] for s in v.sends if s[0] >= PRIVATE][0]
+    *_, ok = answer(out, "127.0.0.1", 5070)
+    return [s[2] for s in eng.receive(ok, BACKEND, now).sends][0]
+
+
+def test_cps_bucket_admits_its_rate_and_rejects_the_rest_with_503() -> None:
+    eng = make(cps=10.0, burst=10.0)
+    admitted = 0
+    for i in range(200):  # 20 offered per second for 10 s
+        v = eng.receive(invite(i), CALLER, i * 0.05)
+        if any(s[0] >= PRIVATE for s in v.sends):
+            admitted += 1
+        else:
+            resp = v.sends[0][2]
+            assert resp.startswith(b"SIP/2.0 503 Gateway CPS Limit") and b"Retry-After: 7" in resp
+    assert 100 <= admitted <= 110  # 10 a second, plus the first burst
+    assert eng.policy.figures["acme"]["rejected_gateway_cps"] == 200 - admitted
+
+
+def test_retransmissions_are_not_counted() -> None:
+    eng = make(cps=1.0, burst=1.0)
+    assert eng.receive(invite(1), CALLER, 0.0).kind == "forward"
+    for t in (0.5, 1.5, 3.5):
+        assert eng.receive(invite(1), CALLER, t).kind == "reply"  # absorbed, answered 100
+    assert eng.policy.figures["acme"]["admitted"] == 1
+
+
+def test_concurrency_comes_from_the_dialog_table() -> None:
+    eng = make(max_concurrent=2)
+    ok1 = answered(eng, 1, 0.0)
+    answered(eng, 2, 0.0)
+    v = eng.receive(invite(3), CALLER, 0.1)
+    assert v.sends[0][2].startswith(b"SIP/2.0 503 Gateway Concurrent Call Limit")
+    assert eng.dialogs.active("acme") == 2
+    # A BYE frees exactly one slot.
+    m = parse_message(ok1)
+    bye = (f"BYE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5061;branch=z9hG4bK-b1\r\n"
+           f"From: <sip:a@127.0.0.2>;tag=f1\r\nTo: {(m.get('to') or b'').decode()}\r\n"
+           f"Call-ID: call-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n").encode()
+    out = [s[2] for s in eng.receive(bye, CALLER, 1.0).sends][0]
+    eng.receive(answer(out, "127.0.0.1", 5070)[0], BACKEND, 1.0)
+    assert eng.dialogs.active("acme") == 1
+    assert eng.receive(invite(4), CALLER, 1.1).kind == "forward"
+    # A failed call (486) frees its slot too; nothing goes below zero.
+    out = [s[2] for s in eng.receive(invite(5), CALLER, 1.2).sends if s[0] >= PRIVATE]
+    assert out == []  # over the limit again: 2 active
+    assert eng.dialogs.active("acme") == 2
+
+
+def test_rejected_call_frees_nothing_and_busy_frees_its_slot() -> None:
+    eng = make(max_concurrent=1)
+    v = eng.receive(invite(1), CALLER, 0.0)
+    out = [s[2] for s in v.sends if s[0] >= PRIVATE][0]
+    assert eng.dialogs.active("acme") == 1
+    busy = answer(out, "127.0.0.1", 5070)[0].replace(b"100 Trying", b"486 Busy Here")
+    busy = busy.replace(b"To: <sip:1000@127.0.0.1>", b"To: <sip:1000@127.0.0.1>;tag=b")
+    eng.receive(busy, BACKEND, 0.1)
+    assert eng.dialogs.active("acme") == 0
+    assert eng.receive(invite(2), CALLER, 0.2).kind == "forward"
+
+
+def test_max_duration_ends_the_call_with_bye_to_both_sides() -> None:
+    eng = make(max_duration=30.0)
+    answered(eng, 1, 0.0)
+    assert eng.dialogs.active("acme") == 1
+    sends = eng.on_timer(29.9)
+    assert not any(s[2].startswith(b"BYE") for s in sends)
+    sends = [s for s in eng.on_timer(30.0) if s[2].startswith(b"BYE")]
+    assert {s[0] for s in sends} == {PUBLIC_UDP, PRIVATE}
+    to_caller = parse_message([s[2] for s in sends if s[0] == PUBLIC_UDP][0])
+    to_vos = parse_message([s[2] for s in sends if s[0] == PRIVATE][0])
+    assert to_caller.uri == b"sip:a@127.0.0.2:5061" and to_vos.uri == b"sip:vos@127.0.0.1:5070"
+    assert b"tag=f1" in (to_caller.get("to") or b"") and b"tag=f1" in (to_vos.get("from") or b"")
+    assert to_vos.cseq == 2
+    assert eng.dialogs.active("acme") == 0
+    # Their 200s are ours: absorbed.
+    ok = answer(to_vos.to_bytes(), "127.0.0.1", 5070)[0]
+    assert eng.receive(ok, BACKEND, 30.1).reason == "bye_answer"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("number", ["900123", "+900123", "00900123", "9999#900123", "+9-00-123"])
+def test_blocked_prefixes_after_normalisation(number: str) -> None:
+    eng = Engine(ProxySettings(), secret=b"k" * 16,
+                 gateways=GatewayTable([("acme", ["127.0.0.2"], [])]),
+                 policy=CallPolicy({"acme": GatewayPolicy(tech=("9999#",))}, blocked=["900"]))
+    v = eng.receive(invite(1, number=number), CALLER, 0.0)
+    assert v.kind == "reply" and v.sends[0][2].startswith(b"SIP/2.0 403 Destination Blocked")
+    assert eng.bans.offenses.count("127.0.0.2", 0.0) == 1  # an offense of that source
+    # The ACK for that 403 is absorbed, never sent to VOS3000.
+    ack = invite(1, number=number).replace(b"INVITE sip", b"ACK sip").replace(b"1 INVITE", b"1 ACK")
+    ack = ack.replace(b"To: <sip:" + number.encode() + b"@127.0.0.1>",
+                      b"To: <sip:" + number.encode() + b"@127.0.0.1>;tag=sbc-0")
+    assert eng.receive(ack, CALLER, 0.1).reason == "ack_absorbed"  # type: ignore[union-attr]
+
+
+def test_allowed_prefixes_only() -> None:
+    eng = make(allowed=PrefixSet(["86", "1"]))
+    assert eng.receive(invite(1, number="0086138"), CALLER, 0.0).kind == "forward"
+    v = eng.receive(invite(2, number="44207"), CALLER, 0.0)
+    assert v.sends[0][2].startswith(b"SIP/2.0 403 Destination Not Allowed")
+
+
+def test_normalise() -> None:
+    assert normalise("+8613800") == normalise("008613800") == "8613800"
+    assert normalise("9999#008613800", ("9999#",)) == "8613800"
+    assert PrefixSet(["86", "8613"]).match("861380") == "8613"
