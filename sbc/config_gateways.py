@@ -3,15 +3,20 @@ the state file, and the validation helpers every configuration section shares.
 
 `sbc.config` builds the whole schema on top of this module: it imports the
 shared helpers (`Section`, `problem`, `Port`, ...) from here, as
-`sbc.config_defense` does, adds these sections to `Config`, and calls
-`check_gateways` for the rules that span several gateways or other sections
+`sbc.config_defense` and `sbc.config_calls` do, adds these sections to
+`Config`, and checks the rules that span several gateways or other sections
 (duplicate names, addresses and usernames, egress sockets that collide with
 the sbc's own).
+
+A gateway also carries the limits VOS3000 sets per mapping gateway (calls per
+second, concurrent calls, call duration) and its destination prefixes; the
+prefix types are defined here because `sbc.config_calls` uses them for the
+global `calls` section too.
 
 Addresses are stored normalised: an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``)
 becomes the IPv4 address, because the sbc looks IPv4 sources up as IPv4
 whichever socket family they arrive on; a network with its full prefix length
-is written as a plain address.
+is written as a plain address.  Prefixes are stored as written.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Annotated, Any, Protocol, Self
+from typing import Annotated, Any, Self
 
 from pydantic import (
     BaseModel,
@@ -28,6 +33,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -39,11 +45,11 @@ __all__ = [
     "DigestAlgorithm",
     "EgressConfig",
     "GatewayConfig",
+    "GatewayLimits",
     "OptionsMode",
     "RegistrarConfig",
     "StateConfig",
     "UnknownSource",
-    "check_gateways",
 ]
 
 
@@ -109,6 +115,11 @@ def as_text(what: str) -> Any:
 def none_is_empty(value: object) -> object:
     # `digest:` with every entry below it commented out reads as null.
     return () if value is None else value
+
+
+def none_is_default(value: object) -> object:
+    # A sub-section with every key below it commented out reads as null.
+    return {} if value is None else value
 
 
 def lower(value: object) -> object:
@@ -220,10 +231,6 @@ SourceAddress = Annotated[tuple[str, int], BeforeValidator(_source_address)]
 Networks = Annotated[tuple[Network, ...], BeforeValidator(none_is_empty)]
 
 
-def _unspecified(host: str) -> bool:
-    return ipaddress.ip_address(host).is_unspecified
-
-
 def repeated(values: Sequence[object], what: str) -> None:
     """Refuse an entry listed twice in one list; names the second one."""
     seen: set[object] = set()
@@ -257,6 +264,118 @@ class DigestAlgorithm(StrEnum):
 
 def _upper(value: object) -> object:
     return value.upper() if isinstance(value, str) else value
+
+
+# --------------------------------------------------------------------------
+# Destination prefixes and call limits
+
+_PREFIX_MAX = 32
+_PREFIX = re.compile(r"\+?[0-9]+")
+_TECH_PREFIX = re.compile(r"\+?[0-9*#]+")
+
+
+def matched_digits(prefix: str) -> str:
+    """The digits a destination prefix is compared on.
+
+    Called numbers are compared without their international prefix, a leading
+    '+' or '00' (see `sbc.core.limits.normalise`), so "+44", "0044" and "44"
+    match the same numbers.
+    """
+    if prefix.startswith("+"):
+        return prefix[1:]
+    if prefix.startswith("00"):
+        return prefix[2:]
+    return prefix
+
+
+def _prefix_text(value: object) -> str:
+    # YAML reads 0044 as the octal number 36 and +44 as 44: a prefix must
+    # reach the sbc exactly as written.
+    if not isinstance(value, str):
+        raise problem(
+            f'should be a quoted string such as "0044" (YAML reads unquoted digits '
+            f"as a number), not {kind(value)}"
+        )
+    text = value.strip()
+    if not text:
+        raise problem("should not be empty: it would match every number")
+    if len(text) > _PREFIX_MAX:
+        raise problem(f"should be at most {_PREFIX_MAX} characters, not {len(text)}")
+    return text
+
+
+def _prefix(value: object) -> str:
+    text = _prefix_text(value)
+    if not _PREFIX.fullmatch(text):
+        hint = " ('*' and '#' belong in tech_prefixes)" if "*" in text or "#" in text else ""
+        raise problem(f"{text!r}: a prefix is digits, optionally after a leading '+'{hint}")
+    if not matched_digits(text):
+        raise problem(
+            f"{text!r} alone matches nothing: numbers are compared without their "
+            "international '+' or '00'; add the country code, e.g. \"0044\""
+        )
+    return text
+
+
+def _tech_prefix(value: object) -> str:
+    text = _prefix_text(value)
+    if not _TECH_PREFIX.fullmatch(text):
+        raise problem(
+            f"{text!r}: a tech prefix is digits, '*' and '#', optionally after a leading '+'"
+        )
+    return text
+
+
+Prefix = Annotated[str, BeforeValidator(_prefix)]
+TechPrefix = Annotated[str, BeforeValidator(_tech_prefix)]
+Prefixes = Annotated[tuple[Prefix, ...], BeforeValidator(none_is_empty)]
+TechPrefixes = Annotated[tuple[TechPrefix, ...], BeforeValidator(none_is_empty)]
+
+NonNegative = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]  # 0: unlimited
+Burst = Annotated[float, Field(strict=True, ge=1, allow_inf_nan=False)]
+Limit = Annotated[int, Field(strict=True, ge=0)]  # 0: unlimited
+
+
+def distinct_prefixes(values: Sequence[str], what: str) -> None:
+    """Refuse a prefix listed twice in one list, also when written differently
+    ("+44" and "0044") but matching the same numbers; names the second one."""
+    seen: dict[str, str] = {}
+    for index, value in enumerate(values):
+        digits = matched_digits(value)
+        if digits in seen:
+            same = "" if seen[digits] == value else f" (as {seen[digits]!r}, the same numbers)"
+            raise problem(f"{value!r} is listed twice in {what}{same}", at=(index,))
+        seen[digits] = value
+
+
+def burst_needs_rate(rate: float, burst: float | None, rate_key: str, burst_key: str) -> None:
+    """Refuse a bucket size given for a rate that is unlimited."""
+    if burst is not None and rate == 0:
+        raise problem(
+            f"has no effect while {rate_key} is 0 (unlimited); set {rate_key} too, "
+            f"or remove {burst_key}",
+            at=(burst_key,),
+        )
+
+
+class GatewayLimits(Section):
+    """The limits VOS3000 sets per mapping gateway, enforced before a call
+    reaches it; 0 is unlimited."""
+
+    cps: NonNegative = 0.0  # initial INVITEs admitted per second (a token bucket)
+    cps_burst: Burst | None = None  # None: one second's worth, see `burst`
+    max_concurrent: Limit = 0  # calls in progress
+    max_duration_s: NonNegative = 0.0  # then the sbc ends the call with BYE to both sides
+
+    @model_validator(mode="after")
+    def _burst_with_rate(self) -> Self:
+        burst_needs_rate(self.cps, self.cps_burst, "cps", "cps_burst")
+        return self
+
+    @property
+    def burst(self) -> float:
+        """The bucket size: cps_burst, else one second's worth (at least 1)."""
+        return self.cps_burst if self.cps_burst is not None else max(1.0, self.cps)
 
 
 # --------------------------------------------------------------------------
@@ -395,6 +514,24 @@ class GatewayConfig(Section):
     digest: Annotated[tuple[DigestAccount, ...], BeforeValidator(none_is_empty)] = ()
     egress: EgressConfig | None = None
     options: Annotated[OptionsMode, BeforeValidator(lower)] = OptionsMode.ANSWER
+    limits: Annotated[GatewayLimits, BeforeValidator(none_is_default)] = GatewayLimits()
+    # Destinations are the called number, after a tech prefix is stripped;
+    # the request itself goes to VOS3000 unchanged.
+    allowed_prefixes: Prefixes = ()  # if any: only these destinations
+    blocked_prefixes: Prefixes = ()  # refused with 403, an offense
+    tech_prefixes: TechPrefixes = ()
+
+    @field_validator("allowed_prefixes", "blocked_prefixes")
+    @classmethod
+    def _no_repeated_prefixes(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        distinct_prefixes(value, str(info.field_name))
+        return value
+
+    @field_validator("tech_prefixes")
+    @classmethod
+    def _no_repeated_tech_prefixes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        repeated(value, "tech_prefixes")
+        return value
 
     @field_validator("ip")
     @classmethod
@@ -415,6 +552,19 @@ class GatewayConfig(Section):
                 f"gateway {self.name!r} needs at least one of ip, ip_port or digest; "
                 "otherwise no request can ever be recognised as coming from it"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _allowed_or_blocked(self) -> Self:
+        allowed = {matched_digits(p): (i, p) for i, p in enumerate(self.allowed_prefixes)}
+        for j, prefix in enumerate(self.blocked_prefixes):
+            if matched_digits(prefix) in allowed:
+                i, same = allowed[matched_digits(prefix)]
+                raise problem(
+                    f"{prefix!r} is in both blocked_prefixes and allowed_prefixes[{i}] "
+                    f"({same!r}); a blocked prefix wins, so the allowed one is never used",
+                    at=("blocked_prefixes", j),
+                )
         return self
 
 
@@ -485,105 +635,3 @@ class StateConfig(Section):
 
     # Relative to the working directory of the process, not to the config file.
     path: Annotated[str, BeforeValidator(_state_path), as_text("a file name")] = "sbc-state.sqlite"
-
-
-# --------------------------------------------------------------------------
-# Rules spanning gateways and sections
-
-class _Socket(Protocol):
-    @property
-    def host(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-
-
-class _Listener(_Socket, Protocol):
-    @property
-    def advertise_host(self) -> str | None: ...
-
-
-def check_gateways(
-    gateways: Sequence[GatewayConfig],
-    auth: AuthConfig,
-    public: _Listener,
-    private: _Listener,
-    backend: _Socket,
-) -> None:
-    """Raise `problem` (located from the `Config` root) for the first conflict
-    between gateways, or between a gateway and another section."""
-    own = [("public", public.host, public.port), ("private", private.host, private.port)]
-    for label, side in (("public", public), ("private", private)):
-        if side.advertise_host is not None:
-            own.append((f"{label}.advertise_host", side.advertise_host, side.port))
-    own.append(("backend", backend.host, backend.port))
-    names: dict[str, int] = {}
-    networks: dict[str, tuple[int, str]] = {}
-    pairs: dict[tuple[str, int], tuple[int, str]] = {}
-    users: dict[str, tuple[int, str]] = {}
-    egresses: dict[tuple[str, int], tuple[int, str]] = {}
-    offered = set(auth.algorithms)
-    backend_v6 = ":" in backend.host
-    for g, gw in enumerate(gateways):
-        at: Loc = ("gateways", g)
-        if gw.name in names:
-            raise problem(
-                f"gateway name {gw.name!r} is already used by gateways[{names[gw.name]}]",
-                at=(*at, "name"),
-            )
-        names[gw.name] = g
-        for i, net in enumerate(gw.ip):
-            if net in networks:
-                raise problem(
-                    f"{net} is already listed for gateway {networks[net][1]!r}; "
-                    "an address or network belongs to one gateway",
-                    at=(*at, "ip", i),
-                )
-            networks[net] = (g, gw.name)
-        for i, pair in enumerate(gw.ip_port):
-            if pair in pairs:
-                raise problem(
-                    f"{hostport(*pair)} is already listed for gateway {pairs[pair][1]!r}",
-                    at=(*at, "ip_port", i),
-                )
-            pairs[pair] = (g, gw.name)
-        for i, account in enumerate(gw.digest):
-            if account.username in users:
-                owner = users[account.username][1]
-                where = "this gateway" if owner == gw.name else f"gateway {owner!r}"
-                raise problem(
-                    f"user name {account.username!r} is already an account of {where}; "
-                    "user names are unique across all gateways",
-                    at=(*at, "digest", i, "username"),
-                )
-            users[account.username] = (g, gw.name)
-            if not account.algorithms & offered:
-                have = "ha1_md5" if account.ha1_md5 is not None else "ha1_sha256"
-                raise problem(
-                    f"account {account.username!r} has only {have}, which none of "
-                    f"auth.algorithms ({', '.join(auth.algorithms)}) "
-                    "can use: it could never authenticate",
-                    at=(*at, "digest", i),
-                )
-        if gw.egress is None:
-            continue
-        egress, at_egress = gw.egress, (*at, "egress")
-        for label, host, port in own:
-            if port == egress.port and (host == egress.host or _unspecified(host)):
-                raise problem(
-                    f"{egress.hostport} is already used by {label} ({hostport(host, port)}); "
-                    "each gateway's egress needs its own address:port",
-                    at=at_egress,
-                )
-        if egress.address in egresses:
-            raise problem(
-                f"{egress.hostport} is already the egress of gateway "
-                f"{egresses[egress.address][1]!r}; VOS3000 could not tell the two apart",
-                at=at_egress,
-            )
-        egresses[egress.address] = (g, gw.name)
-        if (":" in egress.host) != backend_v6:
-            raise problem(
-                f"{egress.host} and the backend {backend.host} are of different IP "
-                "versions; requests from this egress could not reach VOS3000",
-                at=(*at_egress, "host"),
-            )

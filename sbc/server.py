@@ -43,6 +43,8 @@ class Server:
         self._timer_at = float("inf")
         self._sweeper: asyncio.TimerHandle | None = None
         self._stopped = asyncio.Event()
+        self.persist_interval = float(cfg.calls.persist_interval_s)
+        self._persister: asyncio.TimerHandle | None = None
         self._last_summary: dict[str, dict[str, int]] = {}
         self.summary_interval = float(cfg.logging.summary_interval_s)
         self._next_summary = self.loop.time() + self.summary_interval
@@ -74,6 +76,7 @@ class Server:
             self._close_sockets()
             raise
         self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+        self._persister = loop.call_later(self.persist_interval, self._persist)
         await self.parts.start()
 
     def request_stop(self) -> None:
@@ -100,7 +103,7 @@ class Server:
         self._close_sockets()
 
     def _close_sockets(self) -> None:
-        for handle in (self._timer, self._sweeper):
+        for handle in (self._timer, self._sweeper, self._persister):
             if handle is not None:
                 handle.cancel()
         for t in (*self._egress, self._public_udp):
@@ -163,19 +166,30 @@ class Server:
         if at is not None and at < self._timer_at:
             self._arm(at)
 
+    def _persist(self) -> None:
+        """Write the batch of dialog changes (one transaction)."""
+        try:
+            self.parts.dialogs.flush()
+        except Exception as e:  # a full disk must not stop the calls
+            log.error("persist_failed", error=str(e))
+        self._persister = self.loop.call_later(self.persist_interval, self._persist)
+
     def _sweep(self) -> None:
         """Close idle TCP connections and log the periodic summary (one
         periodic timer for all of it)."""
         now = self.loop.time()
         idle = self.cfg.limits.tcp_idle_timeout_s
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
         for conn in [c for c in self.tcp_conns.values() if now - c.last_active > idle]:
             self.count("tcp_idle_closed")
             conn.close()
-        self.parts.housekeeping(now)
+        try:
+            self.parts.housekeeping(now)
+        except Exception as e:  # the store failing must not stop the housekeeping timer
+            log.error("housekeeping_failed", error=str(e))
         if now >= self._next_summary:
             self._next_summary = now + self.summary_interval
             self._log_summary()
-        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     # ------------------------------------------------------------------ logs
 
@@ -202,6 +216,15 @@ class Server:
                      bans=len(e.bans), top_dropped_sources=dict(top),
                      **{k: v for k, v in delta.items() if v})
 
+    def gateway_figures(self) -> dict[str, dict[str, int]]:
+        """Live figures per gateway: calls in progress, CPS of the last second, rejects by limit."""
+        e = self.engine
+        now = self.loop.time()
+        names = {gw.name for gw in self.cfg.gateways}
+        return {name: {"concurrent": e.dialogs.active(name),
+                       "cps": e.policy.current_cps(name, now),
+                       **e.policy.figures.get(name, {})} for name in sorted(names)}
+
     def stats(self) -> dict[str, Any]:
         e = self.engine
         return {
@@ -213,6 +236,7 @@ class Server:
             "transport": dict(self.counters),
             "transactions": len(e.txs),
             "dialogs": len(e.dialogs),
+            "gateways": self.gateway_figures(),
             "tcp_connections": len(self.tcp_conns),
         }
 

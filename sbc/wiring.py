@@ -11,11 +11,13 @@ import time
 from dataclasses import dataclass
 
 from .banstate import BanKeeper
+from .dialogstate import DialogKeeper
 from .config import Config
 from .core.auth import Account, DigestAuth, account_from_ha1, account_from_password
 from .core.bans import BanTable
 from .core.screen import Screen
 from .core.engine import Engine
+from .core.limits import CallPolicy, GatewayPolicy, PrefixSet
 from .core.gateways import GatewayTable, gateway_infos
 from .core.registrar import Binding, Registrar
 from .core.settings import ProxySettings
@@ -32,6 +34,7 @@ class Components:
     screen: Screen
     store: Store
     bans: BanKeeper
+    dialogs: DialogKeeper
     loop: asyncio.AbstractEventLoop
     kernel: NftBanSet | None = None
 
@@ -62,6 +65,7 @@ class Components:
 
     def close(self) -> None:
         self.bans.flush()
+        self.dialogs.flush()
         self.store.close()
 
 
@@ -97,7 +101,7 @@ def build_components(cfg: Config, loop: asyncio.AbstractEventLoop) -> Components
     registrar.load(from_rows(store.load_bindings(wall), mono, wall), mono)
     bans = ban_table(cfg, table)
     engine = Engine(settings, gateways=table, gateway_info={i.name: i for i in infos},
-                    auth=auth, registrar=registrar, bans=bans)
+                    auth=auth, registrar=registrar, bans=bans, policy=call_policy(cfg))
     sc = cfg.screen
     screen = Screen(bans, table, signatures=sc.scanner_signatures,
                     apply_to_gateways=sc.signatures_apply_to_gateways,
@@ -109,7 +113,9 @@ def build_components(cfg: Config, loop: asyncio.AbstractEventLoop) -> Components
     keeper = BanKeeper(bans, store, loop.time, kernel=kernel)
     if kernel is not None:
         kernel.on_reset = lambda: keeper.kernel_restore(loop.time())
-    parts = Components(engine, screen, store, keeper, loop, kernel)
+    dialogs = DialogKeeper(engine, store, loop.time)
+    dialogs.restore()
+    parts = Components(engine, screen, store, keeper, dialogs, loop, kernel)
     engine.on_bindings = parts.save_bindings
     log.info("state_loaded", path=cfg.state.path, bindings=len(registrar),
              gateways=len(table), accounts=len(digest_accounts))
@@ -137,3 +143,17 @@ def kernel_set(cfg: Config) -> NftBanSet | None:
     if cfg.firewall.mode != "nftables":
         return None
     return NftBanSet.from_config(cfg)
+
+
+def call_policy(cfg: Config) -> CallPolicy:
+    gateways = {}
+    for gw in cfg.gateways:
+        lim = gw.limits
+        gateways[gw.name] = GatewayPolicy(
+            cps=float(lim.cps), burst=float(lim.burst), max_concurrent=lim.max_concurrent,
+            max_duration=float(lim.max_duration_s), allowed=PrefixSet(gw.allowed_prefixes),
+            blocked=PrefixSet(gw.blocked_prefixes), tech=tuple(gw.tech_prefixes))
+    c = cfg.calls
+    return CallPolicy(gateways, max_cps=float(c.max_cps), max_cps_burst=float(c.burst),
+                      max_concurrent=c.max_concurrent, blocked=c.blocked_prefixes,
+                      tech=c.tech_prefixes, retry_after=c.retry_after_s)

@@ -12,10 +12,12 @@ All models are frozen and refuse unknown keys.  `_schema` holds the listener,
 backend, SIP, limits and logging sections and `Config` itself; `_load` reads
 the file and maps errors back to lines.  The gateway, auth, registrar and state
 sections live in `sbc.config_gateways`, together with the error and field
-helpers every section uses; the screening, ban and firewall sections live in
+helpers every section uses; the global call limits (`calls`) live in
+`sbc.config_calls`; the screening, ban and firewall sections live in
 `sbc.config_defense`.
 """
 
+from ..config_calls import CallsConfig
 from ..config_defense import (
     BansConfig,
     FirewallConfig,
@@ -28,6 +30,7 @@ from ..config_gateways import (
     AuthConfig,
     DigestAccount,
     GatewayConfig,
+    GatewayLimits,
     RegistrarConfig,
     StateConfig,
     hostport,
@@ -51,6 +54,7 @@ __all__ = [
     "AuthConfig",
     "BackendConfig",
     "BansConfig",
+    "CallsConfig",
     "Config",
     "ConfigError",
     "ConfigIssue",
@@ -58,6 +62,7 @@ __all__ = [
     "FirewallConfig",
     "FirewallMode",
     "GatewayConfig",
+    "GatewayLimits",
     "LimitsConfig",
     "LogFormat",
     "LogLevel",

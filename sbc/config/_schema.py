@@ -2,8 +2,9 @@
 
 The listeners, the backend, the SIP timers, the transport limits and logging
 are defined here; the gateway, auth, registrar and state sections come from
-`sbc.config_gateways`, the screening, ban and firewall sections from
-`sbc.config_defense`.  `Config` adds the rules that span sections.
+`sbc.config_gateways`, the call limits from `sbc.config_calls`, the screening,
+ban and firewall sections from `sbc.config_defense`.  `Config` adds the rules
+that span sections.
 """
 
 from __future__ import annotations
@@ -14,18 +15,19 @@ from typing import Annotated, Any, Self
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from ..config_calls import CallsConfig, check_calls
 from ..config_defense import BansConfig, FirewallConfig, ScreenConfig
 from ..config_gateways import (
     AuthConfig,
     Count,
     DigestAccount,
     GatewayConfig,
+    Loc,
     Port,
     RegistrarConfig,
     Seconds,
     Section,
     StateConfig,
-    check_gateways,
     hostport,
     kind,
     lower,
@@ -249,7 +251,7 @@ class LoggingConfig(Section):
 
 
 _SECTIONS = ("public", "private", "backend", "sip", "limits", "logging", "auth", "registrar",
-             "state", "screen", "bans", "firewall")
+             "state", "calls", "screen", "bans", "firewall")
 
 
 class Config(Section):
@@ -265,6 +267,7 @@ class Config(Section):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     registrar: RegistrarConfig = Field(default_factory=RegistrarConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    calls: CallsConfig = Field(default_factory=CallsConfig)
     screen: ScreenConfig = Field(default_factory=ScreenConfig)
     bans: BansConfig = Field(default_factory=BansConfig)
     firewall: FirewallConfig = Field(default_factory=FirewallConfig)
@@ -321,7 +324,95 @@ class Config(Section):
     @model_validator(mode="after")
     def _gateways_consistent(self) -> Self:
         check_gateways(self.gateways, self.auth, self.public, self.private, self.backend)
+        check_calls(self.gateways, self.calls, self.sip.dialog_max_age_s)
         return self
+
+
+def check_gateways(
+    gateways: tuple[GatewayConfig, ...],
+    auth: AuthConfig,
+    public: PublicConfig,
+    private: PrivateConfig,
+    backend: BackendConfig,
+) -> None:
+    """Raise `problem` (located from the `Config` root) for the first conflict
+    between gateways, or between a gateway and another section."""
+    own = [("public", public.host, public.port), ("private", private.host, private.port)]
+    for label, side in (("public", public), ("private", private)):
+        if side.advertise_host is not None:
+            own.append((f"{label}.advertise_host", side.advertise_host, side.port))
+    own.append(("backend", backend.host, backend.port))
+    names: dict[str, int] = {}
+    networks: dict[str, tuple[int, str]] = {}
+    pairs: dict[tuple[str, int], tuple[int, str]] = {}
+    users: dict[str, tuple[int, str]] = {}
+    egresses: dict[tuple[str, int], tuple[int, str]] = {}
+    offered = set(auth.algorithms)
+    backend_v6 = ":" in backend.host
+    for g, gw in enumerate(gateways):
+        at: Loc = ("gateways", g)
+        if gw.name in names:
+            raise problem(
+                f"gateway name {gw.name!r} is already used by gateways[{names[gw.name]}]",
+                at=(*at, "name"),
+            )
+        names[gw.name] = g
+        for i, net in enumerate(gw.ip):
+            if net in networks:
+                raise problem(
+                    f"{net} is already listed for gateway {networks[net][1]!r}; "
+                    "an address or network belongs to one gateway",
+                    at=(*at, "ip", i),
+                )
+            networks[net] = (g, gw.name)
+        for i, pair in enumerate(gw.ip_port):
+            if pair in pairs:
+                raise problem(
+                    f"{hostport(*pair)} is already listed for gateway {pairs[pair][1]!r}",
+                    at=(*at, "ip_port", i),
+                )
+            pairs[pair] = (g, gw.name)
+        for i, account in enumerate(gw.digest):
+            if account.username in users:
+                owner = users[account.username][1]
+                where = "this gateway" if owner == gw.name else f"gateway {owner!r}"
+                raise problem(
+                    f"user name {account.username!r} is already an account of {where}; "
+                    "user names are unique across all gateways",
+                    at=(*at, "digest", i, "username"),
+                )
+            users[account.username] = (g, gw.name)
+            if not account.algorithms & offered:
+                have = "ha1_md5" if account.ha1_md5 is not None else "ha1_sha256"
+                raise problem(
+                    f"account {account.username!r} has only {have}, which none of "
+                    f"auth.algorithms ({', '.join(auth.algorithms)}) "
+                    "can use: it could never authenticate",
+                    at=(*at, "digest", i),
+                )
+        if gw.egress is None:
+            continue
+        egress, at_egress = gw.egress, (*at, "egress")
+        for label, host, port in own:
+            if port == egress.port and (host == egress.host or _is_unspecified(host)):
+                raise problem(
+                    f"{egress.hostport} is already used by {label} ({hostport(host, port)}); "
+                    "each gateway's egress needs its own address:port",
+                    at=at_egress,
+                )
+        if egress.address in egresses:
+            raise problem(
+                f"{egress.hostport} is already the egress of gateway "
+                f"{egresses[egress.address][1]!r}; VOS3000 could not tell the two apart",
+                at=at_egress,
+            )
+        egresses[egress.address] = (g, gw.name)
+        if (":" in egress.host) != backend_v6:
+            raise problem(
+                f"{egress.host} and the backend {backend.host} are of different IP "
+                "versions; requests from this egress could not reach VOS3000",
+                at=(*at_egress, "host"),
+            )
 
 
 def summary(cfg: Config) -> dict[str, str]:

@@ -18,9 +18,11 @@ import structlog
 
 from sbc.config import (
     BansConfig,
+    CallsConfig,
     Config,
     ConfigError,
     FirewallMode,
+    GatewayLimits,
     LogFormat,
     LogLevel,
     RateConfig,
@@ -82,6 +84,11 @@ def test_empty_text_gives_defaults(text: str) -> None:
     assert (cfg.registrar.default_expires_s, cfg.registrar.max_contacts) == (3600, 5)
     assert cfg.state.path == "sbc-state.sqlite"
     assert cfg.logging.summary_interval_s == 60.0
+    calls = cfg.calls
+    assert (calls.max_cps, calls.max_cps_burst, calls.burst) == (0.0, None, 1.0)
+    assert calls.max_concurrent == 0
+    assert (calls.blocked_prefixes, calls.tech_prefixes) == ((), ())
+    assert (calls.retry_after_s, calls.persist_interval_s) == (5, 1.0)
 
 
 def test_defence_defaults() -> None:
@@ -229,6 +236,14 @@ def test_example_file_gateway_example_is_valid() -> None:
     assert acme.ip_port == (("192.0.2.20", 5060), ("192.0.2.20", 5062))
     assert acme.egress is not None and acme.egress.address == ("127.0.0.1", 5081)
     assert acme.options is OptionsMode.ANSWER
+    assert acme.limits == GatewayLimits(
+        cps=10.0, cps_burst=20.0, max_concurrent=100, max_duration_s=7200.0
+    )
+    assert acme.limits.burst == 20.0
+    assert acme.allowed_prefixes == ("+44", "+33")
+    assert acme.blocked_prefixes == ("+4490", "+4491")
+    assert acme.tech_prefixes == ("9999#",)
+    assert phones.limits == GatewayLimits() and phones.allowed_prefixes == ()
     first, second = phones.digest
     assert first.password is not None and first.password.get_secret_value() == "change-me"
     assert cfg.realm_for(first) == "sbc"
@@ -239,6 +254,19 @@ def test_example_file_gateway_example_is_valid() -> None:
     assert second.ha1_md5.get_secret_value() == hashlib.md5(seed).hexdigest()
     assert second.ha1_sha256.get_secret_value() == hashlib.sha256(seed).hexdigest()
     assert second.from_cidrs == ("192.0.2.0/24",)
+
+
+def test_example_file_blocked_prefixes_example_is_valid() -> None:
+    # The commented list after `blocked_prefixes: []` replaces it.
+    lines = EXAMPLE.read_text().splitlines()
+    start = [line.strip() for line in lines].index("blocked_prefixes: []")
+    end = lines.index("", start)
+    block = [line.replace("# ", "", 1) for line in lines[start + 1 : end]]
+    assert block[0].split("#")[0].strip() == "blocked_prefixes:"
+    cfg = parse_config("\n".join(lines[:start] + block + lines[end:]), "example")
+    assert cfg.calls.blocked_prefixes[:3] == ("+979", "+881", "+882")
+    assert len(cfg.calls.blocked_prefixes) == 16
+    assert cfg.calls == CallsConfig(blocked_prefixes=cfg.calls.blocked_prefixes)
 
 
 def test_local_file() -> None:
@@ -437,8 +465,102 @@ def test_unknown_key_in_gateway_lists_the_keys() -> None:
         parse_config("gateways:\n  - name: a\n    ip: [192.0.2.1]\n    zzz: 1\n", "x.yaml")
     assert str(info.value) == (
         "x.yaml:4: gateways[0].zzz: unknown key; expected one of: "
-        "name, ip, ip_port, digest, egress, options"
+        "name, ip, ip_port, digest, egress, options, limits, allowed_prefixes, "
+        "blocked_prefixes, tech_prefixes"
     )
+
+
+# --------------------------------------------------------------------------
+# Call limits and destination controls
+
+
+def test_call_limits_and_prefixes() -> None:
+    cfg = parse_config(
+        yaml_text("""
+            gateways:
+              - name: acme
+                ip: [192.0.2.10]
+                limits:
+                  cps: 0.5
+                  max_concurrent: 30
+                  max_duration_s: 3600
+                allowed_prefixes: ["+44", " 0033 ", "1"]
+                blocked_prefixes: ["+4490", "0"]
+                tech_prefixes: ["9999#", "*77", "+12"]
+              - name: burst
+                ip: [192.0.2.11]
+                limits: {cps: 20, cps_burst: 5}
+              - name: plain
+                ip: [192.0.2.12]
+                limits:
+                allowed_prefixes:
+            calls:
+              max_cps: 150
+              max_cps_burst: 300.5
+              max_concurrent: 1000
+              blocked_prefixes: ["+979", "00881", "1900"]
+              tech_prefixes: ["#1#"]
+              retry_after_s: 3600
+              persist_interval_s: 60
+        """)
+    )
+    acme, burst, plain = cfg.gateways
+    assert acme.limits == GatewayLimits(cps=0.5, max_concurrent=30, max_duration_s=3600.0)
+    assert acme.limits.burst == 1.0  # one second's worth, at least one call
+    assert acme.allowed_prefixes == ("+44", "0033", "1")  # stored as written
+    assert acme.blocked_prefixes == ("+4490", "0")
+    assert acme.tech_prefixes == ("9999#", "*77", "+12")
+    assert (burst.limits.cps, burst.limits.cps_burst, burst.limits.burst) == (20.0, 5.0, 5.0)
+    assert parse_config(
+        "gateways: [{name: a, ip: [192.0.2.1], limits: {cps: 20}}]"
+    ).gateways[0].limits.burst == 20.0
+    assert plain.limits == GatewayLimits() and plain.allowed_prefixes == ()
+    assert (plain.limits.cps, plain.limits.max_concurrent, plain.limits.max_duration_s) == (
+        0.0,
+        0,
+        0.0,
+    )
+    calls = cfg.calls
+    assert (calls.max_cps, calls.max_cps_burst, calls.burst) == (150.0, 300.5, 300.5)
+    assert parse_config("calls: {max_cps: 0.25}").calls.burst == 1.0
+    assert parse_config("calls: {max_cps: 40}").calls.burst == 40.0
+    assert calls.max_concurrent == 1000
+    assert calls.blocked_prefixes == ("+979", "00881", "1900")
+    assert calls.tech_prefixes == ("#1#",)
+    assert (calls.retry_after_s, calls.persist_interval_s) == (3600, 60.0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["calls:\n", "calls:\n  blocked_prefixes:\n  tech_prefixes:\n  max_cps_burst: null\n"],
+)
+def test_empty_calls_section_is_defaults(text: str) -> None:
+    assert parse_config(text) == Config()
+
+
+def test_overlapping_prefixes_are_allowed() -> None:
+    # A longer blocked prefix carves a range out of an allowed one, and the
+    # same prefix may be blocked both globally and for one gateway.
+    cfg = parse_config(
+        yaml_text("""
+            calls: {blocked_prefixes: ["+881"]}
+            gateways:
+              - name: a
+                ip: [192.0.2.1]
+                allowed_prefixes: ["+44", "+88"]
+                blocked_prefixes: ["+449", "00881"]
+                tech_prefixes: ["9", "99"]
+        """)
+    )
+    assert cfg.gateways[0].blocked_prefixes == ("+449", "00881")
+
+
+def test_max_duration_just_below_dialog_max_age() -> None:
+    cfg = parse_config(
+        "sip: {dialog_max_age_s: 3600}\n"
+        "gateways: [{name: a, ip: [192.0.2.1], limits: {max_duration_s: 3599.5}}]\n"
+    )
+    assert cfg.gateways[0].limits.max_duration_s == 3599.5
 
 
 # --------------------------------------------------------------------------
@@ -1889,6 +2011,464 @@ BAD: list[tuple[str, str, str]] = [
           nft_path: [nft]
         """,
         "x.yaml:2: firewall.nft_path: should be a program name string (quote it in YAML)",
+    ),
+    # ---- call limits
+    (
+        "limits_cps_negative",
+        """
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            limits:
+              cps: -1
+        """,
+        "x.yaml:5: gateways[0].limits.cps: Input should be greater than or equal to 0",
+    ),
+    (
+        "limits_cps_infinite",
+        """
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            limits: {cps: .inf}
+        """,
+        "x.yaml:4: gateways[0].limits.cps: Input should be a finite number",
+    ),
+    (
+        "limits_cps_text",
+        """
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            limits:
+              cps: 10/s
+        """,
+        "x.yaml:5: gateways[0].limits.cps: Input should be a valid number",
+    ),
+    (
+        "limits_cps_burst_below_one",
+        """
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            limits:
+              cps: 5
+              cps_burst: 0.5
+        """,
+        "x.yaml:6: gateways[0].limits.cps_burst: Input should be greater than or equal to 1",
+    ),
+    (
+        "limits_cps_burst_without_cps",
+        """
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            limits:
+              max_concurrent: 10
+              cps_burst: 20
+        """,
+        (
+            "x.yaml:6: gateways[0].limits.cps_burst: has no effect while cps is 0 (unlimited); "
+            "set cps too, or remove cps_burst"
+        ),
+    ),
+    (
+        "limits_max_concurrent_fraction",
+        """
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            limits:
+              max_concurrent: 2.5
+        """,
+        "x.yaml:5: gateways[0].limits.max_concurrent: Input should be a valid integer",
+    ),
+    (
+        "limits_max_concurrent_negative",
+        """
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            limits:
+              max_concurrent: -1
+        """,
+        "x.yaml:5: gateways[0].limits.max_concurrent: Input should be greater than or equal to 0",
+    ),
+    (
+        "limits_max_duration_negative",
+        """
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            limits:
+              max_duration_s: -5
+        """,
+        "x.yaml:5: gateways[0].limits.max_duration_s: Input should be greater than or equal to 0",
+    ),
+    (
+        "limits_max_duration_beyond_dialog_max_age",
+        """
+        sip:
+          dialog_max_age_s: 3600
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            limits:
+              max_duration_s: 3600
+        """,
+        (
+            "x.yaml:7: gateways[0].limits.max_duration_s: must be less than "
+            "sip.dialog_max_age_s (3600): a call is forgotten at that age, before the sbc "
+            "could end it"
+        ),
+    ),
+    (
+        "limits_max_duration_beyond_default_dialog_max_age",
+        """
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            limits: {max_duration_s: 100000}
+        """,
+        (
+            "x.yaml:4: gateways[0].limits.max_duration_s: must be less than "
+            "sip.dialog_max_age_s (86400)"
+        ),
+    ),
+    (
+        "limits_unknown_key",
+        """
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            limits:
+              max_cps: 10
+        """,
+        "x.yaml:5: gateways[0].limits.max_cps: unknown key (did you mean 'cps'?)",
+    ),
+    (
+        "limits_not_a_mapping",
+        """
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            limits: 10
+        """,
+        "x.yaml:4: gateways[0].limits: should be a mapping of keys, not a number",
+    ),
+    # ---- destination prefixes
+    (
+        "prefix_unquoted_number",
+        """
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            blocked_prefixes:
+              - 0044
+        """,
+        (
+            'x.yaml:5: gateways[0].blocked_prefixes[0]: should be a quoted string such as "0044" '
+            "(YAML reads unquoted digits as a number), not a number"
+        ),
+    ),
+    (
+        "prefix_letters",
+        """
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            allowed_prefixes: ["44", "UK"]
+        """,
+        (
+            "x.yaml:4: gateways[0].allowed_prefixes[1]: 'UK': a prefix is digits, "
+            "optionally after a leading '+'"
+        ),
+    ),
+    (
+        "prefix_plus_inside",
+        """
+        calls:
+          blocked_prefixes: ["44+9"]
+        """,
+        (
+            "x.yaml:2: calls.blocked_prefixes[0]: '44+9': a prefix is digits, "
+            "optionally after a leading '+'"
+        ),
+    ),
+    (
+        "prefix_plus_alone",
+        """
+        calls:
+          blocked_prefixes: ["+"]
+        """,
+        "x.yaml:2: calls.blocked_prefixes[0]: '+': a prefix is digits",
+    ),
+    (
+        "prefix_star_outside_tech",
+        """
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            blocked_prefixes:
+              - "9999#44"
+        """,
+        (
+            "x.yaml:5: gateways[0].blocked_prefixes[0]: '9999#44': a prefix is digits, "
+            "optionally after a leading '+' ('*' and '#' belong in tech_prefixes)"
+        ),
+    ),
+    (
+        "prefix_empty",
+        """
+        calls:
+          blocked_prefixes: ["  "]
+        """,
+        "x.yaml:2: calls.blocked_prefixes[0]: should not be empty: it would match every number",
+    ),
+    (
+        "prefix_too_long",
+        f"""
+        calls:
+          blocked_prefixes: ["{"1" * 33}"]
+        """,
+        "x.yaml:2: calls.blocked_prefixes[0]: should be at most 32 characters, not 33",
+    ),
+    (
+        "prefix_only_international_00",
+        """
+        calls:
+          blocked_prefixes: ["00"]
+        """,
+        (
+            "x.yaml:2: calls.blocked_prefixes[0]: '00' alone matches nothing: numbers are "
+            "compared without their international '+' or '00'"
+        ),
+    ),
+    (
+        "prefix_repeated",
+        """
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            allowed_prefixes:
+              - "44"
+              - "33"
+              - "44"
+        """,
+        "x.yaml:7: gateways[0].allowed_prefixes[2]: '44' is listed twice in allowed_prefixes",
+    ),
+    (
+        "prefix_repeated_in_another_form",
+        """
+        calls:
+          blocked_prefixes:
+            - "+881"
+            - "00881"
+        """,
+        (
+            "x.yaml:4: calls.blocked_prefixes[1]: '00881' is listed twice in blocked_prefixes "
+            "(as '+881', the same numbers)"
+        ),
+    ),
+    (
+        "prefix_allowed_and_blocked",
+        """
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            allowed_prefixes: ["+44", "+33"]
+            blocked_prefixes:
+              - "+49"
+              - "0033"
+        """,
+        (
+            "x.yaml:7: gateways[0].blocked_prefixes[1]: '0033' is in both blocked_prefixes and "
+            "allowed_prefixes[1] ('+33'); a blocked prefix wins, so the allowed one is never used"
+        ),
+    ),
+    (
+        "prefix_allowed_but_blocked_globally",
+        """
+        calls:
+          blocked_prefixes: ["+979", "+881"]
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            allowed_prefixes:
+              - "44"
+              - "881"
+        """,
+        (
+            "x.yaml:8: gateways[0].allowed_prefixes[1]: '881' is allowed here but "
+            "calls.blocked_prefixes[1] ('+881') blocks it for every gateway; a blocked prefix wins"
+        ),
+    ),
+    (
+        "prefixes_not_a_list",
+        """
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            blocked_prefixes: "900"
+        """,
+        "x.yaml:4: gateways[0].blocked_prefixes: should be a list, not a string",
+    ),
+    (
+        "tech_prefix_letters",
+        """
+        gateways:
+          - name: a
+            ip: [192.0.2.1]
+            tech_prefixes: ["99a#"]
+        """,
+        (
+            "x.yaml:4: gateways[0].tech_prefixes[0]: '99a#': a tech prefix is digits, '*' and '#', "
+            "optionally after a leading '+'"
+        ),
+    ),
+    (
+        "tech_prefix_unquoted",
+        """
+        calls:
+          tech_prefixes: [9999]
+        """,
+        'x.yaml:2: calls.tech_prefixes[0]: should be a quoted string such as "0044"',
+    ),
+    (
+        "tech_prefix_too_long",
+        f"""
+        calls:
+          tech_prefixes: ["{"#" * 33}"]
+        """,
+        "x.yaml:2: calls.tech_prefixes[0]: should be at most 32 characters, not 33",
+    ),
+    (
+        "tech_prefix_empty",
+        """
+        calls:
+          tech_prefixes: [""]
+        """,
+        "x.yaml:2: calls.tech_prefixes[0]: should not be empty",
+    ),
+    (
+        "tech_prefix_repeated",
+        """
+        calls:
+          tech_prefixes:
+            - "9999#"
+            - "9999#"
+        """,
+        "x.yaml:4: calls.tech_prefixes[1]: 9999# is listed twice in tech_prefixes",
+    ),
+    # ---- calls
+    (
+        "calls_max_cps_negative",
+        """
+        calls:
+          max_cps: -0.5
+        """,
+        "x.yaml:2: calls.max_cps: Input should be greater than or equal to 0",
+    ),
+    (
+        "calls_max_cps_bool",
+        """
+        calls:
+          max_cps: true
+        """,
+        "x.yaml:2: calls.max_cps: Input should be a valid number",
+    ),
+    (
+        "calls_max_cps_burst_without_max_cps",
+        """
+        calls:
+          max_concurrent: 100
+          max_cps_burst: 10
+        """,
+        (
+            "x.yaml:3: calls.max_cps_burst: has no effect while max_cps is 0 (unlimited); "
+            "set max_cps too, or remove max_cps_burst"
+        ),
+    ),
+    (
+        "calls_max_cps_burst_zero",
+        """
+        calls:
+          max_cps: 10
+          max_cps_burst: 0
+        """,
+        "x.yaml:3: calls.max_cps_burst: Input should be greater than or equal to 1",
+    ),
+    (
+        "calls_max_concurrent_negative",
+        """
+        calls:
+          max_concurrent: -1
+        """,
+        "x.yaml:2: calls.max_concurrent: Input should be greater than or equal to 0",
+    ),
+    (
+        "calls_retry_after_zero",
+        """
+        calls:
+          retry_after_s: 0
+        """,
+        "x.yaml:2: calls.retry_after_s: Input should be greater than or equal to 1",
+    ),
+    (
+        "calls_retry_after_too_long",
+        """
+        calls:
+          retry_after_s: 3601
+        """,
+        "x.yaml:2: calls.retry_after_s: Input should be less than or equal to 3600",
+    ),
+    (
+        "calls_retry_after_fraction",
+        """
+        calls:
+          retry_after_s: 2.5
+        """,
+        "x.yaml:2: calls.retry_after_s: Input should be a valid integer",
+    ),
+    (
+        "calls_persist_interval_zero",
+        """
+        calls:
+          persist_interval_s: 0
+        """,
+        "x.yaml:2: calls.persist_interval_s: Input should be greater than 0",
+    ),
+    (
+        "calls_persist_interval_too_long",
+        """
+        calls:
+          persist_interval_s: 61
+        """,
+        "x.yaml:2: calls.persist_interval_s: Input should be less than or equal to 60",
+    ),
+    (
+        "calls_persist_interval_nan",
+        """
+        calls:
+          persist_interval_s: .nan
+        """,
+        "x.yaml:2: calls.persist_interval_s: Input should be a finite number",
+    ),
+    (
+        "calls_unknown_key",
+        """
+        calls:
+          max_cps: 10
+          max_concurent: 10
+        """,
+        "x.yaml:3: calls.max_concurent: unknown key (did you mean 'max_concurrent'?)",
+    ),
+    (
+        "calls_not_a_mapping",
+        """
+        calls: [1]
+        """,
+        "x.yaml:1: calls: should be a mapping of keys, not a list",
     ),
     # ---- logging
     (
