@@ -323,6 +323,10 @@ def sipp_binary() -> str | None:
     return shutil.which("sipp")
 
 
+def sipsak_binary() -> str | None:
+    return shutil.which("sipsak")
+
+
 def read_stat_csv(path: Path) -> dict[str, str]:
     """The last row of a SIPp ';'-separated statistics file, keyed by column."""
     rows = [
@@ -514,7 +518,8 @@ def _read_tail(path: Path, limit: int = 20000) -> str:
 class Sipp:
     """One SIPp process, started with bounded calls and a global timeout.
 
-    Always: -i 127.0.0.1 -bind_local (listen and send from loopback only),
+    Always: -i LOCAL_IP -bind_local (listen and send from one loopback address,
+    127.0.0.1 unless `local_ip` names another address of 127.0.0.0/8),
     an explicit -p, -nostdin, -m, -timeout ... -timeout_error, and trace files
     in `workdir`.  stdout (the periodic screen) goes to a file.
     """
@@ -529,6 +534,7 @@ class Sipp:
         calls: int,
         timeout_s: float,
         remote: tuple[str, int] | None = None,
+        local_ip: str = LOOPBACK,
         transport: str = "u1",
         rate: float | None = None,
         rate_period_ms: int | None = None,
@@ -549,6 +555,7 @@ class Sipp:
             raise HarnessError(f"no scenario {path}")
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.local_ip = local_ip
         self.local_port = local_port
         self.transport = transport
         self.timeout_s = timeout_s
@@ -557,7 +564,7 @@ class Sipp:
             "-sf",
             str(path),
             "-i",
-            LOOPBACK,
+            local_ip,
             "-bind_local",
             "-p",
             str(local_port),
@@ -611,7 +618,7 @@ class Sipp:
         assert self.proc is not None
         proto = "tcp" if self.transport.startswith("t") else "udp"
         try:
-            wait_port_bound(self.local_port, proto, LOOPBACK, timeout, alive=self.proc)
+            wait_port_bound(self.local_port, proto, self.local_ip, timeout, alive=self.proc)
         except HarnessError as e:
             self.stop()
             rc = self.proc.returncode

@@ -26,6 +26,7 @@ class DialogKeeper:
         self.clock = clock
         self._upserts: dict[bytes, Dialog] = {}
         self._deletes: set[bytes] = set()
+        self._written: set[bytes] = set()  # call-ids in the file: a short call never touches it
         engine.on_dialog = self.on_dialog
 
     def restore(self) -> int:
@@ -34,6 +35,7 @@ class DialogKeeper:
         for r in rows:
             dlg = _dialog(r, mono, wall)
             self.engine.restore_dialog(dlg, mono)
+            self._written.add(r.call_id)
         if rows:
             log.info("dialogs_restored", calls=len(rows), by_gateway=self.engine.dialogs.by_gateway())
         return len(rows)
@@ -44,7 +46,8 @@ class DialogKeeper:
             self._deletes.discard(dlg.call_id)
         else:
             self._upserts.pop(dlg.call_id, None)
-            self._deletes.add(dlg.call_id)
+            if dlg.call_id in self._written:
+                self._deletes.add(dlg.call_id)
 
     def flush(self) -> None:
         if not self._upserts and not self._deletes:
@@ -54,6 +57,8 @@ class DialogKeeper:
         deletes = list(self._deletes)
         self._upserts, self._deletes = {}, set()
         self.store.apply_dialogs(rows, deletes)
+        self._written.difference_update(deletes)
+        self._written.update(r.call_id for r in rows)
 
 
 def _row(d: Dialog, mono: float, wall: float) -> DialogRow:

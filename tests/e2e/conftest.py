@@ -60,14 +60,23 @@ SbcFactory = Callable[..., SbcProcess]
 
 @pytest.fixture
 def sbc(tmp_path: Path, ports: Ports) -> Iterator[SbcFactory]:
-    """start(**overrides) -> a running sbc on `ports`; stopped with SIGTERM at teardown."""
+    """start(overrides) -> a running sbc on `ports`; stopped with SIGTERM at teardown.
+
+    start(config_path=PATH) runs another sbc on a config file an earlier one
+    was started with (a restart: same sockets, same state file).
+    """
     started: list[SbcProcess] = []
 
-    def start(overrides: dict[str, Any] | None = None) -> SbcProcess:
+    def start(
+        overrides: dict[str, Any] | None = None, *, config_path: Path | None = None
+    ) -> SbcProcess:
         workdir = tmp_path / f"sbc{len(started)}"
         workdir.mkdir()
-        cfg = sbc_config(ports.public, ports.private, ports.backend, overrides)
-        path = write_config(workdir / "sbc.yaml", cfg)
+        if config_path is None:
+            cfg = sbc_config(ports.public, ports.private, ports.backend, overrides)
+            path = write_config(workdir / "sbc.yaml", cfg)
+        else:
+            path = config_path
         proc = SbcProcess(path, workdir)
         started.append(proc)
         proc.start()
