@@ -35,6 +35,7 @@ class BanKeeper:
         self.kernel = kernel
         self._pending: dict[str, BanRow] = {}
         self._synced = time.time()
+        self._lifted_by = "expiry"
         table.listener = self.on_change
         wall = time.time()
         store.prune_bans(wall - retention_s)
@@ -50,7 +51,8 @@ class BanKeeper:
             if self.kernel is not None:
                 self.kernel.add(ban.host, max(ban.expires_at - now, 1.0))
         else:
-            log.info("unban", host=ban.host, reason=ban.reason, level=ban.level, manual=ban.manual)
+            log.info("unban", host=ban.host, reason=ban.reason, ban_level=ban.level,
+                     manual=ban.manual, lifted_by=self._lifted_by)
             if self.kernel is not None:
                 self.kernel.remove(ban.host)
         self._pending[ban.host] = _row(ban, now, time.time(), lifted=event == "unban")
@@ -80,7 +82,11 @@ class BanKeeper:
             current = self.table.bans.get(row.host)
             if row.lifted:
                 if current is not None:
-                    self.table.unban(row.host)
+                    self._lifted_by = "operator"
+                    try:
+                        self.table.unban(row.host)
+                    finally:
+                        self._lifted_by = "expiry"
             elif row.expires_wall > wall and (current is None or current.level != row.level
                                               or abs((current.expires_at - mono_now)
                                                      - (row.expires_wall - wall)) > 1.0):

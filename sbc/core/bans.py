@@ -37,7 +37,7 @@ class Ban:
             "host": self.host, "reason": self.reason, "offenses": dict(self.counts),
             "first_seen_ago_s": round(now - self.first_seen, 1),
             "last_seen_ago_s": round(now - self.last_seen, 1),
-            "level": self.level, "expires_in_s": round(self.expires_at - now, 1),
+            "ban_level": self.level, "expires_in_s": round(self.expires_at - now, 1),
             "manual": self.manual,
         }
 

@@ -135,5 +135,5 @@ def test_ban_table_capped_and_explains_itself() -> None:
     assert len(bans) == 100 and len(bans.offenses) <= 100 and len(bans.levels) <= 100
     assert events.count("ban") == 300
     info = bans.bans["10.0.1.43"].explain(299.0)
-    assert info["reason"] == "scanner" and info["offenses"] == {"scanner": 1} and info["level"] == 1
+    assert info["reason"] == "scanner" and info["offenses"] == {"scanner": 1} and info["ban_level"] == 1
     assert bans.unban("10.0.1.43") is not None and events[-1] == "unban"
