@@ -19,6 +19,8 @@ from .store import BanRow, Store
 
 log = get_logger("sbc.bans")
 
+LOG_BUDGET = 50  # ban / unban lines a second
+
 
 class KernelSet(Protocol):
     def add(self, host: str, timeout_s: float) -> Any: ...
@@ -36,6 +38,9 @@ class BanKeeper:
         self._pending: dict[str, BanRow] = {}
         self._synced = time.time()
         self._lifted_by = "expiry"
+        self._log_second = 0
+        self._logged = 0
+        self.unlogged = 0  # ban / unban lines left out past the budget
         table.listener = self.on_change
         wall = time.time()
         store.prune_bans(wall - retention_s)
@@ -44,15 +49,30 @@ class BanKeeper:
             table.restore(_ban(row, mono_now, wall), level_only=not active)
         log.info("bans_restored", active=len(table), known=len(table.levels))
 
+    def _may_log(self, now: float) -> bool:
+        """One line per ban and unban, up to LOG_BUDGET a second; past that a
+        flood's bans are counted and reported by the periodic summary."""
+        second = int(now)
+        if second != self._log_second:
+            self._log_second, self._logged = second, 0
+        self._logged += 1
+        if self._logged <= LOG_BUDGET:
+            return True
+        self.unlogged += 1
+        return False
+
     def on_change(self, event: str, ban: Ban) -> None:
         now = self.clock()
+        loggable = self._may_log(now)
         if event == "ban":
-            log.info("ban", **ban.explain(now))
+            if loggable:
+                log.info("ban", **ban.explain(now))
             if self.kernel is not None:
                 self.kernel.add(ban.host, max(ban.expires_at - now, 1.0))
         else:
-            log.info("unban", host=ban.host, reason=ban.reason, ban_level=ban.level,
-                     manual=ban.manual, lifted_by=self._lifted_by)
+            if loggable:
+                log.info("unban", host=ban.host, reason=ban.reason, ban_level=ban.level,
+                         manual=ban.manual, lifted_by=self._lifted_by)
             if self.kernel is not None:
                 self.kernel.remove(ban.host)
         self._pending[ban.host] = _row(ban, now, time.time(), lifted=event == "unban")
@@ -68,8 +88,7 @@ class BanKeeper:
         if not self._pending:
             return
         rows, self._pending = list(self._pending.values()), {}
-        for row in rows:
-            self.store.save_ban(row)
+        self.store.save_bans(rows)
         self._synced = max(self._synced, max(r.updated_wall for r in rows))
 
     def poll(self, mono_now: float) -> None:

@@ -38,6 +38,7 @@ class Server:
         self.counters: Counter[str] = Counter()
         self._public_udp: asyncio.DatagramTransport | None = None
         self._egress: list[asyncio.DatagramTransport] = []
+        self._public_proto: Any = None
         self._tcp_server: asyncio.base_events.Server | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
@@ -62,7 +63,7 @@ class Server:
                 )
                 self._egress.append(transport)
             if "udp" in cfg.public.transports:
-                self._public_udp, _ = await loop.create_datagram_endpoint(
+                self._public_udp, self._public_proto = await loop.create_datagram_endpoint(
                     lambda: UdpProtocol(self, PUBLIC_UDP),
                     local_addr=(cfg.public.host, cfg.public.port),
                     family=_family(cfg.public.host),
@@ -214,6 +215,7 @@ class Server:
             log.info("summary", interval_s=self.summary_interval, transactions=len(e.txs),
                      dialogs=len(e.dialogs), tcp_connections=len(self.tcp_conns),
                      bans=len(e.bans), top_dropped_sources=dict(top),
+                     ban_lines_not_logged=self.parts.bans.unlogged,
                      **{k: v for k, v in delta.items() if v})
 
     def gateway_figures(self) -> dict[str, dict[str, int]]:
@@ -234,6 +236,7 @@ class Server:
             "bans": len(e.bans),
             "parse_errors": dict(e.parse_errors),
             "transport": dict(self.counters),
+            "udp_public_received": self._public_proto.received if self._public_proto else 0,
             "transactions": len(e.txs),
             "dialogs": len(e.dialogs),
             "gateways": self.gateway_figures(),

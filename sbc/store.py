@@ -217,17 +217,21 @@ class Store:
             raise StoreError(f"{self._name}: cannot load bindings: {e}") from None
 
     def save_ban(self, row: BanRow) -> None:
+        self.save_bans([row])
+
+    def save_bans(self, rows: list[BanRow]) -> None:
+        """Many bans in one transaction (a flood bans thousands of sources at once)."""
         try:
             with _transaction(self._conn):
-                self._conn.execute(
+                self._conn.executemany(
                     "INSERT OR REPLACE INTO bans (host, reason, counts, first_seen_wall,"
                     " last_seen_wall, level, banned_wall, expires_wall, manual, lifted,"
                     " updated_wall) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (row.host, row.reason, json.dumps(row.counts, sort_keys=True),
-                     row.first_seen_wall, row.last_seen_wall, row.level, row.banned_wall,
-                     row.expires_wall, int(row.manual), int(row.lifted), row.updated_wall))
+                    [(r.host, r.reason, json.dumps(r.counts, sort_keys=True), r.first_seen_wall,
+                      r.last_seen_wall, r.level, r.banned_wall, r.expires_wall, int(r.manual),
+                      int(r.lifted), r.updated_wall) for r in rows])
         except sqlite3.Error as e:
-            raise StoreError(f"{self._name}: cannot save ban: {e}") from None
+            raise StoreError(f"{self._name}: cannot save bans: {e}") from None
 
     def load_bans(self, updated_after: float = -1.0, limit: int = 1_000_000) -> list[BanRow]:
         """Rows changed after `updated_after` (all by default), most recent last."""

@@ -18,16 +18,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from itertools import islice
 
 from .bans import BanTable
 from .gateways import GatewayTable
 
-Bucket = list[float]  # [tokens, stamp]
+# (tokens, stamp): a tuple of floats, which the garbage collector stops
+# tracking, so a table of 200,000 of them costs full collections nothing.
+Bucket = tuple[float, float]
 
 # Header lines the signatures are matched in (on the lower-cased head): the
 # whole User-Agent value, and From / To (compact f / t too) up to the '<'
 # that ends a display name. A scanner's lines are short, so a few finds and a
 # regex over a few dozen bytes beat one regex over the whole message.
+EXPIRE_BUDGET = 5000  # entries looked at per table per sweep
+
 _MARKERS = (
     (b"\nuser-agent:", False),
     (b"\nfrom:", True),
@@ -107,27 +112,29 @@ class Screen:
               now: float) -> bool:
         b = table.get(key)
         if b is None:
-            table[key] = [burst - 1.0, now]
+            table[key] = (burst - 1.0, now)
             if len(table) > self.max_sources:
                 del table[next(iter(table))]
             return True
         tokens = b[0] + (now - b[1]) * rate
         if tokens > burst:
             tokens = burst
-        b[1] = now
         if tokens < 1.0:
-            b[0] = tokens
+            table[key] = (tokens, now)
             return False
-        b[0] = tokens - 1.0
+        table[key] = (tokens - 1.0, now)
         return True
 
-    def expire(self, now: float) -> None:
-        """Forget buckets that have been full for a while (they are equal to absent)."""
+    def expire(self, now: float, budget: int = EXPIRE_BUDGET) -> None:
+        """Forget buckets that have refilled (a full bucket equals an absent one),
+        looking at no more than `budget` of the oldest entries per table, so a
+        sweep never stalls the loop; the size cap does the rest."""
         for table, rate, burst in ((self.per_ip, self.rate_ip, self.burst_ip),
                                    (self.per_net, self.rate_net, self.burst_net),
                                    (self.per_gw, self.rate_gw, self.burst_gw)):
             full_after = burst / rate
-            for key in [k for k, b in table.items() if now - b[1] > full_after]:
+            stale = [k for k, b in islice(table.items(), budget) if now - b[1] > full_after]
+            for key in stale:
                 del table[key]
 
 

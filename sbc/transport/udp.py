@@ -8,6 +8,7 @@ synchronously and hands what it returns to the server to send.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import TYPE_CHECKING
 
 from ..core.verdict import Channel, Source
@@ -16,21 +17,46 @@ if TYPE_CHECKING:
     from ..server import Server
 
 
+RCVBUF = 8 * 1024 * 1024  # absorbs a flood's bursts while the loop is busy elsewhere
+
+
+def set_receive_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for `size` bytes of socket receive buffer: SO_RCVBUFFORCE past the
+    system's rmem_max when allowed (root or CAP_NET_ADMIN), else SO_RCVBUF."""
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    try:
+        if force is not None:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        else:
+            raise PermissionError
+    except OSError:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        except OSError:
+            pass
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+
 class UdpProtocol(asyncio.DatagramProtocol):
-    __slots__ = ("server", "channel", "transport", "screened")
+    __slots__ = ("server", "channel", "transport", "screened", "received")
 
     def __init__(self, server: "Server", channel: int) -> None:
         self.server = server
         self.channel = channel
         self.screened = channel < Channel.PRIVATE  # the private side is VOS3000: not screened
+        self.received = 0
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            set_receive_buffer(sock, RCVBUF)
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
         server = self.server
         now = server.loop.time()
+        self.received += 1
         if self.screened:
             reason = server.screen.check(data, addr[0], addr[1], now)
             if reason is not None:

@@ -1,0 +1,1 @@
+"""UDP flood generator (gen.c) and the flood benchmark; see loadtest/README.md."""

@@ -1,0 +1,443 @@
+#!/usr/bin/env python3
+"""Flood benchmark: how many attack packets per second sbc takes off its
+public UDP socket and drops, and what each one costs.
+
+    python3 loadtest/flood/bench_flood.py --scenario options|register|invite|many-sources \\
+        [--seconds 5] [--repeat 3] [--rate 0] [--sources 1000000] [--payload options] \\
+        [--set screen.rate_per_ip.rate=1e9] [--json out.json]
+
+For each repeat: a fresh sbc (one gateway, 127.0.0.1 only), a silent UDP
+receiver as VOS3000 (it counts any flood packet that gets through), then the
+C generator (loadtest/flood/gen.c) sends for --seconds at --rate (0 = as fast
+as it can) from 127.0.0.66, or for `many-sources` from --sources distinct
+addresses 127.1.0.0, 127.1.0.1, ...  Scenarios:
+
+  options       OPTIONS with User-Agent: friendly-scanner (svmap)
+  register      REGISTER brute force on a real account: a nonce sbc issued,
+                a random wrong digest response per packet (svcrack)
+  invite        INVITE with SDP from a source that is no gateway
+  many-sources  --payload (default options) from --sources addresses
+
+Offered is what the generator sent; handled is what sbc itself counted
+(screen drops plus engine verdicts, from its `stopped` log line); the
+difference is the kernel dropping datagrams sbc did not read in time (its
+socket's drop counter in /proc/net/udp).  sbc's CPU time (utime + stime of
+/proc/PID/stat) is read before the flood and after sbc has worked off its
+queue, and divided by handled packets.  Peak RSS is VmHWM.  The table shows
+medians over the repeats; --json keeps every run.
+
+A measurement, not a test.  All traffic goes to 127.0.0.1; the generator is
+bounded by a packet count and by --seconds, and every process is ended by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import yaml
+
+from loadtest.flood.generator import (
+    FLOOD_MARK,
+    KINDS,
+    MANY_SOURCES_BASE,
+    SCANNER_SOURCE,
+    Flood,
+    FloodError,
+    Receiver,
+    build,
+    fetch_nonce,
+    payload,
+    udp_counters,
+)
+from loadtest.flood.measure import (
+    SbcTotals,
+    udp_socket_drops,
+    wait_cpu_settled,
+)
+from loadtest.harness import (
+    LOOPBACK,
+    REPO,
+    HarnessError,
+    SbcProcess,
+    free_ports,
+    sbc_config,
+    write_config,
+)
+
+SCENARIOS = ("options", "register", "invite", "many-sources")
+GATEWAY = {"name": "gw", "ip": [LOOPBACK]}
+ACCOUNT = {"name": "phones", "digest": [{"username": "1001", "password": "Zq8-not-in-any-list"}]}
+#: Flat-out runs still need a packet bound: this many per second of --seconds.
+FLAT_OUT_CAP_PPS = 2_000_000
+
+
+@dataclass
+class Run:
+    scenario: str
+    repeat: int
+    payload: str
+    sources: int
+    rate: float
+    offered: int = 0
+    offered_pps: float = 0.0
+    gen_seconds: float = 0.0
+    gen_errors: int = 0
+    handled: int = 0
+    handled_pps: float = 0.0
+    handled_pct: float = 0.0
+    screened: int = 0
+    engine: int = 0
+    socket_drops: int | None = None
+    kernel_rcvbuf_errors: int = 0
+    unaccounted: int = 0
+    drops: dict[str, int] = field(default_factory=dict)
+    drops_pps: dict[str, float] = field(default_factory=dict)
+    bans: int = 0
+    to_backend: int = 0
+    cpu_s: float = 0.0
+    cpu_pct: float = 0.0
+    cpu_us_per_packet: float | None = None
+    peak_rss_mib: float = 0.0
+    sbc_exit: int | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def _set(cfg: dict[str, Any], assignment: str) -> None:
+    """--set a.b.c=VALUE (VALUE read as YAML) into the config dict."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--set {assignment!r}: give KEY=VALUE, e.g. screen.rate_per_ip.rate=100")
+    node: Any = cfg
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise TypeError(f"--set {assignment!r}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(text)
+
+
+def pin_process(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of `pid` to `cpus`."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(task), cpus)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def cpu_plan(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """(generator CPUs, sbc CPUs): two disjoint sets when pinning is asked for
+    and at least two CPUs are ours, else (None, None)."""
+    if not pin:
+        return None, None
+    ours = sorted(os.sched_getaffinity(0))
+    if len(ours) < 2:
+        return None, None
+    return {ours[0]}, {ours[1]}
+
+
+def one_run(scenario: str, repeat: int, args: argparse.Namespace, root: Path) -> Run:
+    many = scenario == "many-sources"
+    kind = args.payload if many else scenario
+    sources = args.sources if many else 1
+    run = Run(scenario, repeat, kind, sources, args.rate)
+    workdir = root / f"{scenario}-run{repeat}"
+    workdir.mkdir(parents=True)
+    public, private, backend = free_ports(3)
+    gateways: list[dict[str, Any]] = [GATEWAY]
+    if kind == "register":
+        gateways.append(ACCOUNT)
+    cfg = sbc_config(
+        public,
+        private,
+        backend,
+        {"logging": {"level": args.log_level}, "gateways": gateways},
+    )
+    for assignment in args.set:
+        _set(cfg, assignment)
+    path = write_config(workdir / "sbc.yaml", cfg)
+    dst = (LOOPBACK, public)
+    src = MANY_SOURCES_BASE if many else SCANNER_SOURCE
+    count = int(args.seconds * (args.rate or FLAT_OUT_CAP_PPS))
+    sbc = SbcProcess(path, workdir)
+    vos = Receiver(backend, mark=FLOOD_MARK.encode())
+    gen_cpus, sbc_cpus = cpu_plan(args.pin)
+    try:
+        vos.start()
+        sbc.start()
+        if sbc_cpus:
+            pin_process(sbc.pid, sbc_cpus)
+        nonce = fetch_nonce(dst, src) if kind == "register" else None
+        flood = Flood(
+            payload(kind, dst, src, nonce),
+            dst,
+            workdir,
+            count=count,
+            seconds=args.seconds,
+            rate=args.rate,
+            src=src,
+            sources=sources if many else None,
+            cpus=gen_cpus,
+        )
+        udp0 = udp_counters()
+        sock0 = udp_socket_drops(public) or 0
+        cpu0 = sbc.cpu_seconds()
+        stats = flood.run()
+        cpu1 = wait_cpu_settled(sbc)
+        sock1 = udp_socket_drops(public)
+        udp1 = udp_counters()
+        run.peak_rss_mib = round(sbc.peak_rss_kib() / 1024, 1)
+        vos.drain(quiet=0.2, timeout=2.0)
+    finally:
+        try:
+            run.sbc_exit = sbc.stop() if sbc.proc is not None else None
+        except HarnessError as e:
+            run.errors.append(str(e))
+        vos.close()
+    totals = SbcTotals.from_stopped(sbc)
+    # Packets sbc handled before the flood (the nonce request) are not the flood's.
+    before = 1 if kind == "register" else 0
+    secs = stats.seconds or 1e-9
+    run.offered, run.offered_pps, run.gen_seconds = stats.sent, round(stats.pps), stats.seconds
+    run.gen_errors = stats.errors
+    run.screened, run.engine = totals.screened, totals.engine
+    run.handled = totals.handled - before
+    run.handled_pps = round(run.handled / secs)
+    run.handled_pct = round(100 * run.handled / max(stats.sent, 1), 1)
+    run.socket_drops = None if sock1 is None else sock1 - sock0
+    run.kernel_rcvbuf_errors = udp1["RcvbufErrors"] - udp0["RcvbufErrors"]
+    run.unaccounted = stats.sent - run.handled - (run.socket_drops or 0)
+    run.drops = totals.reasons()
+    run.drops_pps = {k: round(v / secs) for k, v in run.drops.items()}
+    run.bans = totals.bans
+    run.to_backend = vos.marked
+    run.cpu_s = round(cpu1 - cpu0, 3)
+    run.cpu_pct = round(100 * (cpu1 - cpu0) / secs, 1)
+    if run.handled > 0:
+        run.cpu_us_per_packet = round((cpu1 - cpu0) / run.handled * 1e6, 2)
+    if stats.errors:
+        run.errors.append(f"generator send errors: {stats.errno}")
+    if run.sbc_exit not in (0, None):
+        run.errors.append(f"sbc exited {run.sbc_exit} on SIGTERM (see {workdir})")
+    if run.to_backend:
+        run.errors.append(f"{run.to_backend} flood packets reached the VOS3000 side")
+    return run
+
+
+NUMERIC = [
+    "offered",
+    "offered_pps",
+    "handled",
+    "handled_pps",
+    "handled_pct",
+    "socket_drops",
+    "kernel_rcvbuf_errors",
+    "unaccounted",
+    "bans",
+    "to_backend",
+    "cpu_s",
+    "cpu_pct",
+    "cpu_us_per_packet",
+    "peak_rss_mib",
+]
+
+
+def median_of(runs: list[Run]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in NUMERIC:
+        values = [getattr(r, name) for r in runs if getattr(r, name) is not None]
+        out[name] = statistics.median(values) if values else None
+    reasons = sorted({k for r in runs for k in r.drops_pps})
+    out["drops_pps"] = {
+        k: statistics.median([r.drops_pps.get(k, 0) for r in runs]) for k in reasons
+    }
+    return out
+
+
+COLUMNS = [
+    ("scenario", "scenario", "{}"),
+    ("offered pps", "offered_pps", "{:.0f}"),
+    ("handled pps", "handled_pps", "{:.0f}"),
+    ("handled %", "handled_pct", "{:.1f}"),
+    ("sock drops", "socket_drops", "{:.0f}"),
+    ("cpu %", "cpu_pct", "{:.0f}"),
+    ("cpu us/pkt", "cpu_us_per_packet", "{:.2f}"),
+    ("rss MiB", "peak_rss_mib", "{:.1f}"),
+    ("bans", "bans", "{:.0f}"),
+    ("to VOS", "to_backend", "{:.0f}"),
+]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = [c[0] for c in COLUMNS]
+    body = []
+    for row in rows:
+        cells = []
+        for _, key, fmt in COLUMNS:
+            value = row.get(key)
+            cells.append("-" if value is None else fmt.format(value))
+        body.append(cells)
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in body]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--scenario",
+        default="options",
+        help=f"one or more of {', '.join(SCENARIOS)}, comma-separated (default options)",
+    )
+    p.add_argument("--seconds", type=float, default=5.0, help="flood length per run (default 5)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per scenario; medians (default 3)")
+    p.add_argument(
+        "--rate", type=float, default=0.0, help="offered packets per second; 0 = flat out (default)"
+    )
+    p.add_argument(
+        "--sources",
+        type=int,
+        default=1_000_000,
+        help="many-sources: distinct source addresses (default 1000000)",
+    )
+    p.add_argument(
+        "--payload", choices=KINDS, default="options", help="many-sources: what each source sends"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an sbc config key (YAML value), e.g. screen.rate_per_ip.rate=1e9",
+    )
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin the generator and sbc to one CPU each (default: the scheduler places them)",
+    )
+    p.add_argument("--json", type=Path, help="write all runs and medians to this file")
+    p.add_argument(
+        "--workdir", type=Path, help="where runs keep their files (default loadtest/results/<time>)"
+    )
+    args = p.parse_args(argv)
+    args.scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]
+    bad = [s for s in args.scenarios if s not in SCENARIOS]
+    if bad or not args.scenarios:
+        p.error(f"--scenario: {', '.join(bad) or 'none given'}; choose from {', '.join(SCENARIOS)}")
+    if not 0 < args.seconds <= 120:
+        p.error("--seconds: 0 < seconds <= 120")
+    if args.repeat < 1:
+        p.error("--repeat: at least 1")
+    if args.rate < 0 or args.rate > FLAT_OUT_CAP_PPS:
+        p.error(f"--rate: 0 (flat out) .. {FLAT_OUT_CAP_PPS}")
+    if not 1 <= args.sources <= 4_000_000:
+        p.error("--sources: 1 .. 4000000")
+    for assignment in args.set:
+        try:
+            _set({}, assignment)
+        except (TypeError, ValueError) as e:
+            p.error(str(e))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        binary = build()
+    except FloodError as e:
+        print(f"bench_flood: {e}", file=sys.stderr)
+        return 2
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    root = args.workdir or REPO / "loadtest" / "results" / f"flood-{stamp}"
+    root.mkdir(parents=True, exist_ok=True)
+    print(
+        f"bench_flood: {', '.join(args.scenarios)}; {args.seconds:g}s per run at "
+        f"{'flat out' if not args.rate else f'{args.rate:g} pps'}, {args.repeat} repeat(s); "
+        f"files in {root}",
+        flush=True,
+    )
+    results: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    for scenario in args.scenarios:
+        runs: list[Run] = []
+        for repeat in range(1, args.repeat + 1):
+            try:
+                run = one_run(scenario, repeat, args, root)
+            except (HarnessError, OSError, subprocess.SubprocessError, TypeError, ValueError) as e:
+                print(f"bench_flood: {scenario} run {repeat} failed to run: {e}", file=sys.stderr)
+                return 1
+            runs.append(run)
+            note = f"  ! {'; '.join(run.errors)}" if run.errors else ""
+            top = ", ".join(f"{k} {v}" for k, v in list(run.drops_pps.items())[:4])
+            print(
+                f"  {scenario} run {repeat}: offered {run.offered_pps:.0f} pps, "
+                f"handled {run.handled_pps:.0f} pps ({run.handled_pct}%), "
+                f"socket drops {run.socket_drops}, cpu {run.cpu_us_per_packet} us/pkt "
+                f"({run.cpu_pct}%), rss {run.peak_rss_mib} MiB, bans {run.bans}; "
+                f"pps by reason: {top}{note}",
+                flush=True,
+            )
+            time.sleep(0.2)
+        med = median_of(runs)
+        rows.append({"scenario": scenario, **med})
+        results.append({"scenario": scenario, "median": med, "runs": [asdict(r) for r in runs]})
+
+    print()
+    print(
+        f"median of {args.repeat} run(s); offered = generator (gen.c) send rate; handled = "
+        "packets sbc counted (screen drops + engine verdicts) / flood seconds; sock drops = "
+        "kernel drops at sbc's public socket; cpu = sbc utime+stime per handled packet"
+    )
+    print(table(rows))
+    print()
+    for row in rows:
+        reasons = ", ".join(f"{k} {v:.0f}" for k, v in row["drops_pps"].items())
+        print(f"{row['scenario']}: pps by reason: {reasons}")
+    if args.json:
+        doc = {
+            "meta": {
+                "started": stamp,
+                "scenarios": args.scenarios,
+                "seconds": args.seconds,
+                "repeat": args.repeat,
+                "rate": args.rate,
+                "sources": args.sources,
+                "payload": args.payload,
+                "set": args.set,
+                "log_level": args.log_level,
+                "cpus": os.cpu_count(),
+                "pinned": {
+                    k: sorted(v) if v else None
+                    for k, v in zip(("generator", "sbc"), cpu_plan(args.pin), strict=True)
+                },
+                "python": platform.python_version(),
+                "generator": str(binary),
+                "workdir": str(root),
+            },
+            "results": results,
+        }
+        args.json.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

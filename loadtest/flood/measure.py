@@ -1,0 +1,100 @@
+"""Readings around a flood: sbc's own counters (its `stopped` log line), the
+kernel's UDP drop counters, and sbc's CPU time once it has caught up.
+
+Shared by bench_flood.py and tests/e2e/test_flood.py.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from loadtest.harness import LOOPBACK, HarnessError, SbcProcess
+
+
+def udp_socket_drops(port: int, host: str = LOOPBACK) -> int | None:
+    """The `drops` column of /proc/net/udp for the socket bound to host:port:
+    datagrams the kernel discarded because that socket's receive buffer was
+    full.  None when no such socket exists."""
+    want = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
+    with open("/proc/net/udp", encoding="ascii") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if parts[1] == want:
+                return int(parts[-1])
+    return None
+
+
+def wait_cpu_settled(sbc: SbcProcess, quiet: float = 0.2, timeout: float = 5.0) -> float:
+    """sbc's CPU seconds once it stops rising (it has worked off what was
+    queued in its socket), or after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last = sbc.cpu_seconds()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = sbc.cpu_seconds()
+        if now - last < 0.011:  # at most one clock tick: idle
+            return now
+        last = now
+    return last
+
+
+@dataclass
+class SbcTotals:
+    """What sbc counted over its life, from the `stopped` line (server.stats())."""
+
+    screen_drops: dict[str, int] = field(default_factory=dict)
+    verdicts: dict[str, int] = field(default_factory=dict)
+    drops: dict[str, int] = field(default_factory=dict)
+    parse_errors: dict[str, int] = field(default_factory=dict)
+    bans: int = 0
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_stopped(cls, sbc: SbcProcess) -> SbcTotals:
+        lines = sbc.named("stopped")
+        if not lines:
+            raise HarnessError(f"sbc printed no 'stopped' line\n{sbc.output_tail()}")
+        doc = lines[-1]
+
+        def counts(key: str) -> dict[str, int]:
+            value = doc.get(key)
+            return {str(k): int(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+        bans = doc.get("bans")
+        return cls(
+            screen_drops=counts("screen_drops"),
+            verdicts=counts("verdicts"),
+            drops=counts("drops"),
+            parse_errors=counts("parse_errors"),
+            bans=bans if isinstance(bans, int) else 0,
+            raw=doc,
+        )
+
+    @property
+    def screened(self) -> int:
+        """Packets the screen dropped before any parse."""
+        return sum(self.screen_drops.values())
+
+    @property
+    def engine(self) -> int:
+        """Packets that passed the screen and reached the engine (each gets one verdict)."""
+        return sum(self.verdicts.values())
+
+    @property
+    def handled(self) -> int:
+        """Every packet sbc took off its sockets and judged."""
+        return self.screened + self.engine
+
+    def reasons(self) -> dict[str, int]:
+        """Every drop by reason: `screen:<reason>` and `engine:<reason>`, with
+        the engine's replies and forwards beside them."""
+        out = {f"screen:{k}": v for k, v in self.screen_drops.items()}
+        out.update({f"engine:{k}": v for k, v in self.drops.items()})
+        for kind in ("reply", "forward"):
+            if self.verdicts.get(kind):
+                out[kind] = self.verdicts[kind]
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
