@@ -32,6 +32,8 @@ class Server:
         self.engine: Engine = self.parts.engine
         self.engine.on_event = self._event
         self.screen = self.parts.screen
+        self.banned = self.engine.bans.bans  # the live ban dict, read per datagram
+        self.banned_drops = 0
         self.screen_drops: Counter[str] = Counter()
         self.top_sources: Counter[str] = Counter()  # per summary interval, capped
         self.tcp_conns: dict[Addr, TcpConnection] = {}
@@ -144,6 +146,12 @@ class Server:
     def count(self, what: str) -> None:
         self.counters[what] += 1
 
+    def screen_drop_counts(self) -> dict[str, int]:
+        counts = dict(self.screen_drops)
+        if self.banned_drops:
+            counts["banned"] = counts.get("banned", 0) + self.banned_drops
+        return counts
+
     def screen_drop(self, reason: str, host: str) -> None:
         self.screen_drops[reason] += 1
         top = self.top_sources
@@ -204,7 +212,7 @@ class Server:
         """One aggregated line for what happened since the last one, if anything."""
         e = self.engine
         now = {"verdicts": dict(e.verdicts), "drops": dict(e.drops),
-               "screen_drops": dict(self.screen_drops),
+               "screen_drops": self.screen_drop_counts(),
                "parse_errors": dict(e.parse_errors), "transport": dict(self.counters)}
         delta = {k: {n: c - self._last_summary.get(k, {}).get(n, 0) for n, c in v.items()
                      if c != self._last_summary.get(k, {}).get(n, 0)} for k, v in now.items()}
@@ -232,7 +240,7 @@ class Server:
         return {
             "verdicts": dict(e.verdicts),
             "drops": dict(e.drops),
-            "screen_drops": dict(self.screen_drops),
+            "screen_drops": self.screen_drop_counts(),
             "bans": len(e.bans),
             "parse_errors": dict(e.parse_errors),
             "transport": dict(self.counters),

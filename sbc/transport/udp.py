@@ -58,6 +58,11 @@ class UdpProtocol(asyncio.DatagramProtocol):
         now = server.loop.time()
         self.received += 1
         if self.screened:
+            # A banned source is the bulk of a flood: decided here, in two lookups.
+            ban = server.banned.get(addr[0])
+            if ban is not None and now < ban.expires_at:
+                server.banned_drops += 1
+                return
             reason = server.screen.check(data, addr[0], addr[1], now)
             if reason is not None:
                 server.screen_drop(reason, addr[0])
