@@ -14,7 +14,7 @@ from ..sip import Message, SipParseError, build, header_param, header_value, par
 from .dialogs import Dialog, DialogState
 from .routing import stamp_via
 from .transactions import InviteTx, TxState
-from .public import BYE_BRANCH, _contact_uri
+from .public import BYE_BRANCH, PING_BRANCH, _contact_uri
 from .verdict import PRIVATE, PUBLIC_TCP, PUBLIC_UDP, Drop, Forward, Reply, Send, Source, Verdict
 
 if TYPE_CHECKING:
@@ -89,6 +89,10 @@ class BackendSide:
             return Drop("via_not_ours")
         if branch.startswith(BYE_BRANCH):
             return Drop("bye_answer")  # the answer to a BYE of our own
+        if branch.startswith(PING_BRANCH):
+            if msg.status < 500 or msg.status == 501:  # any answer but overload says it is alive
+                self.ping_answered = now
+            return Drop("ping_answer")
         tx = self.txs.get(branch) if msg.cseq_method in ("INVITE", "CANCEL") else None
         if tx is not None and msg.cseq_method == "CANCEL":
             return Drop("cancel_answer")  # the 200 for our own CANCEL

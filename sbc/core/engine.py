@@ -36,7 +36,7 @@ from .backend import BackendSide
 from .dialogs import Dialog, DialogState, DialogTable
 from .limits import CallPolicy
 from .bans import BanTable
-from .public import BYE_BRANCH, TAG_PREFIX, PublicSide
+from .public import BYE_BRANCH, PING_BRANCH, TAG_PREFIX, PublicSide
 from .ratelimit import TokenBucket
 from .routing import OwnAddresses, derive_branch
 from .scan import Scan, scan_request
@@ -106,6 +106,9 @@ class Engine(PublicSide, BackendSide):
         self.drops: Counter[str] = Counter()
         self.parse_errors: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()
+        self.ping_sent = 0.0  # OPTIONS pings to VOS3000: when the last went out
+        self.ping_answered = 0.0  # and when one was last answered
+        self._ping_seq = 0
 
         pub = s.public_hostport().encode()
         self._marker_public = pub + b";branch="
@@ -301,6 +304,23 @@ class Engine(PublicSide, BackendSide):
         self._complete(tx, now)
         if tx.initial:
             self._drop_dialog(tx.call_id, now, "timeout" if status == 408 else "cancelled")
+
+    def ping(self, now: float) -> Send:
+        """An OPTIONS to VOS3000 from the shared private socket (RFC 3261 §11)."""
+        self._ping_seq += 1
+        self.ping_sent = now
+        backend = _hostport(*self.backend).encode()
+        own = _hostport(*self.egresses[0]).encode()
+        data = build.request(
+            b"OPTIONS", b"sip:" + backend, self._via_egress[0] + PING_BRANCH + b"%d" % self._ping_seq,
+            [], b"From: <sip:sbc@" + own + b">;tag=" + self._local_tag(b"ping"),
+            b"To: <sip:" + backend + b">", b"Call-ID: " + self._local_tag(b"ping-call") + b"@" + own,
+            self._ping_seq)
+        return (PRIVATE, self.backend, data)
+
+    def backend_ready(self, now: float, within: float) -> bool:
+        """VOS3000 answered one of our pings in the last `within` seconds."""
+        return self.ping_answered > 0 and now - self.ping_answered <= within
 
     def restore_dialog(self, dlg: Dialog, now: float) -> None:
         """A confirmed dialog kept across a restart: back in the table, with its deadlines."""

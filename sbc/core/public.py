@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 TAG_PREFIX = b"sbc-"
 BYE_BRANCH = b"z9hG4bKsbcbye"  # branches of the BYEs sbc sends itself (duration limit)
+PING_BRANCH = b"z9hG4bKsbcping"  # branches of sbc's OPTIONS pings to VOS3000
 
 
 def _called(msg: Message) -> str:
