@@ -64,14 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("ban", "unban", "bans"):
         return _bans_command(cfg, args)
     configure_logging(cfg.logging.format, cfg.logging.level)
-    return uvloop.run(_run(cfg, with_standin=args.command == "demo"))
+    return uvloop.run(_run(cfg, with_standin=args.command == "demo", config_path=args.config))
 
 
-async def _run(cfg: Config, with_standin: bool) -> int:
+async def _run(cfg: Config, with_standin: bool, config_path: str | None = None) -> int:
     from .server import Server
     from .standin import serve
 
-    server = Server(cfg)
+    server = Server(cfg, config_path=config_path)
     stop = asyncio.Event()
     standin = None
     if with_standin:

@@ -9,11 +9,11 @@ import socket
 from collections import Counter
 from typing import Any
 
-from .config import Config
+from .config import Config, ConfigError, load_config, summary
 from .core.engine import Engine
 from .core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_UDP, Addr, Send
-from .logsetup import get_logger
-from .wiring import Components, build_components
+from .logsetup import configure_logging, get_logger
+from .wiring import Components, build_components, reconfigure, restart_needed
 from .transport.tcp import TcpConnection
 from .transport.udp import UdpProtocol
 
@@ -25,8 +25,10 @@ TOP_SOURCES_CAP = 10_000  # distinct sources counted per summary interval
 
 
 class Server:
-    def __init__(self, cfg: Config, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(self, cfg: Config, loop: asyncio.AbstractEventLoop | None = None,
+                 config_path: str | None = None) -> None:
         self.cfg = cfg
+        self.config_path = config_path
         self.loop = loop or asyncio.get_running_loop()
         self.parts: Components = build_components(cfg, self.loop)
         self.engine: Engine = self.parts.engine
@@ -119,6 +121,26 @@ class Server:
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.request_stop)
+        self.loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+
+    async def reload(self) -> tuple[bool, str]:
+        """Validate the config file, then swap it in; on any error the old one stays."""
+        if self.config_path is None:
+            return False, "no config file to reload"
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as e:
+            log.error("reload_failed", error=str(e))
+            return False, str(e)
+        problem = restart_needed(self.cfg, new)
+        if problem is not None:
+            log.error("reload_failed", error=problem)
+            return False, problem
+        self.screen = reconfigure(self.parts, new)
+        self.cfg = new
+        configure_logging(new.logging.format, new.logging.level)
+        log.info("reloaded", **summary(new))
+        return True, "reloaded"
 
     # ------------------------------------------------------------------ sending
 

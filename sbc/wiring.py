@@ -36,6 +36,7 @@ class Components:
     bans: BanKeeper
     dialogs: DialogKeeper
     loop: asyncio.AbstractEventLoop
+    secret: bytes
     kernel: NftBanSet | None = None
 
     async def start(self) -> None:
@@ -86,13 +87,65 @@ def accounts(cfg: Config) -> list[Account]:
     return out
 
 
+def make_auth(cfg: Config, secret: bytes) -> DigestAuth:
+    return DigestAuth(accounts(cfg), secret=secret, realm=cfg.auth.realm,
+                      nonce_ttl=cfg.auth.nonce_ttl_s, algorithms=[a.value for a in cfg.auth.algorithms])
+
+
+def make_screen(cfg: Config, bans: BanTable, table: GatewayTable) -> Screen:
+    sc = cfg.screen
+    return Screen(bans, table, signatures=sc.scanner_signatures,
+                  apply_to_gateways=sc.signatures_apply_to_gateways,
+                  rate_per_ip=(sc.rate_per_ip.rate, sc.rate_per_ip.burst),
+                  rate_per_net=(sc.rate_per_net.rate, sc.rate_per_net.burst),
+                  rate_per_gateway=(sc.rate_per_gateway.rate, sc.rate_per_gateway.burst),
+                  max_sources=sc.max_sources)
+
+
+def gateway_table(cfg: Config) -> GatewayTable:
+    return GatewayTable((gw.name, gw.ip, gw.ip_port) for gw in cfg.gateways)
+
+
+def restart_needed(old: Config, new: Config) -> str | None:
+    """What a reload cannot change in place (sockets, the state file), or None."""
+    for what in ("public", "private", "backend", "state", "firewall"):
+        if getattr(old, what) != getattr(new, what):
+            return f"{what}: changing it needs a restart"
+    if gateway_infos(old)[1] != gateway_infos(new)[1]:
+        return "gateways[].egress: changing egress sockets needs a restart"
+    return None
+
+
+def reconfigure(parts: Components, cfg: Config) -> Screen:
+    """Swap in a new, validated config: calls in progress, bans, registrations
+    and nonces stay; gateways, accounts, limits and screening change from the
+    next packet. Returns the new screen (the transports read it per packet)."""
+    engine = parts.engine
+    infos, egresses = gateway_infos(cfg)
+    table = gateway_table(cfg)
+    bans = engine.bans
+    fresh = ban_table(cfg, table)
+    for attr in ("max_offenses", "bantime", "increment", "max_bantime", "max_entries", "exempt",
+                 "counted"):
+        setattr(bans, attr, getattr(fresh, attr))
+    bans.offenses.window = fresh.offenses.window
+    engine.s = ProxySettings.from_config(cfg, egresses=tuple(egresses[1:]))
+    engine.gateways = table
+    engine.gateway_info = {i.name: i for i in infos}
+    engine.auth = make_auth(cfg, parts.secret)
+    engine.policy = call_policy(cfg)
+    engine.reply_budget.rate = engine.s.reply_budget_rate
+    engine.reply_budget.burst = engine.s.reply_budget_burst
+    parts.screen = make_screen(cfg, bans, table)
+    return parts.screen
+
+
 def build_components(cfg: Config, loop: asyncio.AbstractEventLoop) -> Components:
     infos, egresses = gateway_infos(cfg)
     settings = ProxySettings.from_config(cfg, egresses=tuple(egresses[1:]))
-    table = GatewayTable((gw.name, gw.ip, gw.ip_port) for gw in cfg.gateways)
-    digest_accounts = accounts(cfg)
-    auth = DigestAuth(digest_accounts, secret=os.urandom(32), realm=cfg.auth.realm,
-                      nonce_ttl=cfg.auth.nonce_ttl_s, algorithms=[a.value for a in cfg.auth.algorithms])
+    table = gateway_table(cfg)
+    secret = os.urandom(32)  # signs nonces; kept across reloads
+    auth = make_auth(cfg, secret)
     r = cfg.registrar
     registrar = Registrar(min_expires=r.min_expires_s, max_expires=r.max_expires_s,
                           default_expires=r.default_expires_s, max_contacts=r.max_contacts)
@@ -102,23 +155,17 @@ def build_components(cfg: Config, loop: asyncio.AbstractEventLoop) -> Components
     bans = ban_table(cfg, table)
     engine = Engine(settings, gateways=table, gateway_info={i.name: i for i in infos},
                     auth=auth, registrar=registrar, bans=bans, policy=call_policy(cfg))
-    sc = cfg.screen
-    screen = Screen(bans, table, signatures=sc.scanner_signatures,
-                    apply_to_gateways=sc.signatures_apply_to_gateways,
-                    rate_per_ip=(sc.rate_per_ip.rate, sc.rate_per_ip.burst),
-                    rate_per_net=(sc.rate_per_net.rate, sc.rate_per_net.burst),
-                    rate_per_gateway=(sc.rate_per_gateway.rate, sc.rate_per_gateway.burst),
-                    max_sources=sc.max_sources)
+    screen = make_screen(cfg, bans, table)
     kernel = kernel_set(cfg)
     keeper = BanKeeper(bans, store, loop.time, kernel=kernel)
     if kernel is not None:
         kernel.on_reset = lambda: keeper.kernel_restore(loop.time())
     dialogs = DialogKeeper(engine, store, loop.time)
     dialogs.restore()
-    parts = Components(engine, screen, store, keeper, dialogs, loop, kernel)
+    parts = Components(engine, screen, store, keeper, dialogs, loop, secret, kernel)
     engine.on_bindings = parts.save_bindings
     log.info("state_loaded", path=cfg.state.path, bindings=len(registrar),
-             gateways=len(table), accounts=len(digest_accounts))
+             gateways=len(table), accounts=len(accounts(cfg)))
     return parts
 
 
