@@ -14,6 +14,7 @@ hard cap (`max_entries`) and expiry. Ban and unban events go to `listener`
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -66,8 +67,9 @@ class BanTable:
         self.exempt = exempt or (lambda host: False)
         self.counted = counted  # offense kinds that count; None: all
         self.listener = listener or _no_listener
-        self.bans: dict[str, Ban] = {}
-        self.levels: dict[str, int] = {}  # how many times a source was banned (recidive)
+        self.bans: OrderedDict[str, Ban] = OrderedDict()
+        # how many times a source was banned (recidive), oldest first
+        self.levels: OrderedDict[str, int] = OrderedDict()
         self.offenses = OffenseTable(max_entries, findtime)
         self._heap: list[tuple[float, str]] = []
 
@@ -97,7 +99,7 @@ class BanTable:
         level = self.levels.pop(host, 0) + 1
         self.levels[host] = level
         while len(self.levels) > self.max_entries:
-            del self.levels[next(iter(self.levels))]
+            self.levels.popitem(last=False)
         if duration is None:
             duration = min(self.bantime * self.increment ** (level - 1), self.max_bantime)
         ban = Ban(host, reason, counts or {}, first_seen if first_seen is not None else now, now,
@@ -137,7 +139,7 @@ class BanTable:
         bans.pop(ban.host, None)
         bans[ban.host] = ban
         while len(bans) > self.max_entries:
-            del bans[next(iter(bans))]  # the oldest ban goes first
+            bans.popitem(last=False)  # the oldest ban goes first
         heapq.heappush(self._heap, (ban.expires_at, ban.host))
         if len(self._heap) > 4 * self.max_entries:
             self._heap = [(b.expires_at, h) for h, b in bans.items()]

@@ -274,6 +274,21 @@ class Engine(PublicSide, BackendSide):
                               sc.cseq_line, to_tag=TAG_PREFIX + b"0", extra=extra, reason=reason)
         return Reply([(src.channel, (src.host, src.port), resp)])
 
+    def _reject(self, key: bytes, status: int, sc: Scan, src: Source, now: float,
+                reason: bytes | None = None, extra: tuple[bytes, ...] = ()) -> Reply:
+        """A final answer of ours to an INVITE, kept as a completed transaction:
+        retransmissions get the same answer (and are not judged again), the
+        ACK is absorbed, and a UDP caller gets it again until it ACKs."""
+        response = build.response(status, sc.vias, sc.from_line, sc.to_line, sc.call_id_line,
+                                  sc.cseq_line, to_tag=self._tag(key), reason=reason, extra=extra)
+        if len(self.txs) < self.s.max_transactions:
+            tx = InviteTx(key, (src.host, src.port), src.channel, now)
+            tx.step("final")
+            tx.last_response = response
+            self.txs[key] = tx
+            self._complete(tx, now)
+        return Reply([(src.channel, (src.host, src.port), response)])
+
     def _complete(self, tx: InviteTx, now: float) -> None:
         """Entered COMPLETED: Timer G towards a UDP caller, then expiry."""
         if tx.caller_channel == PUBLIC_UDP:

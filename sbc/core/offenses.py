@@ -7,7 +7,7 @@ seconds without a new offense. The ban logic reads `count` and `get`.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 
@@ -16,7 +16,7 @@ class OffenseRecord:
     first_seen: float
     last_seen: float
     total: int = 0
-    kinds: Counter[str] = field(default_factory=Counter)
+    kinds: dict[str, int] = field(default_factory=dict)
 
 
 class OffenseTable:
@@ -25,23 +25,25 @@ class OffenseTable:
     def __init__(self, max_entries: int = 100_000, window: float = 600.0) -> None:
         self.max_entries = max_entries
         self.window = window
-        # Insertion order is recency order: a record is re-inserted on each offense.
-        self._table: dict[str, OffenseRecord] = {}
+        # Recency order: a record moves to the end on each offense, and the
+        # oldest goes first in O(1) (a plain dict's first key gets slow to
+        # find after many deletions).
+        self._table: OrderedDict[str, OffenseRecord] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._table)
 
     def record(self, source: str, kind: str, now: float) -> OffenseRecord:
         table = self._table
-        rec = table.pop(source, None)
+        rec = table.get(source)
         if rec is None or now - rec.last_seen > self.window:
-            rec = OffenseRecord(first_seen=now, last_seen=now)
+            rec = table[source] = OffenseRecord(first_seen=now, last_seen=now)
+        table.move_to_end(source)
         rec.last_seen = now
         rec.total += 1
-        rec.kinds[kind] += 1
-        table[source] = rec
+        rec.kinds[kind] = rec.kinds.get(kind, 0) + 1
         while len(table) > self.max_entries:
-            del table[next(iter(table))]
+            table.popitem(last=False)
         return rec
 
     def get(self, source: str, now: float) -> OffenseRecord | None:
@@ -62,9 +64,10 @@ class OffenseTable:
         """Drop records older than the window; they are the oldest, so stop at the first live one."""
         table = self._table
         dropped = 0
-        for source in list(table):
-            if now - table[source].last_seen <= self.window:
+        while table:
+            source, rec = next(iter(table.items()))
+            if now - rec.last_seen <= self.window:
                 break
-            del table[source]
+            table.popitem(last=False)
             dropped += 1
         return dropped

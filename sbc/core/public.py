@@ -14,6 +14,7 @@ are capped by a reply budget, so sbc cannot be used to reflect traffic.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import unquote_to_bytes
 
 from ..sip import (
     Message,
@@ -42,12 +43,16 @@ PING_BRANCH = b"z9hG4bKsbcping"  # branches of sbc's OPTIONS pings to VOS3000
 
 
 def _called(msg: Message) -> str:
-    """The called number: the user part of the Request-URI, without parameters."""
+    """The called number: the user part of the Request-URI, without parameters,
+    with %XX escapes decoded (RFC 3261 §19.1.4 compares URIs unescaped, so
+    `%39%30%30` is 900 to the next hop too)."""
     try:
         user = parse_uri(msg.uri).user
     except SipParseError:
         return ""
-    return user.split(b";", 1)[0].decode("utf-8", "replace") if user else ""
+    if not user:
+        return ""
+    return unquote_to_bytes(user.split(b";", 1)[0]).decode("utf-8", "replace")
 
 
 def _contact_uri(msg: Message) -> bytes:
@@ -128,12 +133,12 @@ class PublicSide:
                 rejected = self.policy.check(gateway or "", _called(msg), self.dialogs.active(gateway or ""),
                                              self.dialogs.active_total(), now)
                 if rejected is not None:
+                    extra: tuple[bytes, ...] = ()
                     if rejected.status == 403:
                         self.bans.offense(src.host, "blocked_destination", now)
-                        return self._reply_stateless(403, scan, src, reason=rejected.reason)
-                    return self._reply_stateless(
-                        rejected.status, scan, src, reason=rejected.reason,
-                        extra=(b"Retry-After: %d" % self.policy.retry_after,))
+                    else:
+                        extra = (b"Retry-After: %d" % self.policy.retry_after,)
+                    return self._reject(key, rejected.status, scan, src, now, rejected.reason, extra)
             return self._invite(msg, src, now, key, scan, gateway or "", egress)
         if method == "REGISTER" and account is not None and self.registrar is not None:
             return self._register(msg, scan, src, now, account)

@@ -17,6 +17,7 @@ ago goes (a flood of fresh addresses then only costs its own freshness).
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Iterable
 from itertools import islice
 
@@ -62,9 +63,10 @@ class Screen:
         self.rate_net, self.burst_net = rate_per_net
         self.rate_gw, self.burst_gw = rate_per_gateway
         self.max_sources = max_sources
-        self.per_ip: dict[str, Bucket] = {}
-        self.per_net: dict[str, Bucket] = {}
-        self.per_gw: dict[str, Bucket] = {}
+        # Creation order; the oldest goes first in O(1) when a table is full.
+        self.per_ip: OrderedDict[str, Bucket] = OrderedDict()
+        self.per_net: OrderedDict[str, Bucket] = OrderedDict()
+        self.per_gw: OrderedDict[str, Bucket] = OrderedDict()
 
     def check(self, data: bytes, host: str, port: int, now: float) -> str | None:
         """A drop reason, or None when the datagram may be parsed."""
@@ -108,13 +110,13 @@ class Screen:
                 return True
         return False
 
-    def _take(self, table: dict[str, Bucket], key: str, rate: float, burst: float,
+    def _take(self, table: OrderedDict[str, Bucket], key: str, rate: float, burst: float,
               now: float) -> bool:
         b = table.get(key)
         if b is None:
             table[key] = (burst - 1.0, now)
             if len(table) > self.max_sources:
-                del table[next(iter(table))]
+                table.popitem(last=False)
             return True
         tokens = b[0] + (now - b[1]) * rate
         if tokens > burst:

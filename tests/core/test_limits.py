@@ -116,7 +116,8 @@ def test_max_duration_ends_the_call_with_bye_to_both_sides() -> None:
     assert eng.receive(ok, BACKEND, 30.1).reason == "bye_answer"  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("number", ["900123", "+900123", "00900123", "9999#900123", "+9-00-123"])
+@pytest.mark.parametrize("number", ["900123", "+900123", "00900123", "9999#900123", "+9-00-123",
+                                    "%39%30%30123", "9999%23900123"])
 def test_blocked_prefixes_after_normalisation(number: str) -> None:
     eng = Engine(ProxySettings(), secret=b"k" * 16,
                  gateways=GatewayTable([("acme", ["127.0.0.2"], [])]),
@@ -142,3 +143,13 @@ def test_normalise() -> None:
     assert normalise("+8613800") == normalise("008613800") == "8613800"
     assert normalise("9999#008613800", ("9999#",)) == "8613800"
     assert PrefixSet(["86", "8613"]).match("861380") == "8613"
+
+
+def test_rejected_invite_retransmission_gets_the_same_answer_and_is_not_judged_again() -> None:
+    eng = make(cps=1.0, burst=1.0)
+    assert eng.receive(invite(1), CALLER, 0.0).kind == "forward"
+    first = eng.receive(invite(2), CALLER, 0.1)
+    assert first.sends[0][2].startswith(b"SIP/2.0 503")
+    again = eng.receive(invite(2), CALLER, 5.0)  # tokens are back by now: still the 503
+    assert again.sends[0][2] == first.sends[0][2]
+    assert eng.policy.figures["acme"]["rejected_gateway_cps"] == 1
