@@ -176,6 +176,8 @@ def sbc_config(
         "logging": {"format": "json", "level": "info"},
         # Every loopback caller is one trusted gateway unless a test says otherwise.
         "gateways": [{"name": "loopback", "ip": ["127.0.0.0/8"]}],
+        # No admin listener (and so no OPTIONS pings at the VOS3000 stand-in).
+        "admin": {"enabled": False},
     }
     return _merge(cfg, overrides or {})
 

@@ -12,6 +12,8 @@ from typing import Any
 from .config import Config, ConfigError, load_config, summary
 from .core.engine import Engine
 from .core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_UDP, Addr, Send
+from .admin import PacketTimer, PingTracker, ban_counts, ban_rows, dialog_rows, start_admin
+from .admin.timing import HistogramSnapshot
 from .logsetup import configure_logging, get_logger
 from .wiring import Components, build_components, reconfigure, restart_needed
 from .transport.tcp import TcpConnection
@@ -49,6 +51,11 @@ class Server:
         self._sweeper: asyncio.TimerHandle | None = None
         self._stopped = asyncio.Event()
         self.persist_interval = float(cfg.calls.persist_interval_s)
+        self.timer = PacketTimer()  # engine time per message, for the admin's histogram
+        self.pings = PingTracker(cfg.admin.ping_interval_s, cfg.admin.ping_timeout_s)
+        self.engine.on_ping = self.pings.answered
+        self._admin: Any = None
+        self._pinger: asyncio.TimerHandle | None = None
         self._persister: asyncio.TimerHandle | None = None
         self._last_summary: dict[str, dict[str, int]] = {}
         self.summary_interval = float(cfg.logging.summary_interval_s)
@@ -83,6 +90,13 @@ class Server:
         self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
         self._persister = loop.call_later(self.persist_interval, self._persist)
         await self.parts.start()
+        if cfg.admin.enabled:
+            try:
+                self._admin = await start_admin(self, cfg.admin)
+            except OSError:
+                self._close_sockets()
+                raise
+            self._ping()
 
     def request_stop(self) -> None:
         self._stopped.set()
@@ -104,11 +118,13 @@ class Server:
                 await asyncio.wait_for(self._tcp_server.wait_closed(), 2.0)
             except asyncio.TimeoutError:
                 pass
+        if self._admin is not None:
+            await self._admin.cleanup()
         await self.parts.stop()
         self._close_sockets()
 
     def _close_sockets(self) -> None:
-        for handle in (self._timer, self._sweeper, self._persister):
+        for handle in (self._timer, self._sweeper, self._persister, self._pinger):
             if handle is not None:
                 handle.cancel()
         for t in (*self._egress, self._public_udp):
@@ -197,6 +213,14 @@ class Server:
         if at is not None and at < self._timer_at:
             self._arm(at)
 
+    def _ping(self) -> None:
+        """OPTIONS to VOS3000 every admin.ping_interval_s, for /readyz."""
+        now = self.loop.time()
+        if self.pings.due(now):
+            self.send(*self.engine.ping(now))
+            self.pings.sent(now)
+        self._pinger = self.loop.call_later(self.pings.interval, self._ping)
+
     def _persist(self) -> None:
         """Write the batch of dialog changes (one transaction)."""
         try:
@@ -247,6 +271,30 @@ class Server:
                      bans=len(e.bans), top_dropped_sources=dict(top),
                      ban_lines_not_logged=self.parts.bans.unlogged,
                      **{k: v for k, v in delta.items() if v})
+
+    # ------------------------------------------------------------------ admin backend
+
+    def dialogs(self, limit: int) -> list[dict[str, Any]]:
+        return dialog_rows(self.engine.dialogs, self.loop.time(), limit)
+
+    def bans(self, limit: int) -> list[dict[str, Any]]:
+        return ban_rows(self.engine.bans, self.loop.time(), limit)
+
+    def ban_counts(self) -> dict[str, int]:
+        return ban_counts(self.engine.bans, self.loop.time())
+
+    def ban(self, host: str, seconds: float, reason: str) -> dict[str, Any]:
+        now = self.loop.time()
+        return self.engine.bans.ban(host, now, reason=reason, duration=seconds, manual=True).explain(now)
+
+    def unban(self, host: str) -> bool:
+        return self.engine.bans.unban(host) is not None
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        return self.pings.state(self.loop.time())
+
+    def processing_time(self) -> HistogramSnapshot | None:
+        return self.timer.snapshot()
 
     def gateway_figures(self) -> dict[str, dict[str, int]]:
         """Live figures per gateway: calls in progress, CPS of the last second, rejects by limit."""

@@ -39,7 +39,7 @@ def test_port_in_use_is_an_error_line_not_a_traceback(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
         busy.bind(("127.0.0.1", port))
         cfg = tmp_path / "c.yaml"
-        cfg.write_text(f"state: {{path: {tmp_path / 's.sqlite'}}}\n"
+        cfg.write_text(f"state: {{path: {tmp_path / 's.sqlite'}}}\nadmin: {{enabled: false}}\n"
                        f"public: {{host: 127.0.0.1, port: {port}, transports: [udp]}}\n"
                        f"private: {{host: 127.0.0.1, port: {free_port()}}}\n"
                        f"backend: {{host: 127.0.0.1, port: {free_port()}}}\n")

@@ -78,7 +78,8 @@ def test_banned_flood_is_dropped_by_the_kernel_not_by_sbc(netns: str, tmp_path: 
         "gateways: [{name: carrier, ip: [127.0.0.1]}]\n"
         f"state: {{path: {tmp_path / 'state.sqlite'}}}\n"
         "firewall: {mode: nftables, table: sbc}\n"
-        "logging: {format: json, level: info}\n")
+        "logging: {format: json, level: info}\n"
+        "admin: {enabled: false}\n")
     sbc = NsSbc(netns, config)
     try:
         sbc.wait_event("started", 20)

@@ -19,6 +19,7 @@ def config_text(tmp_path: Path, ports: tuple[int, int, int], extra_gateway: str 
             f"private: {{host: 127.0.0.1, port: {priv}}}\n"
             f"backend: {{host: 127.0.0.1, port: {back}}}\n"
             f"state: {{path: {tmp_path / 'state.sqlite'}}}\n"
+            "admin: {enabled: false}\n"
             "gateways:\n"
             f"  - {{name: acme, ip: [127.0.0.2], limits: {{cps: {cps}}}}}\n"
             f"{extra_gateway}")

@@ -35,6 +35,7 @@ async def env(tmp_path):
     pub, priv, back = free_port(), free_port(), free_port()
     cfg = parse_config(
         "gateways: [{name: loopback, ip: [127.0.0.0/8]}]\n"
+        "admin: {enabled: false}\n"
         f"state: {{path: {tmp_path / 'state.sqlite'}}}\n"
         f"public: {{host: 127.0.0.1, port: {pub}}}\n"
         f"private: {{host: 127.0.0.1, port: {priv}}}\n"

@@ -3,8 +3,8 @@
 The listeners, the backend, the SIP timers, the transport limits and logging
 are defined here; the gateway, auth, registrar and state sections come from
 `sbc.config_gateways`, the call limits from `sbc.config_calls`, the screening,
-ban and firewall sections from `sbc.config_defense`.  `Config` adds the rules
-that span sections.
+ban and firewall sections from `sbc.config_defense`, the admin endpoint from
+`sbc.config_admin`.  `Config` adds the rules that span sections.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from ..config_admin import AdminConfig, check_admin
 from ..config_calls import CallsConfig, check_calls
 from ..config_defense import BansConfig, FirewallConfig, ScreenConfig
 from ..config_gateways import (
@@ -251,7 +252,7 @@ class LoggingConfig(Section):
 
 
 _SECTIONS = ("public", "private", "backend", "sip", "limits", "logging", "auth", "registrar",
-             "state", "calls", "screen", "bans", "firewall")
+             "state", "calls", "screen", "bans", "firewall", "admin")
 
 
 class Config(Section):
@@ -271,6 +272,7 @@ class Config(Section):
     screen: ScreenConfig = Field(default_factory=ScreenConfig)
     bans: BansConfig = Field(default_factory=BansConfig)
     firewall: FirewallConfig = Field(default_factory=FirewallConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -325,6 +327,11 @@ class Config(Section):
     def _gateways_consistent(self) -> Self:
         check_gateways(self.gateways, self.auth, self.public, self.private, self.backend)
         check_calls(self.gateways, self.calls, self.sip.dialog_max_age_s)
+        return self
+
+    @model_validator(mode="after")
+    def _admin_own_socket(self) -> Self:
+        check_admin(self.admin, self.public.host, self.public.port, self.public.tcp)
         return self
 
 

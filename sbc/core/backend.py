@@ -90,8 +90,8 @@ class BackendSide:
         if branch.startswith(BYE_BRANCH):
             return Drop("bye_answer")  # the answer to a BYE of our own
         if branch.startswith(PING_BRANCH):
-            if msg.status < 500 or msg.status == 501:  # any answer but overload says it is alive
-                self.ping_answered = now
+            if msg.status >= 200:
+                self.on_ping(now, msg.status)
             return Drop("ping_answer")
         tx = self.txs.get(branch) if msg.cseq_method in ("INVITE", "CANCEL") else None
         if tx is not None and msg.cseq_method == "CANCEL":

@@ -106,8 +106,7 @@ class Engine(PublicSide, BackendSide):
         self.drops: Counter[str] = Counter()
         self.parse_errors: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()
-        self.ping_sent = 0.0  # OPTIONS pings to VOS3000: when the last went out
-        self.ping_answered = 0.0  # and when one was last answered
+        self.on_ping: Callable[[float, int], None] = lambda now, status: None  # an answer to a ping
         self._ping_seq = 0
 
         pub = s.public_hostport().encode()
@@ -323,7 +322,6 @@ class Engine(PublicSide, BackendSide):
     def ping(self, now: float) -> Send:
         """An OPTIONS to VOS3000 from the shared private socket (RFC 3261 §11)."""
         self._ping_seq += 1
-        self.ping_sent = now
         backend = _hostport(*self.backend).encode()
         own = _hostport(*self.egresses[0]).encode()
         data = build.request(
@@ -332,10 +330,6 @@ class Engine(PublicSide, BackendSide):
             b"To: <sip:" + backend + b">", b"Call-ID: " + self._local_tag(b"ping-call") + b"@" + own,
             self._ping_seq)
         return (PRIVATE, self.backend, data)
-
-    def backend_ready(self, now: float, within: float) -> bool:
-        """VOS3000 answered one of our pings in the last `within` seconds."""
-        return self.ping_answered > 0 and now - self.ping_answered <= within
 
     def restore_dialog(self, dlg: Dialog, now: float) -> None:
         """A confirmed dialog kept across a restart: back in the table, with its deadlines."""

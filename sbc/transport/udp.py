@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from ..core.verdict import Channel, Source
@@ -67,7 +68,9 @@ class UdpProtocol(asyncio.DatagramProtocol):
             if reason is not None:
                 server.screen_drop(reason, addr[0])
                 return
+        started = perf_counter()
         verdict = server.engine.receive(data, Source(self.channel, addr[0], addr[1]), now)
+        server.timer.observe(perf_counter() - started)
         if verdict.sends:
             server.send_all(verdict.sends)
 

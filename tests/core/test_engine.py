@@ -311,13 +311,12 @@ def test_response_without_a_via_left_is_not_forwarded(engine: Engine) -> None:
     assert v.kind == "drop" and v.reason == "no_next_via"
 
 
-def test_pings_to_backend_tell_whether_it_answers(engine: Engine) -> None:
-    assert not engine.backend_ready(0.0, 7.0)
+def test_pings_to_backend_and_their_answers(engine: Engine) -> None:
+    answers: list[tuple[float, int]] = []
+    engine.on_ping = lambda now, status: answers.append((now, status))
     ch, to, ping = engine.ping(0.0)
     assert ch == PRIVATE and to == ("127.0.0.1", 5070) and ping.startswith(b"OPTIONS sip:127.0.0.1:5070 ")
     (ok,) = answer(ping, "127.0.0.1", 5070)
     v = engine.receive(ok, BACKEND, 0.01)
     assert v.kind == "drop" and v.reason == "ping_answer"
-    assert engine.backend_ready(5.0, 7.0)
-    engine.ping(5.0)  # this one goes unanswered
-    assert not engine.backend_ready(8.0, 7.0)
+    assert answers == [(0.01, 200)]

@@ -1,0 +1,152 @@
+"""Prometheus metrics, read from the backend's figures at scrape time.
+
+The engine keeps plain counters (collections.Counter) that cost one addition
+per packet; this collector turns them into metric families only when
+Prometheus asks, so the packet path never touches prometheus-client.
+
+Packets by verdict count what reached the engine plus what the screen dropped
+before any parse, so `sum(sbc_drops_total)` equals
+`sbc_packets_total{verdict="drop"}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from .backend import AdminBackend
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+
+class SbcCollector:
+    """Reads the backend at each scrape; registered with a registry of the app's own."""
+
+    def __init__(self, backend: AdminBackend, refused: Mapping[str, int] | None = None) -> None:
+        self.backend = backend
+        self.refused = refused if refused is not None else {}
+
+    def collect(self) -> Iterable[Metric]:
+        b = self.backend
+        stats = b.stats()
+        yield from _traffic(stats)
+        yield from _gateways(b.gateway_figures(), b.cfg)
+        yield from _bans(b.ban_counts())
+        ready, _ = b.ready()
+        yield GaugeMetricFamily("sbc_backend_ready",
+                                "1 while VOS3000 answers the OPTIONS pings in time, else 0",
+                                value=1 if ready else 0)
+        hist = b.processing_time()
+        if hist is not None:
+            yield HistogramMetricFamily(
+                "sbc_processing_seconds", "Time to screen and process one packet",
+                buckets=[(_le(bound), n) for bound, n in hist.buckets], sum_value=hist.sum)
+        refused = CounterMetricFamily("sbc_admin_refused", "Admin requests refused, by reason",
+                                      labels=["reason"])
+        for reason, n in sorted(self.refused.items()):
+            refused.add_metric([reason], n)
+        yield refused
+
+
+def _counts(stats: Mapping[str, Any], key: str) -> dict[str, int]:
+    value = stats.get(key)
+    return {str(k): int(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
+
+
+def _traffic(stats: Mapping[str, Any]) -> Iterable[Metric]:
+    verdicts = _counts(stats, "verdicts")
+    screen = _counts(stats, "screen_drops")
+    engine = _counts(stats, "drops")
+    packets = CounterMetricFamily("sbc_packets", "Packets by verdict (forward, reply, drop)",
+                                  labels=["verdict"])
+    all_verdicts = {"forward": 0, "reply": 0, **verdicts}
+    all_verdicts["drop"] = all_verdicts.get("drop", 0) + sum(screen.values())
+    for verdict, n in sorted(all_verdicts.items()):
+        packets.add_metric([verdict], n)
+    yield packets
+    drops = CounterMetricFamily("sbc_drops", "Dropped packets by stage (screen, engine) and reason",
+                                labels=["stage", "reason"])
+    for stage, counts in (("screen", screen), ("engine", engine)):
+        for reason, n in sorted(counts.items()):
+            drops.add_metric([stage, reason], n)
+    yield drops
+    parse = CounterMetricFamily("sbc_parse_errors", "Messages that failed to parse, by reason",
+                                labels=["reason"])
+    for reason, n in sorted(_counts(stats, "parse_errors").items()):
+        parse.add_metric([reason], n)
+    yield parse
+    transport = CounterMetricFamily("sbc_transport_events", "Transport events (TCP, UDP errors)",
+                                    labels=["event"])
+    for event, n in sorted(_counts(stats, "transport").items()):
+        transport.add_metric([event], n)
+    yield transport
+    if isinstance(stats.get("udp_public_received"), int):
+        yield CounterMetricFamily("sbc_udp_public_received", "Datagrams received on the public port",
+                                  value=stats["udp_public_received"])
+    for key, name, doc in (("transactions", "sbc_transactions", "INVITE transactions in the table"),
+                           ("dialogs", "sbc_dialogs", "Dialogs in the table (any state)"),
+                           ("tcp_connections", "sbc_tcp_connections", "Open public TCP connections")):
+        if isinstance(stats.get(key), int):
+            yield GaugeMetricFamily(name, doc, value=stats[key])
+
+
+def _gateways(figures: Mapping[str, Mapping[str, int]], cfg: Config) -> Iterable[Metric]:
+    admitted = CounterMetricFamily("sbc_gateway_calls_admitted", "Initial INVITEs admitted",
+                                   labels=["gateway"])
+    concurrent = GaugeMetricFamily("sbc_gateway_concurrent_calls", "Calls in progress",
+                                   labels=["gateway"])
+    cps = GaugeMetricFamily("sbc_gateway_cps", "Calls admitted in the last whole second",
+                            labels=["gateway"])
+    rejects = CounterMetricFamily("sbc_gateway_rejects", "Calls refused, by the limit that refused",
+                                  labels=["gateway", "limit"])
+    max_concurrent = GaugeMetricFamily("sbc_gateway_max_concurrent",
+                                       "Configured concurrent-call limit (0: unlimited)",
+                                       labels=["gateway"])
+    max_cps = GaugeMetricFamily("sbc_gateway_max_cps", "Configured CPS limit (0: unlimited)",
+                                labels=["gateway"])
+    for name, fig in sorted(figures.items()):
+        admitted.add_metric([name], fig.get("admitted", 0))
+        concurrent.add_metric([name], fig.get("concurrent", 0))
+        cps.add_metric([name], fig.get("cps", 0))
+        for key, n in sorted(fig.items()):
+            if key.startswith("rejected_"):
+                rejects.add_metric([name, key.removeprefix("rejected_")], n)
+    for gw in cfg.gateways:
+        max_concurrent.add_metric([gw.name], gw.limits.max_concurrent)
+        max_cps.add_metric([gw.name], gw.limits.cps)
+    yield from (admitted, concurrent, cps, rejects, max_concurrent, max_cps)
+
+
+def _bans(by_reason: Mapping[str, int]) -> Iterable[Metric]:
+    yield GaugeMetricFamily("sbc_bans_active", "Sources banned now", value=sum(by_reason.values()))
+    reasons = GaugeMetricFamily("sbc_bans_active_by_reason", "Sources banned now, by reason",
+                                labels=["reason"])
+    for reason, n in sorted(by_reason.items()):
+        reasons.add_metric([reason], n)
+    yield reasons
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+def make_registry(backend: AdminBackend, refused: Mapping[str, int] | None = None,
+                  process: bool = True) -> CollectorRegistry:
+    """A registry of its own (not the global one), so two apps in one process
+    never collide: sbc's collector, plus the process, platform and GC ones."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SbcCollector(backend, refused))
+    if process:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+    return registry
