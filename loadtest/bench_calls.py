@@ -35,6 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loadtest.harness import (
+    format_table,
     LOOPBACK,
     REPO,
     HarnessError,
@@ -284,18 +285,7 @@ COLUMNS = [
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = [c[0] for c in COLUMNS]
-    body = []
-    for row in rows:
-        cells = []
-        for _, key, fmt in COLUMNS:
-            value = row.get(key)
-            cells.append("-" if value is None else fmt.format(value))
-        body.append(cells)
-    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in body]
-    return "\n".join(lines)
+    return format_table(rows, COLUMNS)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

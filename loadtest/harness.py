@@ -690,3 +690,14 @@ def report(results: Iterable[SippResult], sbc: SbcProcess | None = None) -> str:
     if sbc is not None:
         parts.append(sbc.output_tail())
     return "\n\n".join(parts)
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
+    """Right-aligned text table: `columns` are (heading, row key, format)."""
+    head = [c[0] for c in columns]
+    body = [["-" if row.get(key) is None else fmt.format(row.get(key)) for _, key, fmt in columns]
+            for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in body]
+    return "\n".join(lines)
