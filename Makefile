@@ -4,7 +4,7 @@
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test sipp firewall-tools
+.PHONY: run test sipp firewall-tools chromium
 
 sipp:
 	@{ command -v sipp && command -v sipsak; } >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq sip-tester sipsak; }
@@ -13,10 +13,14 @@ sipp:
 firewall-tools:
 	@( PATH="$$PATH:/usr/sbin:/sbin"; for t in ip nft iptables-restore ip6tables-restore ipset; do command -v $$t || exit 1; done ) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq iproute2 nftables iptables ipset; }
 
+# The dashboard test (tests/test_dashboard.py) drives headless Chromium.
+chromium:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+
 run: sipp
 	$(PYTHON) -m pip install -q -e .
 	$(PYTHON) -m sbc demo --config configs/local.yaml
 
-test: sipp firewall-tools
+test: sipp firewall-tools chromium
 	$(PYTHON) -m pip install -q -e '.[test]'
 	$(PYTHON) -m pytest

@@ -77,6 +77,14 @@ class BanKeeper:
                 self.kernel.remove(ban.host)
         self._pending[ban.host] = _row(ban, now, time.time(), lifted=event == "unban")
 
+    def lift(self, host: str) -> bool:
+        """An operator's unban (API, or `sbc unban` through the file)."""
+        self._lifted_by = "operator"
+        try:
+            return self.table.unban(host) is not None
+        finally:
+            self._lifted_by = "expiry"
+
     def kernel_restore(self, mono_now: float) -> None:
         """Put every active ban into the kernel set (after it was created)."""
         if self.kernel is not None:
@@ -101,11 +109,7 @@ class BanKeeper:
             current = self.table.bans.get(row.host)
             if row.lifted:
                 if current is not None:
-                    self._lifted_by = "operator"
-                    try:
-                        self.table.unban(row.host)
-                    finally:
-                        self._lifted_by = "expiry"
+                    self.lift(row.host)
             elif row.expires_wall > wall and (current is None or current.level != row.level
                                               or abs((current.expires_at - mono_now)
                                                      - (row.expires_wall - wall)) > 1.0):

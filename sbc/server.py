@@ -288,7 +288,7 @@ class Server:
         return self.engine.bans.ban(host, now, reason=reason, duration=seconds, manual=True).explain(now)
 
     def unban(self, host: str) -> bool:
-        return self.engine.bans.unban(host) is not None
+        return self.parts.bans.lift(host)
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         return self.pings.state(self.loop.time())
@@ -314,6 +314,7 @@ class Server:
             "bans": len(e.bans),
             "parse_errors": dict(e.parse_errors),
             "transport": dict(self.counters),
+            "top_dropped_sources": dict(self.top_sources.most_common(10)),
             "udp_public_received": self._public_proto.received if self._public_proto else 0,
             "transactions": len(e.txs),
             "dialogs": len(e.dialogs),
