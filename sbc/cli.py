@@ -10,7 +10,7 @@ import sys
 import uvloop
 
 from .config import Config, ConfigError, load_config, summary
-from .logsetup import configure_logging, get_logger
+from .logsetup import configure_logging, flush_logs, get_logger
 from .sip import split_hostport
 
 log = get_logger("sbc")
@@ -80,10 +80,12 @@ async def _run(cfg: Config, with_standin: bool, config_path: str | None = None) 
         await server.start()
     except OSError as e:
         log.error("bind_failed", error=str(e))
+        flush_logs()
         stop.set()
         return 1
     server.install_signal_handlers()
     log.info("started", **summary(cfg))
+    flush_logs()
     await server.wait_stopped()
     log.info("stopping")
     stop.set()
@@ -91,6 +93,7 @@ async def _run(cfg: Config, with_standin: bool, config_path: str | None = None) 
     if standin is not None:
         await standin
     log.info("stopped", **server.stats())
+    flush_logs()
     return 0
 
 

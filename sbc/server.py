@@ -14,7 +14,7 @@ from .core.engine import Engine
 from .core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_UDP, Addr, Send
 from .admin import PacketTimer, PingTracker, ban_counts, ban_rows, dialog_rows, start_admin
 from .admin.timing import HistogramSnapshot
-from .logsetup import configure_logging, get_logger
+from .logsetup import configure_logging, flush_logs, get_logger
 from .wiring import Components, build_components, reconfigure, restart_needed
 from .transport.tcp import TcpConnection
 from .transport.udp import UdpProtocol
@@ -227,6 +227,7 @@ class Server:
             self.parts.dialogs.flush()
         except Exception as e:  # a full disk must not stop the calls
             log.error("persist_failed", error=str(e))
+        flush_logs()
         self._persister = self.loop.call_later(self.persist_interval, self._persist)
 
     def _sweep(self) -> None:

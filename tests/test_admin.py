@@ -35,7 +35,7 @@ from sbc.config_admin import AdminConfig
 from sbc.core.bans import BanTable
 from sbc.core.dialogs import Dialog, DialogState, DialogTable
 from sbc.core.verdict import PUBLIC_TCP, PUBLIC_UDP
-from sbc.logsetup import configure_logging
+from sbc.logsetup import configure_logging, flush_logs
 
 TOKEN = "s3cret-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -172,6 +172,7 @@ def logs() -> Iterator[io.StringIO]:
 
 
 def lines(out: io.StringIO, event: str) -> list[dict[str, Any]]:
+    flush_logs()
     found = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
     return [f for f in found if f.get("event") == event]
 

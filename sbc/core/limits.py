@@ -94,6 +94,9 @@ class CallPolicy:
         self._buckets = {name: TokenBucket(p.cps, p.burst) for name, p in self.gateways.items()
                          if p.cps > 0}
         self.figures: dict[str, Counter[str]] = {}
+        # Whether any prefix rule exists: if not, the called number is not even read.
+        self.matches_numbers = bool(self.blocked) or any(
+            p.blocked or p.allowed for p in self.gateways.values())
         self._second: dict[str, tuple[int, int, int]] = {}  # gateway -> (second, count, last full second)
 
     def policy(self, gateway: str) -> GatewayPolicy | None:
@@ -103,11 +106,12 @@ class CallPolicy:
               now: float) -> Rejection | None:
         """None admits the call (and spends its CPS tokens); else why not."""
         p = self.gateways.get(gateway)
-        number = normalise(called, (*self.tech, *(p.tech if p else ())))
-        if self.blocked.match(number) or (p is not None and p.blocked.match(number)):
-            return self._count(gateway, BLOCKED)
-        if p is not None and p.allowed and not p.allowed.match(number):
-            return self._count(gateway, NOT_ALLOWED)
+        if self.matches_numbers:
+            number = normalise(called, (*self.tech, *(p.tech if p else ())))
+            if self.blocked.match(number) or (p is not None and p.blocked.match(number)):
+                return self._count(gateway, BLOCKED)
+            if p is not None and p.allowed and not p.allowed.match(number):
+                return self._count(gateway, NOT_ALLOWED)
         if p is not None and p.max_concurrent and active_gateway >= p.max_concurrent:
             return self._count(gateway, GATEWAY_CONCURRENT)
         if self.max_concurrent and active_total >= self.max_concurrent:

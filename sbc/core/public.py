@@ -130,8 +130,10 @@ class PublicSide:
 
         if method == "INVITE":
             if to_tag is None:
-                rejected = self.policy.check(gateway or "", _called(msg), self.dialogs.active(gateway or ""),
-                                             self.dialogs.active_total(), now)
+                policy = self.policy
+                called = _called(msg) if policy.matches_numbers else ""
+                rejected = policy.check(gateway or "", called, self.dialogs.active(gateway or ""),
+                                        self.dialogs.active_total(), now)
                 if rejected is not None:
                     extra: tuple[bytes, ...] = ()
                     if rejected.status == 403:
@@ -139,7 +141,7 @@ class PublicSide:
                     else:
                         extra = (b"Retry-After: %d" % self.policy.retry_after,)
                     return self._reject(key, rejected.status, scan, src, now, rejected.reason, extra)
-            return self._invite(msg, src, now, key, scan, gateway or "", egress)
+            return self._invite(msg, src, now, key, scan, gateway or "", egress, to_tag is None)
         if method == "REGISTER" and account is not None and self.registrar is not None:
             return self._register(msg, scan, src, now, account)
         if method == "OPTIONS" and to_tag is None and (info is None or info.options == "answer"):
@@ -198,8 +200,7 @@ class PublicSide:
     # ------------------------------------------------------------------ methods
 
     def _invite(self: Engine, msg: Message, src: Source, now: float, key: bytes, scan: _Scan,
-                gateway: str, egress: int) -> Verdict:
-        initial = header_param(header_value(scan.to_line), b"tag") is None
+                gateway: str, egress: int, initial: bool) -> Verdict:
         caller = (src.host, src.port)
         if len(self.txs) >= self.s.max_transactions or (
             initial and len(self.dialogs) >= self.s.max_dialogs and msg.call_id not in self.dialogs

@@ -33,7 +33,7 @@ from sbc.config import (
 )
 from sbc.config_defense import DEFAULT_SCANNER_SIGNATURES
 from sbc.config_gateways import DigestAlgorithm, OptionsMode, UnknownSource
-from sbc.logsetup import configure_logging, get_logger
+from sbc.logsetup import configure_logging, flush_logs, get_logger
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "configs" / "sbc.example.yaml"
@@ -2618,6 +2618,12 @@ def reset_structlog() -> Iterator[None]:
     structlog.reset_defaults()
 
 
+def written(stream: io.StringIO) -> str:
+    """What the logger wrote to `stream`, its buffer flushed first."""
+    flush_logs()
+    return stream.getvalue()
+
+
 def test_json_log_lines(reset_structlog: None) -> None:
     out = io.StringIO()
     configure_logging("json", "info", stream=out)
@@ -2625,7 +2631,7 @@ def test_json_log_lines(reset_structlog: None) -> None:
     log.info("started", public="127.0.0.1:5060")
     log.debug("filtered out")
     log.warning("odd", count=3)
-    lines = out.getvalue().splitlines()
+    lines = written(out).splitlines()
     assert len(lines) == 2
     records = [json.loads(line) for line in lines]
     for record in records:
@@ -2646,7 +2652,7 @@ def test_json_exception_is_one_line(reset_structlog: None) -> None:
         raise RuntimeError("boom")
     except RuntimeError:
         get_logger("sbc.test").exception("failed")
-    (line,) = out.getvalue().splitlines()
+    (line,) = written(out).splitlines()
     record = json.loads(line)
     assert record["level"] == "error"
     assert "RuntimeError: boom" in record["exception"]
@@ -2658,8 +2664,8 @@ def test_reconfigure_switches_stream_format_and_level(reset_structlog: None) -> 
     get_logger("a").info("one")
     configure_logging("console", "debug", stream=second)
     get_logger("b").debug("two", k="v")
-    assert json.loads(first.getvalue())["event"] == "one"
-    text = second.getvalue()
+    assert json.loads(written(first))["event"] == "one"
+    text = written(second)
     assert text.count("\n") == 1
     assert "two" in text and "k=v" in text and "debug" in text
     with pytest.raises(ValueError):
@@ -2672,7 +2678,7 @@ def test_logger_created_before_configuration(reset_structlog: None) -> None:
     configure_logging("json", "warning", stream=out)
     log.info("hidden")
     log.error("shown")
-    assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["shown"]
+    assert [json.loads(line)["event"] for line in written(out).splitlines()] == ["shown"]
 
 
 def test_used_logger_follows_reconfiguration(reset_structlog: None) -> None:
@@ -2684,7 +2690,7 @@ def test_used_logger_follows_reconfiguration(reset_structlog: None) -> None:
     first.close()  # as a test's stream is, once the test is over
     configure_logging("console", "debug", stream=second)
     log.debug("two")
-    text = second.getvalue()
+    text = written(second)
     assert text.count("\n") == 1 and "two" in text and "[cached]" in text
 
 
@@ -2696,7 +2702,7 @@ def test_bound_child_logger_follows_stream(reset_structlog: None) -> None:
     first.close()
     configure_logging("json", "info", stream=second)
     child.info("two")
-    record = json.loads(second.getvalue())
+    record = json.loads(written(second))
     assert (record["event"], record["peer"], record["logger"]) == ("two", "192.0.2.1:5060", "conn")
 
 
