@@ -4,7 +4,7 @@
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test sipp firewall-tools chromium
+.PHONY: run test sipp firewall-tools chromium kamailio
 
 sipp:
 	@{ command -v sipp && command -v sipsak; } >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq sip-tester sipsak; }
@@ -17,10 +17,15 @@ firewall-tools:
 chromium:
 	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 
+# The side-by-side load test (loadtest/compare.py, tests/test_loadtest_compare.py)
+# runs Kamailio with loadtest/reference/kamailio.cfg.
+kamailio:
+	@( PATH="$$PATH:/usr/sbin:/sbin"; command -v kamailio ) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq kamailio; }
+
 run: sipp
 	$(PYTHON) -m pip install -q -e .
 	$(PYTHON) -m sbc demo --config configs/local.yaml
 
-test: sipp firewall-tools chromium
+test: sipp firewall-tools chromium kamailio
 	$(PYTHON) -m pip install -q -e '.[test]'
 	$(PYTHON) -m pytest

@@ -35,17 +35,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loadtest.harness import (
-    format_table,
     LOOPBACK,
     REPO,
     HarnessError,
-    SbcProcess,
     Sipp,
+    SippResult,
+    format_table,
     free_ports,
-    sbc_config,
     sipp_binary,
-    write_config,
 )
+from loadtest.targets import KamailioTarget, Layout, SbcTarget, Server, stop_server
 
 
 @dataclass
@@ -120,62 +119,114 @@ def shortmsg_latencies(path: Path) -> tuple[list[float], list[float]]:
     return list(trying.values()), list(answer.values())
 
 
-def one_run(rate: int, repeat: int, args: argparse.Namespace, root: Path) -> Run:
-    calls = int(rate * args.duration)
-    run = Run(rate=rate, transport=args.transport, repeat=repeat, calls=calls)
-    workdir = root / f"{args.transport}-{rate}cps-run{repeat}"
-    workdir.mkdir(parents=True)
-    public, private, backend, caller = free_ports(4)
-    overrides: dict[str, Any] = {"logging": {"level": args.log_level}}
-    cfg = write_config(workdir / "sbc.yaml", sbc_config(public, private, backend, overrides))
-    budget = calls / rate + args.call_ms / 1000 + 30
-    limit = int(rate * (args.call_ms / 1000 + 1) * 3) + 100
-    sbc = SbcProcess(cfg, workdir)
+def call_pair(
+    rate: float,
+    calls: int,
+    call_ms: int,
+    workdir: Path,
+    layout: Layout,
+    *,
+    transport: str = "udp",
+    fine_latency: bool = True,
+    caller_ip: str = LOOPBACK,
+) -> tuple[Sipp, Sipp]:
+    """The VOS3000 stand-in (uas.xml on the layout's backend address) and the
+    caller (uac.xml from `caller_ip`, to the server's public address) for
+    `calls` calls at `rate` per second; both bounded by -m and -timeout."""
+    (caller,) = free_ports(1)
+    budget = calls / rate + call_ms / 1000 + 30
+    limit = int(rate * (call_ms / 1000 + 1) * 3) + 100
     uas = Sipp(
         "vos3000",
         "uas.xml",
         workdir / "uas",
-        local_port=backend,
+        local_ip=layout.backend_host,
+        local_port=layout.backend_port,
         calls=calls,
         timeout_s=budget + 10,
         trace_msg=False,
         recv_timeout_ms=None,
     )
-    extra = ["-trace_shortmsg"] if args.fine_latency else []
     uac = Sipp(
         "caller",
         "uac.xml",
         workdir / "uac",
+        local_ip=caller_ip,
         local_port=caller,
         calls=calls,
         timeout_s=budget,
-        remote=(LOOPBACK, public),
-        transport={"udp": "u1", "tcp": "t1"}[args.transport],
+        remote=layout.public,
+        transport={"udp": "u1", "tcp": "t1"}[transport],
         rate=rate,
         limit=limit,
-        duration_ms=args.call_ms,
+        duration_ms=call_ms,
         trace_msg=False,
         trace_rtt=True,
-        extra=extra,
+        extra=["-trace_shortmsg"] if fine_latency else [],
     )
+    return uas, uac
+
+
+def one_run(
+    rate: int,
+    repeat: int,
+    args: argparse.Namespace,
+    root: Path,
+    target: SbcTarget | KamailioTarget | None = None,
+    layout: Layout | None = None,
+) -> Run:
+    """One call run against a fresh server: sbc (the default, every loopback
+    caller a gateway) or another target, on `layout`."""
+    if layout is None:
+        layout = Layout.pick(gateway="127.0.0.0/8")
+    target = target or SbcTarget(args.log_level)
+    calls = int(rate * args.duration)
+    run = Run(rate=rate, transport=args.transport, repeat=repeat, calls=calls)
+    name = f"{args.transport}-{rate}cps" + ("" if target.name == "sbc" else f"-{target.name}")
+    workdir = root / f"{name}-run{repeat}"
+    workdir.mkdir(parents=True)
+    uas, uac = call_pair(
+        rate,
+        calls,
+        args.call_ms,
+        workdir,
+        layout,
+        transport=args.transport,
+        fine_latency=args.fine_latency,
+    )
+    server: Server | None = None
     started = time.monotonic()
     try:
-        sbc.start()
+        server = target.start(workdir, layout)
         uas.start().wait_bound()
-        cpu0 = sbc.cpu_seconds()
+        cpu0 = server.cpu_seconds()
         uac.start()
         uac_res = uac.wait()
-        cpu1 = sbc.cpu_seconds()
-        run.peak_rss_mib = round(sbc.peak_rss_kib() / 1024, 1)
+        cpu1 = server.cpu_seconds()
+        run.peak_rss_mib = round(server.peak_rss_kib() / 1024, 1)
         uas_res = uas.wait()
     finally:
         uac.stop()
         uas.stop()
-        try:
-            run.sbc_exit = sbc.stop() if sbc.proc is not None else None
-        except HarnessError as e:
-            run.errors.append(str(e))
+        run.sbc_exit = stop_server(server, run.errors)
     run.wall_s = round(time.monotonic() - started, 2)
+    read_call_results(run, uac_res, uas_res, args.call_ms, keep=args.keep)
+    run.cpu_s = round(cpu1 - cpu0, 3)
+    if run.succeeded:
+        run.cpu_us_per_call = round((cpu1 - cpu0) / run.succeeded * 1e6, 1)
+    if run.uac_exit not in (0, 1) or run.uas_exit not in (0, 1):
+        run.errors.append(
+            f"SIPp exit codes: caller {run.uac_exit}, vos3000 {run.uas_exit} (see {workdir})"
+        )
+    if run.sbc_exit not in (0, None):
+        run.errors.append(f"{target.name} exited {run.sbc_exit} on SIGTERM (see {workdir})")
+    return run
+
+
+def read_call_results(
+    run: Run, uac_res: SippResult, uas_res: SippResult, call_ms: int, keep: bool = False
+) -> None:
+    """Calls, achieved rate and latency percentiles of one SIPp pair into `run`."""
     run.uac_exit, run.uas_exit = uac_res.returncode, uas_res.returncode
     run.attempted = uac_res.stat("OutgoingCall")
     run.succeeded, run.failed = uac_res.successful, uac_res.failed
@@ -183,7 +234,7 @@ def one_run(rate: int, repeat: int, args: argparse.Namespace, root: Path) -> Run
     elapsed = _elapsed_s(uac_res.stats.get("ElapsedTime(C)", ""))
     if elapsed:
         # SIPp's elapsed time includes the last call's duration and hang-up.
-        active = max(elapsed - args.call_ms / 1000, 1e-3)
+        active = max(elapsed - call_ms / 1000, 1e-3)
         run.achieved_cps = round(run.attempted / active, 1)
     rtts = uac_res.rtts_ms("invite")
     run.rtt_p50_ms, run.rtt_p90_ms, run.rtt_p99_ms = (
@@ -203,18 +254,8 @@ def one_run(rate: int, repeat: int, args: argparse.Namespace, root: Path) -> Run
             _r(percentile(answer, 90)),
             _r(percentile(answer, 99)),
         )
-        if not args.keep:
+        if not keep:
             short.unlink()
-    run.cpu_s = round(cpu1 - cpu0, 3)
-    if run.succeeded:
-        run.cpu_us_per_call = round((cpu1 - cpu0) / run.succeeded * 1e6, 1)
-    if run.uac_exit not in (0, 1) or run.uas_exit not in (0, 1):
-        run.errors.append(
-            f"SIPp exit codes: caller {run.uac_exit}, vos3000 {run.uas_exit} (see {workdir})"
-        )
-    if run.sbc_exit not in (0, None):
-        run.errors.append(f"sbc exited {run.sbc_exit} on SIGTERM (see {workdir})")
-    return run
 
 
 def _r(value: float | None) -> float | None:

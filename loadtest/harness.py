@@ -147,6 +147,54 @@ def peak_rss_kib(pid: int) -> int:
     raise HarnessError(f"no VmHWM for pid {pid}")
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants that are alive now (from /proc/*/stat)."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        parent[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        if current in parent or current == pid:
+            tree.append(current)
+        todo.extend(child for child, ppid in parent.items() if ppid == current)
+    return tree
+
+
+def tree_cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU time summed over `pids` (processes gone are skipped)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except OSError:
+            continue
+    return total
+
+
+def pss_kib(pids: Iterable[int]) -> int:
+    """Proportional set size summed over `pids` (Pss of /proc/PID/smaps_rollup):
+    memory shared between the processes is counted once."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
 # --------------------------------------------------------------------------
 # sbc
 

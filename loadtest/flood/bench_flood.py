@@ -40,14 +40,13 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-import yaml
 
 from loadtest.flood.generator import (
     FLOOD_MARK,
@@ -56,31 +55,18 @@ from loadtest.flood.generator import (
     SCANNER_SOURCE,
     Flood,
     FloodError,
+    FloodStats,
     Receiver,
     build,
     fetch_nonce,
     payload,
     udp_counters,
 )
-from loadtest.flood.measure import (
-    SbcTotals,
-    udp_socket_drops,
-    wait_cpu_settled,
-)
-from loadtest.harness import (
-    format_table,
-    LOOPBACK,
-    REPO,
-    HarnessError,
-    SbcProcess,
-    free_ports,
-    sbc_config,
-    write_config,
-)
+from loadtest.flood.measure import udp_socket_drops, wait_cpu_settled
+from loadtest.harness import REPO, HarnessError, format_table
+from loadtest.targets import KamailioTarget, Layout, SbcTarget, Server, set_key, stop_server
 
 SCENARIOS = ("options", "register", "invite", "many-sources")
-GATEWAY = {"name": "gw", "ip": [LOOPBACK]}
-ACCOUNT = {"name": "phones", "digest": [{"username": "1001", "password": "Zq8-not-in-any-list"}]}
 #: Flat-out runs still need a packet bound: this many per second of --seconds.
 FLAT_OUT_CAP_PPS = 2_000_000
 
@@ -116,20 +102,6 @@ class Run:
     errors: list[str] = field(default_factory=list)
 
 
-def _set(cfg: dict[str, Any], assignment: str) -> None:
-    """--set a.b.c=VALUE (VALUE read as YAML) into the config dict."""
-    key, sep, text = assignment.partition("=")
-    if not sep or not key:
-        raise ValueError(f"--set {assignment!r}: give KEY=VALUE, e.g. screen.rate_per_ip.rate=100")
-    node: Any = cfg
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise TypeError(f"--set {assignment!r}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(text)
-
-
 def pin_process(pid: int, cpus: set[int]) -> None:
     """Pin every thread of `pid` to `cpus`."""
     for task in os.listdir(f"/proc/{pid}/task"):
@@ -150,37 +122,35 @@ def cpu_plan(pin: bool) -> tuple[set[int] | None, set[int] | None]:
     return {ours[0]}, {ours[1]}
 
 
-def one_run(scenario: str, repeat: int, args: argparse.Namespace, root: Path) -> Run:
+def one_run(
+    scenario: str,
+    repeat: int,
+    args: argparse.Namespace,
+    root: Path,
+    target: SbcTarget | KamailioTarget | None = None,
+    layout: Layout | None = None,
+) -> Run:
+    """One flood run against a fresh server: sbc (the default) or another
+    target, on `layout` (default: everything on 127.0.0.1, free ports)."""
+    target = target or SbcTarget(args.log_level, args.set)
+    layout = layout or Layout.pick()
     many = scenario == "many-sources"
     kind = args.payload if many else scenario
     sources = args.sources if many else 1
     run = Run(scenario, repeat, kind, sources, args.rate)
-    workdir = root / f"{scenario}-run{repeat}"
+    workdir = root / f"{scenario}-{target.name}-run{repeat}"
     workdir.mkdir(parents=True)
-    public, private, backend = free_ports(3)
-    gateways: list[dict[str, Any]] = [GATEWAY]
-    if kind == "register":
-        gateways.append(ACCOUNT)
-    cfg = sbc_config(
-        public,
-        private,
-        backend,
-        {"logging": {"level": args.log_level}, "gateways": gateways},
-    )
-    for assignment in args.set:
-        _set(cfg, assignment)
-    path = write_config(workdir / "sbc.yaml", cfg)
-    dst = (LOOPBACK, public)
+    dst = layout.public
     src = MANY_SOURCES_BASE if many else SCANNER_SOURCE
     count = int(args.seconds * (args.rate or FLAT_OUT_CAP_PPS))
-    sbc = SbcProcess(path, workdir)
-    vos = Receiver(backend, mark=FLOOD_MARK.encode())
-    gen_cpus, sbc_cpus = cpu_plan(args.pin)
+    vos = Receiver(layout.backend_port, layout.backend_host, mark=FLOOD_MARK.encode())
+    gen_cpus, server_cpus = cpu_plan(args.pin)
+    server: Server | None = None
     try:
         vos.start()
-        sbc.start()
-        if sbc_cpus:
-            pin_process(sbc.pid, sbc_cpus)
+        server = target.start(workdir, layout, account=kind == "register")
+        if server_cpus:
+            pin_process(server.pid, server_cpus)
         nonce = fetch_nonce(dst, src) if kind == "register" else None
         flood = Flood(
             payload(kind, dst, src, nonce),
@@ -193,49 +163,74 @@ def one_run(scenario: str, repeat: int, args: argparse.Namespace, root: Path) ->
             sources=sources if many else None,
             cpus=gen_cpus,
         )
-        udp0 = udp_counters()
-        sock0 = udp_socket_drops(public) or 0
-        cpu0 = sbc.cpu_seconds()
-        stats = flood.run()
-        cpu1 = wait_cpu_settled(sbc)
-        sock1 = udp_socket_drops(public)
-        udp1 = udp_counters()
-        run.peak_rss_mib = round(sbc.peak_rss_kib() / 1024, 1)
+        reading = flood_reading(server, layout, flood.run)
+        run.peak_rss_mib = round(server.peak_rss_kib() / 1024, 1)
         vos.drain(quiet=0.2, timeout=2.0)
     finally:
-        try:
-            run.sbc_exit = sbc.stop() if sbc.proc is not None else None
-        except HarnessError as e:
-            run.errors.append(str(e))
+        run.sbc_exit = stop_server(server, run.errors)
         vos.close()
-    totals = SbcTotals.from_stopped(sbc)
-    # Packets sbc handled before the flood (the nonce request) are not the flood's.
-    before = 1 if kind == "register" else 0
+    stats = reading.stats
+    totals = target.totals(server)
     secs = stats.seconds or 1e-9
     run.offered, run.offered_pps, run.gen_seconds = stats.sent, round(stats.pps), stats.seconds
     run.gen_errors = stats.errors
-    run.screened, run.engine = totals.screened, totals.engine
-    run.handled = totals.handled - before
+    run.socket_drops = reading.socket_drops
+    run.kernel_rcvbuf_errors = reading.rcvbuf_errors
+    if totals is not None:
+        # Packets sbc handled before the flood (the nonce request) are not the flood's.
+        before = 1 if kind == "register" else 0
+        run.screened, run.engine = totals.screened, totals.engine
+        run.handled = totals.handled - before
+        run.drops = totals.reasons()
+        run.bans = totals.bans
+    else:
+        # No counters of its own: what the kernel did not drop was taken off the socket.
+        run.handled = stats.sent - (run.socket_drops or 0)
     run.handled_pps = round(run.handled / secs)
     run.handled_pct = round(100 * run.handled / max(stats.sent, 1), 1)
-    run.socket_drops = None if sock1 is None else sock1 - sock0
-    run.kernel_rcvbuf_errors = udp1["RcvbufErrors"] - udp0["RcvbufErrors"]
     run.unaccounted = stats.sent - run.handled - (run.socket_drops or 0)
-    run.drops = totals.reasons()
     run.drops_pps = {k: round(v / secs) for k, v in run.drops.items()}
-    run.bans = totals.bans
     run.to_backend = vos.marked
-    run.cpu_s = round(cpu1 - cpu0, 3)
-    run.cpu_pct = round(100 * (cpu1 - cpu0) / secs, 1)
+    run.cpu_s = round(reading.cpu_s, 3)
+    run.cpu_pct = round(100 * reading.cpu_s / secs, 1)
     if run.handled > 0:
-        run.cpu_us_per_packet = round((cpu1 - cpu0) / run.handled * 1e6, 2)
+        run.cpu_us_per_packet = round(reading.cpu_s / run.handled * 1e6, 2)
     if stats.errors:
         run.errors.append(f"generator send errors: {stats.errno}")
     if run.sbc_exit not in (0, None):
-        run.errors.append(f"sbc exited {run.sbc_exit} on SIGTERM (see {workdir})")
+        run.errors.append(f"{target.name} exited {run.sbc_exit} on SIGTERM (see {workdir})")
     if run.to_backend:
         run.errors.append(f"{run.to_backend} flood packets reached the VOS3000 side")
     return run
+
+
+@dataclass
+class FloodReading:
+    """What the kernel and /proc say about a server over one flood."""
+
+    stats: FloodStats
+    cpu_s: float
+    socket_drops: int | None
+    rcvbuf_errors: int
+
+
+def flood_reading(server: Server, layout: Layout, send: Callable[[], FloodStats]) -> FloodReading:
+    """Run `send` (a bounded flood) and read around it: the server's CPU time
+    from just before until it is idle again, its public socket's kernel drops
+    and the machine's UDP RcvbufErrors."""
+    udp0 = udp_counters()
+    sock0 = udp_socket_drops(layout.public_port, layout.public_host) or 0
+    cpu0 = server.cpu_seconds()
+    stats = send()
+    cpu1 = wait_cpu_settled(server)
+    sock1 = udp_socket_drops(layout.public_port, layout.public_host)
+    udp1 = udp_counters()
+    return FloodReading(
+        stats,
+        cpu1 - cpu0,
+        None if sock1 is None else sock1 - sock0,
+        udp1["RcvbufErrors"] - udp0["RcvbufErrors"],
+    )
 
 
 NUMERIC = [
@@ -342,7 +337,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--sources: 1 .. 4000000")
     for assignment in args.set:
         try:
-            _set({}, assignment)
+            set_key({}, assignment)
         except (TypeError, ValueError) as e:
             p.error(str(e))
     return args

@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from loadtest.harness import LOOPBACK, HarnessError, SbcProcess
 
@@ -28,9 +28,14 @@ def udp_socket_drops(port: int, host: str = LOOPBACK) -> int | None:
     return None
 
 
-def wait_cpu_settled(sbc: SbcProcess, quiet: float = 0.2, timeout: float = 5.0) -> float:
-    """sbc's CPU seconds once it stops rising (it has worked off what was
-    queued in its socket), or after `timeout`."""
+class _HasCpu(Protocol):
+    def cpu_seconds(self) -> float: ...
+
+
+def wait_cpu_settled(sbc: _HasCpu, quiet: float = 0.2, timeout: float = 5.0) -> float:
+    """The server's CPU seconds (sbc, or anything with `cpu_seconds`) once
+    they stop rising (it has worked off what was queued in its socket), or
+    after `timeout`."""
     deadline = time.monotonic() + timeout
     last = sbc.cpu_seconds()
     while time.monotonic() < deadline:

@@ -1,0 +1,526 @@
+#!/usr/bin/env python3
+"""sbc side by side with Kamailio: the same scenarios against both, runs
+alternating (sbc, Kamailio, sbc, Kamailio, ...), medians and sbc/Kamailio ratios.
+
+    python3 loadtest/compare.py \\
+        --scenarios calls,options-flood,register-flood,invite-flood,many-sources,calls-under-fire \\
+        --repeat 3 --seconds 5 --json out.json --charts loadtest/results/charts/
+
+Kamailio runs loadtest/reference/kamailio.cfg (same trusted gateway, scanner
+drops, pike, bans, stateful forwarding, dialog-profile concurrency limit).
+Both servers get the same loopback layout: public 127.0.0.10, private
+127.0.0.11, VOS3000 stand-in 127.0.0.20, gateway 127.0.0.1; floods come from
+127.0.0.66 or from 127.1.0.0 upwards.
+
+Scenarios:
+  calls             SIPp calls at --cps from the gateway (bench_calls.one_run)
+  options-flood     scanner OPTIONS from one source   (bench_flood.one_run)
+  register-flood    REGISTER brute force from one source
+  invite-flood      INVITE from an unknown source
+  many-sources      scanner OPTIONS from --sources addresses
+  calls-under-fire  calls at --fire-cps while a flood from --fire-sources
+                    addresses ramps through --fire-steps pps, --step-seconds
+                    each; reports the largest flood rate at which calls still
+                    succeed >= 99.9 %
+
+The flood scenarios run at each of --flood-rates (packets per second; 0 =
+as fast as the generator can).  CPU is utime + stime from /proc, over every
+process of the server (Kamailio's workers included).  Memory is sbc's peak
+RSS (VmHWM) and, for Kamailio, the largest sum of Pss over its processes
+(its shared memory counted once).  Handled packets are the server's own
+count for sbc and offered minus kernel socket drops for Kamailio.
+
+A measurement, not a test.  Traffic stays on 127.0.0.0/8, every load is
+bounded in packets and seconds, and every process is ended by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from loadtest import bench_calls
+from loadtest.flood import bench_flood
+from loadtest.flood.generator import Flood, FloodError, build, payload
+from loadtest.flood.measure import udp_socket_drops
+from loadtest.harness import REPO, HarnessError, format_table, sipp_binary
+from loadtest.kamailio import kamailio_binary
+from loadtest.targets import KamailioTarget, Layout, SbcTarget, Server, stop_server
+
+FLOOD_SCENARIOS = {
+    "options-flood": "options",
+    "register-flood": "register",
+    "invite-flood": "invite",
+    "many-sources": "many-sources",
+}
+SCENARIOS = ("calls", *FLOOD_SCENARIOS, "calls-under-fire")
+GATEWAY = "127.0.0.1"
+PUBLIC, PRIVATE, BACKEND = "127.0.0.10", "127.0.0.11", "127.0.0.20"
+FIRE_BASE = "127.1.0.0"
+#: Calls must succeed at least this often for a flood step to count as survived.
+SURVIVED = 99.9
+
+
+def layout() -> Layout:
+    return Layout.pick(PUBLIC, PRIVATE, BACKEND, GATEWAY)
+
+
+# --------------------------------------------------------------------------
+# Calls under fire
+
+
+@dataclass
+class Step:
+    flood_pps: int
+    offered_pps: float = 0.0
+    attempted: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    success_pct: float = 0.0
+    socket_drops: int | None = None
+    cpu_pct: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FireRun:
+    target: str
+    repeat: int
+    steps: list[Step] = field(default_factory=list)
+    max_flood_pps_ok: int = 0
+    peak_rss_mib: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+def fire_step(
+    server: Server, lay: Layout, pps: int, args: argparse.Namespace, workdir: Path
+) -> Step:
+    """Calls at --fire-cps for --step-seconds while the flood runs at `pps`."""
+    step = Step(pps)
+    calls = max(1, int(args.fire_cps * args.step_seconds))
+    uas, uac = bench_calls.call_pair(
+        args.fire_cps, calls, args.fire_call_ms, workdir, lay, fine_latency=False
+    )
+    kind = args.fire_payload
+    flood = Flood(
+        payload(kind, lay.public, FIRE_BASE),
+        lay.public,
+        workdir,
+        count=int(pps * args.step_seconds),
+        seconds=args.step_seconds,
+        rate=pps,
+        src=FIRE_BASE,
+        sources=args.fire_sources,
+    )
+    sock0 = udp_socket_drops(lay.public_port, lay.public_host) or 0
+    cpu0 = server.cpu_seconds()
+    started = time.monotonic()
+    try:
+        uas.start().wait_bound()
+        flood.start()
+        uac.start()
+        stats = flood.wait()
+        uac_res = uac.wait()
+        uas_res = uas.wait()
+    finally:
+        flood.stop()
+        uac.stop()
+        uas.stop()
+    secs = time.monotonic() - started
+    sock1 = udp_socket_drops(lay.public_port, lay.public_host)
+    step.cpu_pct = round(100 * (server.cpu_seconds() - cpu0) / secs, 1)
+    step.offered_pps = round(stats.pps)
+    step.socket_drops = None if sock1 is None else sock1 - sock0
+    step.attempted = uac_res.stat("OutgoingCall")
+    step.succeeded, step.failed = uac_res.successful, uac_res.failed
+    step.success_pct = round(100 * step.succeeded / max(step.attempted, calls), 2)
+    if uas_res.returncode not in (0, 1) or uac_res.returncode not in (0, 1):
+        step.errors.append(f"SIPp exit codes {uac_res.returncode}/{uas_res.returncode}")
+    return step
+
+
+def survived(steps: list[Step]) -> int:
+    """The largest flood rate of the ramp at which calls (there and at every
+    lower step) still succeeded >= 99.9 %; 0 when the first step failed."""
+    best = 0
+    for step in steps:
+        if step.success_pct < SURVIVED:
+            break
+        best = step.flood_pps
+    return best
+
+
+def fire_run(
+    target: SbcTarget | KamailioTarget, repeat: int, args: argparse.Namespace, root: Path
+) -> FireRun:
+    """One server for the whole ramp; a fresh SIPp pair and flood per step."""
+    run = FireRun(target.name, repeat)
+    workdir = root / f"calls-under-fire-{target.name}-run{repeat}"
+    workdir.mkdir(parents=True)
+    lay = layout()
+    server = target.start(workdir, lay)
+    try:
+        for pps in args.fire_step_list:
+            step = fire_step(server, lay, pps, args, workdir / f"step-{pps}")
+            run.steps.append(step)
+        run.max_flood_pps_ok = survived(run.steps)
+        run.peak_rss_mib = round(server.peak_rss_kib() / 1024, 1)
+    finally:
+        code = stop_server(server, run.errors)
+        if code not in (0, None):
+            run.errors.append(f"{target.name} exited {code}")
+    return run
+
+
+# --------------------------------------------------------------------------
+# Medians and ratios
+
+CALL_FIGURES = [
+    ("achieved_cps", "calls/s achieved", "{:.0f}"),
+    ("succeeded", "calls ok", "{:.0f}"),
+    ("failed", "calls failed", "{:.0f}"),
+    ("trying_p50_ms", "INVITE->100 p50 ms", "{:.2f}"),
+    ("answer_p50_ms", "INVITE->200 p50 ms", "{:.2f}"),
+    ("answer_p99_ms", "INVITE->200 p99 ms", "{:.2f}"),
+    ("cpu_us_per_call", "cpu us/call", "{:.0f}"),
+    ("peak_rss_mib", "mem MiB", "{:.1f}"),
+]
+FLOOD_FIGURES = [
+    ("offered_pps", "offered pps", "{:.0f}"),
+    ("handled_pps", "handled pps", "{:.0f}"),
+    ("socket_drops", "socket drops", "{:.0f}"),
+    ("cpu_pct", "cpu %", "{:.1f}"),
+    ("cpu_us_per_packet", "cpu us/pkt", "{:.2f}"),
+    ("peak_rss_mib", "mem MiB", "{:.1f}"),
+    ("to_backend", "flood pkts to VOS", "{:.0f}"),
+]
+FIRE_FIGURES = [
+    ("max_flood_pps_ok", "max flood pps, calls >=99.9% ok", "{:.0f}"),
+    ("peak_rss_mib", "mem MiB", "{:.1f}"),
+]
+
+
+def medians(runs: list[dict[str, Any]], keys: list[str]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key in keys:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        out[key] = statistics.median(values) if values else None
+    return out
+
+
+def fire_step_medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per flood step, the median over the repeats."""
+    out = []
+    for i, pps in enumerate(s["flood_pps"] for s in runs[0]["steps"]):
+        steps = [r["steps"][i] for r in runs if len(r["steps"]) > i]
+        med = medians(steps, ["offered_pps", "success_pct", "cpu_pct", "socket_drops"])
+        out.append({"flood_pps": pps, **med})
+    return out
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return round(a / b, 3)
+
+
+# --------------------------------------------------------------------------
+# Running
+
+
+def run_case(
+    scenario: str,
+    rate: float,
+    targets: list[SbcTarget | KamailioTarget],
+    args: argparse.Namespace,
+    root: Path,
+) -> dict[str, Any]:
+    """`--repeat` runs of one scenario at one rate, alternating the targets."""
+    runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+    unit = "cps" if scenario == "calls" else "pps"
+    at = "flat out" if scenario in FLOOD_SCENARIOS and not rate else f"{rate:g} {unit}"
+    label = scenario if scenario == "calls-under-fire" else f"{scenario} @ {at}"
+    caseroot = root / (scenario if scenario == "calls-under-fire" else f"{scenario}-{rate:g}")
+    for repeat in range(1, args.repeat + 1):
+        for target in targets:
+            if scenario == "calls":
+                ns = bench_calls.parse_args(
+                    ["--rates", f"{int(rate)}", "--duration", f"{args.seconds:g}"]
+                )
+                ns.call_ms = args.call_ms
+                run: Any = bench_calls.one_run(int(rate), repeat, ns, caseroot, target, layout())
+                note = f"{run.succeeded}/{run.attempted} ok, {run.cpu_us_per_call} us/call"
+            elif scenario == "calls-under-fire":
+                run = fire_run(target, repeat, args, caseroot)
+                note = f"max flood {run.max_flood_pps_ok} pps; " + ", ".join(
+                    f"{s.flood_pps}:{s.success_pct}%" for s in run.steps
+                )
+            else:
+                ns = bench_flood.parse_args(
+                    [
+                        "--scenario",
+                        FLOOD_SCENARIOS[scenario],
+                        "--seconds",
+                        f"{args.seconds:g}",
+                        "--rate",
+                        f"{rate:g}",
+                        "--sources",
+                        str(args.sources),
+                    ]
+                )
+                run = bench_flood.one_run(
+                    FLOOD_SCENARIOS[scenario], repeat, ns, caseroot, target, layout()
+                )
+                note = (
+                    f"offered {run.offered_pps} pps, handled {run.handled_pps} pps, "
+                    f"{run.cpu_us_per_packet} us/pkt, cpu {run.cpu_pct}%"
+                )
+            errors = "  ! " + "; ".join(run.errors) if run.errors else ""
+            print(f"  {label} {target.name} run {repeat}: {note}{errors}", flush=True)
+            runs[target.name].append(asdict(run))
+            time.sleep(0.2)
+    figures = (
+        CALL_FIGURES
+        if scenario == "calls"
+        else FIRE_FIGURES
+        if scenario == "calls-under-fire"
+        else FLOOD_FIGURES
+    )
+    keys = [k for k, _, _ in figures]
+    case: dict[str, Any] = {"scenario": scenario, "label": label, "rate": rate}
+    for name, rs in runs.items():
+        case[name] = {"median": medians(rs, keys), "runs": rs}
+        if scenario == "calls-under-fire":
+            case[name]["steps"] = fire_step_medians(rs)
+    if "sbc" in runs and "kamailio" in runs:
+        case["ratio"] = {
+            k: ratio(case["sbc"]["median"][k], case["kamailio"]["median"][k]) for k in keys
+        }
+    return case
+
+
+def table(cases: list[dict[str, Any]]) -> str:
+    rows = []
+    for case in cases:
+        figures = (
+            CALL_FIGURES
+            if case["scenario"] == "calls"
+            else FIRE_FIGURES
+            if case["scenario"] == "calls-under-fire"
+            else FLOOD_FIGURES
+        )
+        for key, title, fmt in figures:
+            sbc = case.get("sbc", {}).get("median", {}).get(key)
+            kam = case.get("kamailio", {}).get("median", {}).get(key)
+            rows.append(
+                {
+                    "case": case["label"],
+                    "figure": title,
+                    "sbc": None if sbc is None else fmt.format(sbc),
+                    "kamailio": None if kam is None else fmt.format(kam),
+                    "ratio": case.get("ratio", {}).get(key),
+                }
+            )
+    columns = [
+        ("scenario", "case", "{}"),
+        ("figure", "figure", "{}"),
+        ("sbc", "sbc", "{}"),
+        ("kamailio", "kamailio", "{}"),
+        ("sbc/kamailio", "ratio", "{:.2f}"),
+    ]
+    return format_table(rows, columns)
+
+
+def fire_table(cases: list[dict[str, Any]]) -> str:
+    rows = []
+    for case in cases:
+        if case["scenario"] != "calls-under-fire":
+            continue
+        steps = {name: case[name]["steps"] for name in ("sbc", "kamailio") if name in case}
+        for i, pps in enumerate(s["flood_pps"] for s in next(iter(steps.values()))):
+            row: dict[str, Any] = {"flood_pps": pps}
+            for name, st in steps.items():
+                row[f"{name}_ok"] = st[i]["success_pct"]
+                row[f"{name}_cpu"] = st[i]["cpu_pct"]
+            rows.append(row)
+    columns = [
+        ("flood pps", "flood_pps", "{:.0f}"),
+        ("sbc calls ok %", "sbc_ok", "{:.2f}"),
+        ("sbc cpu %", "sbc_cpu", "{:.0f}"),
+        ("kamailio calls ok %", "kamailio_ok", "{:.2f}"),
+        ("kamailio cpu %", "kamailio_cpu", "{:.0f}"),
+    ]
+    return format_table(rows, columns) if rows else ""
+
+
+def _ints(text: str, what: str, p: argparse.ArgumentParser) -> list[int]:
+    try:
+        return [int(float(x)) for x in text.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"{what}: not a list of numbers: {text!r}")
+        raise
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated (default all)")
+    p.add_argument("--targets", default="sbc,kamailio", help="sbc, kamailio or both (default)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per target and case (default 3)")
+    p.add_argument("--seconds", type=float, default=5.0, help="load per run (default 5)")
+    p.add_argument("--cps", default="100", help="calls: call rates, comma-separated (default 100)")
+    p.add_argument("--call-ms", type=int, default=1000, help="calls: call duration (default 1000)")
+    p.add_argument(
+        "--flood-rates",
+        default="20000,50000",
+        help="flood scenarios: offered pps, comma-separated; 0 = flat out (default 20000,50000)",
+    )
+    p.add_argument("--sources", type=int, default=100000, help="many-sources: addresses")
+    p.add_argument("--fire-cps", type=float, default=50.0, help="calls-under-fire: call rate")
+    p.add_argument("--fire-call-ms", type=int, default=500, help="calls-under-fire: call length")
+    p.add_argument(
+        "--fire-steps",
+        default="10000,25000,50000,100000,200000",
+        help="calls-under-fire: flood pps per step (default 10000,...,200000)",
+    )
+    p.add_argument(
+        "--step-seconds", type=float, help="calls-under-fire: per step (default --seconds)"
+    )
+    p.add_argument(
+        "--fire-payload",
+        default="invite",
+        choices=("options", "register", "invite"),
+        help="calls-under-fire: what the flood sends (default invite)",
+    )
+    p.add_argument("--fire-sources", type=int, default=1000, help="calls-under-fire: addresses")
+    p.add_argument("--kamailio-children", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--json", type=Path, help="write every run, medians and ratios here")
+    p.add_argument("--charts", type=Path, help="write PNG charts into this directory")
+    p.add_argument(
+        "--workdir", type=Path, help="run files (default loadtest/results/compare-<time>)"
+    )
+    args = p.parse_args(argv)
+    args.scenario_list = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    bad = [s for s in args.scenario_list if s not in SCENARIOS]
+    if bad or not args.scenario_list:
+        p.error(f"--scenarios: {', '.join(bad) or 'none'}; choose from {', '.join(SCENARIOS)}")
+    args.target_list = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if not args.target_list or set(args.target_list) - {"sbc", "kamailio"}:
+        p.error("--targets: sbc, kamailio or both")
+    args.cps_list = _ints(args.cps, "--cps", p)
+    args.flood_rate_list = _ints(args.flood_rates, "--flood-rates", p)
+    args.fire_step_list = _ints(args.fire_steps, "--fire-steps", p)
+    args.step_seconds = args.step_seconds or args.seconds
+    if not 0 < args.seconds <= 60 or not 0 < args.step_seconds <= 60 or args.repeat < 1:
+        p.error("--seconds and --step-seconds: 0 < s <= 60; --repeat >= 1")
+    if max([*args.flood_rate_list, *args.fire_step_list]) > bench_flood.FLAT_OUT_CAP_PPS:
+        p.error(f"flood rates above {bench_flood.FLAT_OUT_CAP_PPS} pps")
+    if min([*args.cps_list, 1]) < 1 or max(args.cps_list) * args.seconds > 100_000:
+        p.error("--cps: 1 .. 100000/seconds")
+    if not 1 <= args.sources <= 4_000_000 or not 1 <= args.fire_sources <= 4_000_000:
+        p.error("--sources, --fire-sources: 1 .. 4000000")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if sipp_binary() is None:
+        print("compare: sipp not found (apt-get install sip-tester)", file=sys.stderr)
+        return 2
+    if "kamailio" in args.target_list and kamailio_binary() is None:
+        print("compare: kamailio not found (apt-get install kamailio)", file=sys.stderr)
+        return 2
+    try:
+        binary = build()
+    except FloodError as e:
+        print(f"compare: {e}", file=sys.stderr)
+        return 2
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    root = args.workdir or REPO / "loadtest" / "results" / f"compare-{stamp}"
+    root.mkdir(parents=True, exist_ok=True)
+    targets: list[SbcTarget | KamailioTarget] = []
+    for name in args.target_list:
+        targets.append(SbcTarget() if name == "sbc" else KamailioTarget(args.kamailio_children))
+    print(
+        f"compare: {', '.join(args.scenario_list)}; {' vs '.join(args.target_list)}, "
+        f"{args.repeat} repeat(s) of {args.seconds:g}s; files in {root}",
+        flush=True,
+    )
+    cases: list[dict[str, Any]] = []
+    for scenario in args.scenario_list:
+        rates: list[float] = (
+            [float(r) for r in args.cps_list]
+            if scenario == "calls"
+            else [float(r) for r in args.flood_rate_list]
+            if scenario in FLOOD_SCENARIOS
+            else [0.0]
+        )
+        for rate in rates:
+            try:
+                cases.append(run_case(scenario, rate, targets, args, root))
+            except (HarnessError, OSError, subprocess.SubprocessError, ValueError) as e:
+                print(f"compare: {scenario} failed to run: {e}", file=sys.stderr)
+                return 1
+
+    print()
+    print(
+        f"median of {args.repeat} run(s) per target; runs alternated; ratio = sbc / kamailio "
+        "(below 1: sbc lower; for cpu and memory lower is better)"
+    )
+    print(table(cases))
+    fire = fire_table(cases)
+    if fire:
+        print()
+        print(
+            f"calls under fire ({args.fire_cps:g} cps, {args.fire_payload} flood from "
+            f"{args.fire_sources} sources, {args.step_seconds:g}s per step), medians:"
+        )
+        print(fire)
+    doc = {
+        "meta": {
+            "started": stamp,
+            "argv": sys.argv[1:] if argv is None else argv,
+            "scenarios": args.scenario_list,
+            "targets": args.target_list,
+            "repeat": args.repeat,
+            "seconds": args.seconds,
+            "cps": args.cps_list,
+            "flood_rates": args.flood_rate_list,
+            "fire_steps": args.fire_step_list,
+            "fire_cps": args.fire_cps,
+            "kamailio_children": args.kamailio_children,
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "generator": str(binary),
+            "workdir": str(root),
+        },
+        "cases": cases,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    if args.charts:
+        from loadtest.charts import write_charts
+
+        for path in write_charts(doc, args.charts):
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
