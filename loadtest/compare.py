@@ -189,10 +189,13 @@ def fire_run(
 
 CALL_FIGURES = [
     ("achieved_cps", "calls/s achieved", "{:.0f}"),
+    ("attempted", "calls attempted", "{:.0f}"),
     ("succeeded", "calls ok", "{:.0f}"),
     ("failed", "calls failed", "{:.0f}"),
     ("trying_p50_ms", "INVITE->100 p50 ms", "{:.2f}"),
+    ("trying_p99_ms", "INVITE->100 p99 ms", "{:.2f}"),
     ("answer_p50_ms", "INVITE->200 p50 ms", "{:.2f}"),
+    ("answer_p90_ms", "INVITE->200 p90 ms", "{:.2f}"),
     ("answer_p99_ms", "INVITE->200 p99 ms", "{:.2f}"),
     ("cpu_us_per_call", "cpu us/call", "{:.0f}"),
     ("peak_rss_mib", "mem MiB", "{:.1f}"),
@@ -201,6 +204,7 @@ FLOOD_FIGURES = [
     ("offered_pps", "offered pps", "{:.0f}"),
     ("handled_pps", "handled pps", "{:.0f}"),
     ("socket_drops", "socket drops", "{:.0f}"),
+    ("kernel_rcvbuf_errors", "kernel RcvbufErrors", "{:.0f}"),
     ("cpu_pct", "cpu %", "{:.1f}"),
     ("cpu_us_per_packet", "cpu us/pkt", "{:.2f}"),
     ("peak_rss_mib", "mem MiB", "{:.1f}"),
@@ -343,6 +347,23 @@ def table(cases: list[dict[str, Any]]) -> str:
     return format_table(rows, columns)
 
 
+def reasons_lines(cases: list[dict[str, Any]]) -> list[str]:
+    """Dropped packets per second by reason, per server (medians over runs);
+    Kamailio keeps no per-reason counters, so only sbc has them."""
+    lines = []
+    for case in cases:
+        for name in ("sbc", "kamailio"):
+            runs = case.get(name, {}).get("runs", [])
+            per = [r.get("drops_pps") or {} for r in runs]
+            keys = sorted({k for p in per for k in p})
+            if not keys:
+                continue
+            med = {k: sorted(p.get(k, 0) for p in per)[len(per) // 2] for k in keys}
+            shown = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(med.items(), key=lambda kv: -kv[1]))
+            lines.append(f"{case['label']}: {name} dropped pps by reason: {shown}")
+    return lines
+
+
 def fire_table(cases: list[dict[str, Any]]) -> str:
     rows = []
     for case in cases:
@@ -482,6 +503,10 @@ def main(argv: list[str] | None = None) -> int:
         "(below 1: sbc lower; for cpu and memory lower is better)"
     )
     print(table(cases))
+    reasons = reasons_lines(cases)
+    if reasons:
+        print()
+        print("\n".join(reasons))
     fire = fire_table(cases)
     if fire:
         print()
