@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 from ..sip import Message, SipParseError, build, header_param, header_value, parse_uri, parse_via, serialize
 from .dialogs import Dialog, DialogState
-from .routing import stamp_via
 from .transactions import InviteTx, TxState
 from .public import BYE_BRANCH, PING_BRANCH, _contact_uri
 from .verdict import PRIVATE, PUBLIC_TCP, PUBLIC_UDP, Drop, Forward, Reply, Send, Source, Verdict
@@ -27,10 +26,7 @@ class BackendSide:
             return Drop("not_backend")
         if msg.method is None:
             return self._backend_response(msg, src, now)
-        vi, top, rest = self._top_via(msg)
-        via = parse_via(top)
-        stamped = stamp_via(top, src.host, src.port)
-        via_line = b"Via: " + (b", ".join([stamped, *rest]) if rest else stamped)
+        vi, via, via_line = self._received_via(msg, src)
         scan = self._scan(msg, vi, via_line)
         if scan.mf_zero:
             return self._reply_stateless(483, scan, src)

@@ -38,7 +38,7 @@ from .limits import CallPolicy
 from .bans import BanTable
 from .public import BYE_BRANCH, PING_BRANCH, TAG_PREFIX, PublicSide
 from .ratelimit import TokenBucket
-from .routing import OwnAddresses, derive_branch
+from .routing import OwnAddresses, derive_branch, stamp_via
 from .scan import Scan, scan_request
 from .settings import ProxySettings
 from .timers import TimerHeap
@@ -212,6 +212,13 @@ class Engine(PublicSide, BackendSide):
     @property
     def own_public(self) -> tuple[str, int]:
         return (self.s.public_host, self.s.public_port)
+
+    def _received_via(self, msg: Message, src: Source) -> tuple[int, Via, bytes]:
+        """A request's top Via: where it is, parsed, and its line with received
+        and rport set to the packet's source (RFC 3261 §18.2.1, RFC 3581)."""
+        vi, top, rest = self._top_via(msg)
+        stamped = stamp_via(top, src.host, src.port)
+        return vi, parse_via(top), b"Via: " + (b", ".join([stamped, *rest]) if rest else stamped)
 
     def _scan(self, msg: Message, vi: int, via_line: bytes) -> Scan:
         return scan_request(msg, vi, via_line, self.own)

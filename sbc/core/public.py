@@ -30,7 +30,6 @@ from ..sip import (
 )
 from .auth import Account, AuthStatus
 from .dialogs import Dialog, DialogState
-from .routing import stamp_via
 from .transactions import InviteTx, TxState
 from .verdict import PRIVATE, Drop, Forward, Reply, Send, Source, Verdict
 
@@ -69,10 +68,7 @@ class PublicSide:
     def _from_public(self: Engine, msg: Message, src: Source, now: float) -> Verdict:
         if msg.method is None:
             return self._public_response(msg, src, now)
-        vi, top, rest = self._top_via(msg)
-        via = parse_via(top)
-        stamped = stamp_via(top, src.host, src.port)
-        via_line = b"Via: " + (b", ".join([stamped, *rest]) if rest else stamped)
+        vi, via, via_line = self._received_via(msg, src)
         method = msg.method
         key = self._key(msg, via)
 
