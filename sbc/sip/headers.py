@@ -192,38 +192,33 @@ def parse_uri(uri: bytes) -> SipUri:
     return SipUri(scheme.decode("ascii"), user, host.lower(), port, params)
 
 
-def name_addr_uri(value: bytes) -> bytes:
-    """The URI inside a name-addr or addr-spec value (From, To, Route, Contact)."""
+def _split_name_addr(value: bytes) -> tuple[bytes, bytes]:
+    """(the URI, what follows it) of a name-addr or addr-spec value. In
+    addr-spec form the URI ends at the first ';' (RFC 3261 §20.10)."""
     i = _skip_display_name(value)
     lt = value.find(b"<", i)
     if lt >= 0:
         gt = value.find(b">", lt)
         if gt < 0:
             raise SipParseError("bad_name_addr")
-        return value[lt + 1 : gt].strip()
+        return value[lt + 1 : gt].strip(), value[gt + 1 :]
     semi = value.find(b";", i)
-    return (value[i:] if semi < 0 else value[i:semi]).strip()
+    if semi < 0:
+        return value[i:].strip(), b""
+    return value[i:semi].strip(), value[semi:]
+
+
+def name_addr_uri(value: bytes) -> bytes:
+    """The URI inside a name-addr or addr-spec value (From, To, Route, Contact)."""
+    return _split_name_addr(value)[0]
 
 
 def header_param(value: bytes, name: bytes) -> bytes | None:
     """A header parameter (not a URI parameter) of a name-addr value, e.g. the
     `tag` of From/To (RFC 3261 §20.10: in addr-spec form, parameters after the
     URI belong to the header)."""
-    i = _skip_display_name(value)
-    lt = value.find(b"<", i)
-    if lt >= 0:
-        gt = value.find(b">", lt)
-        if gt < 0:
-            raise SipParseError("bad_name_addr")
-        tail = value[gt + 1 :]
-    else:
-        semi = value.find(b";", i)
-        if semi < 0:
-            return None
-        tail = value[semi:]
-    if not tail:
-        return None
-    return parse_params(tail).get(name)
+    tail = _split_name_addr(value)[1]
+    return parse_params(tail).get(name) if tail else None
 
 
 def _skip_display_name(value: bytes) -> int:
