@@ -16,6 +16,7 @@ from .config import Config
 from .core.auth import Account, DigestAuth, account_from_ha1, account_from_password
 from .core.bans import BanTable
 from .core.screen import Screen
+from .core.dialogs import DialogTable
 from .core.engine import Engine
 from .core.limits import CallPolicy, GatewayPolicy, PrefixSet
 from .core.gateways import GatewayTable, gateway_infos
@@ -92,14 +93,18 @@ def make_auth(cfg: Config, secret: bytes) -> DigestAuth:
                       nonce_ttl=cfg.auth.nonce_ttl_s, algorithms=[a.value for a in cfg.auth.algorithms])
 
 
-def make_screen(cfg: Config, bans: BanTable, table: GatewayTable) -> Screen:
+def make_screen(cfg: Config, bans: BanTable, table: GatewayTable, dialogs: DialogTable) -> Screen:
+    """The screen; with no digest accounts and unknown sources dropped, a
+    request from an address that is no gateway and has no dialog is dropped
+    here, before it is parsed."""
     sc = cfg.screen
+    closed = not accounts(cfg) and cfg.auth.unknown_source == "drop"
     return Screen(bans, table, signatures=sc.scanner_signatures,
                   apply_to_gateways=sc.signatures_apply_to_gateways,
                   rate_per_ip=(sc.rate_per_ip.rate, sc.rate_per_ip.burst),
                   rate_per_net=(sc.rate_per_net.rate, sc.rate_per_net.burst),
                   rate_per_gateway=(sc.rate_per_gateway.rate, sc.rate_per_gateway.burst),
-                  max_sources=sc.max_sources)
+                  max_sources=sc.max_sources, closed=closed, has_peer=dialogs.has_peer)
 
 
 def gateway_table(cfg: Config) -> GatewayTable:
@@ -136,7 +141,7 @@ def reconfigure(parts: Components, cfg: Config) -> Screen:
     engine.policy = call_policy(cfg)
     engine.reply_budget.rate = engine.s.reply_budget_rate
     engine.reply_budget.burst = engine.s.reply_budget_burst
-    parts.screen = make_screen(cfg, bans, table)
+    parts.screen = make_screen(cfg, bans, table, engine.dialogs)
     return parts.screen
 
 
@@ -155,7 +160,7 @@ def build_components(cfg: Config, loop: asyncio.AbstractEventLoop) -> Components
     bans = ban_table(cfg, table)
     engine = Engine(settings, gateways=table, gateway_info={i.name: i for i in infos},
                     auth=auth, registrar=registrar, bans=bans, policy=call_policy(cfg))
-    screen = make_screen(cfg, bans, table)
+    screen = make_screen(cfg, bans, table, engine.dialogs)
     kernel = kernel_set(cfg)
     keeper = BanKeeper(bans, store, loop.time, kernel=kernel)
     if kernel is not None:

@@ -62,3 +62,32 @@ async def test_reload_swaps_gateways_and_limits_keeps_calls(tmp_path: Path) -> N
         assert any(s[0] >= PRIVATE for s in first.sends)
     finally:
         await server.stop()
+
+
+async def test_reload_opens_and_closes_the_unknown_source_screen(tmp_path: Path) -> None:
+    ports = (free_port(), free_port(), free_port())
+    path = tmp_path / "sbc.yaml"
+    path.write_text(config_text(tmp_path, ports))
+    server = Server(load_config(path), config_path=str(path))
+    await server.start()
+    try:
+        # IP gateways only, unknown sources dropped: refused before the parse.
+        assert server.screen.check(invite(1), "127.0.0.9", 5061, 0.0) == "unknown_source"
+        assert server.engine.receive(invite(2), Source(PUBLIC_UDP, "127.0.0.2", 5061),
+                                     0.0).kind == "forward"
+
+        # Digest accounts can admit anyone: the engine must see the request.
+        digest = ("  - {name: phones, digest: [{username: '1001', password: 's3cret-pw'}]}\n")
+        path.write_text(config_text(tmp_path, ports, digest))
+        ok, why = await server.reload()
+        assert ok, why
+        assert server.screen.check(invite(3), "127.0.0.9", 5061, 1.0) is None
+
+        # Closed again, with acme gone: its call in progress still gets through.
+        path.write_text(config_text(tmp_path, ports).replace("127.0.0.2", "127.0.0.3"))
+        ok, why = await server.reload()
+        assert ok, why
+        assert server.screen.check(invite(4), "127.0.0.9", 5061, 2.0) == "unknown_source"
+        assert server.screen.check(invite(2), "127.0.0.2", 5061, 2.0) is None
+    finally:
+        await server.stop()

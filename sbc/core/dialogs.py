@@ -59,11 +59,12 @@ class Dialog:
 
 
 class DialogTable:
-    __slots__ = ("_by_id", "_active")
+    __slots__ = ("_by_id", "_active", "_peers")
 
     def __init__(self) -> None:
         self._by_id: dict[bytes, Dialog] = {}
         self._active: dict[str, dict[bytes, Dialog]] = {}  # gateway -> its calls in progress
+        self._peers: dict[str, int] = {}  # peer address -> dialogs with it, ended ones included
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -80,6 +81,8 @@ class DialogTable:
     def add(self, dlg: Dialog) -> None:
         self.remove(dlg.call_id)
         self._by_id[dlg.call_id] = dlg
+        host = dlg.peer[0]
+        self._peers[host] = self._peers.get(host, 0) + 1
         if dlg.active:
             self._active.setdefault(dlg.gateway, {})[dlg.call_id] = dlg
 
@@ -95,7 +98,18 @@ class DialogTable:
             calls = self._active.get(dlg.gateway)
             if calls is not None and calls.get(call_id) is dlg:
                 del calls[call_id]
+            host = dlg.peer[0]
+            left = self._peers.get(host, 0) - 1
+            if left > 0:
+                self._peers[host] = left
+            else:
+                self._peers.pop(host, None)
         return dlg
+
+    def has_peer(self, host: str) -> bool:
+        """Whether any dialog in the table (ended ones still lingering
+        included) has its public-side party at `host`."""
+        return host in self._peers
 
     def active(self, gateway: str) -> int:
         calls = self._active.get(gateway)

@@ -137,3 +137,22 @@ def test_ban_table_capped_and_explains_itself() -> None:
     info = bans.bans["10.0.1.43"].explain(299.0)
     assert info["reason"] == "scanner" and info["offenses"] == {"scanner": 1} and info["ban_level"] == 1
     assert bans.unban("10.0.1.43") is not None and events[-1] == "unban"
+
+
+def test_closed_screen_drops_unknown_sources_before_the_parse() -> None:
+    peers = {"127.0.0.77"}
+    screen, _ = make(closed=True, has_peer=peers.__contains__)
+    for method in ("INVITE", "REGISTER", "BYE"):
+        assert screen.check(msg(method), "127.0.0.66", 5060, 0.0) == "unknown_source"
+    assert screen.check(b"SIP/2.0 200 OK\r\n\r\n", "127.0.0.66", 5060, 0.0) == "unknown_source"
+    # A gateway, and an address that still has a dialog, are parsed as before.
+    assert screen.check(msg(), "127.0.0.1", 5060, 0.0) is None
+    assert screen.check(msg("BYE"), "127.0.0.77", 5060, 0.0) is None
+    # Scanners and untrusted OPTIONS keep their own, more telling reasons.
+    assert screen.check(msg(ua="friendly-scanner"), "127.0.0.67", 5060, 0.0) == "scanner"
+    assert screen.check(msg("OPTIONS"), "127.0.0.68", 5060, 0.0) == "untrusted_options"
+
+
+def test_open_screen_leaves_unknown_sources_to_the_engine() -> None:
+    screen, _ = make()  # digest accounts exist, or unknown sources get a 403
+    assert screen.check(msg(), "127.0.0.66", 5060, 0.0) is None
