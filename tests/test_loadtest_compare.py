@@ -83,6 +83,10 @@ def test_one_tiny_run_of_each_side(tmp_path: Path) -> None:
         fire = cases["calls-under-fire"][target]
         assert [s["flood_pps"] for s in fire["steps"]] == [1000]
         assert fire["median"]["max_flood_pps_ok"] == 1000
+        step = fire["steps"][0]
+        # Answered in time (a few ms on loopback), CPU counted while the flood ran.
+        assert step["success_pct"] == 100.0 and 0 < step["answer_p99_ms"] < 1000
+        assert step["cpu_us_per_packet"] is not None and step["cpu_us_per_packet"] > 0
     assert sorted(p.name for p in charts.iterdir()) == [
         "calls-under-fire.png",
         "cpu-per-packet.png",
