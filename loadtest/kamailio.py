@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -79,9 +80,12 @@ class KamailioProcess:
         if binary is None:
             raise HarnessError("kamailio is not installed (apt-get install kamailio)")
         self.workdir = workdir
-        self.values = values
         self.rundir = workdir / "kamailio-run"
         self.pidfile = workdir / "kamailio.pid"
+        # A unix socket path must stay under 108 bytes: not in the (deep) workdir.
+        self.ctl = Path(tempfile.gettempdir()) / f"sbc-kamailio-{os.getpid()}-{id(self):x}.ctl"
+        values = {**values, "CTL_SOCKET": f"unix:{self.ctl}"}
+        self.values = values
         self.command = [
             binary,
             "-DD",
@@ -105,6 +109,8 @@ class KamailioProcess:
         self._workers: list[int] = []
         self._peak_kib = 0
         self.returncode: int | None = None
+        # The script's drop counters by reason, read just before stopping.
+        self.drops: dict[str, int] = {}
 
     @property
     def pid(self) -> int:
@@ -155,6 +161,8 @@ class KamailioProcess:
         process of the tree still alive.  Returns the main process's exit code."""
         if self.proc is None:
             raise HarnessError("kamailio was never started")
+        if self.proc.poll() is None:
+            self.drops = self.drop_counts()
         tree = set(self._workers) | set(self.pids() if self.proc.poll() is None else [])
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -174,9 +182,23 @@ class KamailioProcess:
             except ProcessLookupError:
                 pass
         self.returncode = self.proc.returncode
+        self.ctl.unlink(missing_ok=True)
         if left:
             raise HarnessError(f"kamailio workers {left} outlived the main process; killed")
         return self.returncode
+
+    def drop_counts(self) -> dict[str, int]:
+        """The config's `drop_<reason>` statistics (over kamcmd and the ctl
+        socket), by reason; empty when they cannot be read."""
+        kamcmd = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
+        try:
+            out = subprocess.run(
+                [kamcmd, "-s", f"unix:{self.ctl}", "stats.get_statistics", "all"],
+                capture_output=True, text=True, timeout=5, stdin=subprocess.DEVNULL, check=False,
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return {}
+        return parse_drop_stats(out)
 
     def output_tail(self, lines: int = 40) -> str:
         try:
@@ -184,6 +206,18 @@ class KamailioProcess:
         except FileNotFoundError:
             text = []
         return "--- kamailio stderr (last lines) ---\n" + "\n".join(text)
+
+
+def parse_drop_stats(text: str) -> dict[str, int]:
+    """`script:drop_scanner = 12` lines (kamcmd's listing) -> {"scanner": 12},
+    zero counts left out as sbc leaves them out."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, value = line.strip().strip('"').partition("=")
+        name = name.strip().rpartition(":")[2]
+        if name.startswith("drop_") and value.strip().isdigit() and int(value) > 0:
+            out[name[len("drop_"):]] = int(value)
+    return out
 
 
 def _alive(pid: int) -> bool:

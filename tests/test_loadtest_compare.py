@@ -12,7 +12,7 @@ import pytest
 
 from loadtest import compare
 from loadtest.harness import sipp_binary
-from loadtest.kamailio import check_config, kamailio_binary
+from loadtest.kamailio import check_config, kamailio_binary, parse_drop_stats
 from loadtest.targets import KamailioTarget, Layout
 
 needs_kamailio = pytest.mark.skipif(kamailio_binary() is None, reason="kamailio not installed")
@@ -80,6 +80,11 @@ def test_one_tiny_run_of_each_side(tmp_path: Path) -> None:
         assert flood["offered_pps"] > 0 and flood["handled_pps"] > 0
         assert flood["cpu_us_per_packet"] is not None
         assert flood["to_backend"] == 0
+        # Each side counts its drops by reason: every flood packet is in one.
+        run = cases["options-flood"][target]["runs"][0]
+        reasons = {k.rpartition(":")[2] for k in run["drops"]}
+        assert reasons and reasons <= {"scanner", "banned"}, run["drops"]
+        assert sum(run["drops"].values()) >= 0.99 * run["handled"], run
         fire = cases["calls-under-fire"][target]
         assert [s["flood_pps"] for s in fire["steps"]] == [1000]
         assert fire["median"]["max_flood_pps_ok"] == 1000
@@ -91,3 +96,9 @@ def test_one_tiny_run_of_each_side(tmp_path: Path) -> None:
         "calls-under-fire.png",
         "cpu-per-packet.png",
     ]
+
+
+def test_kamailio_drop_statistics_parsed_by_reason() -> None:
+    text = ("script:drop_banned = 2000\nscript:drop_scanner = 5\n"
+            "script:drop_malformed = 0\ncore:rcv_requests = 9\n")
+    assert parse_drop_stats(text) == {"banned": 2000, "scanner": 5}

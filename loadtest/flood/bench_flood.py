@@ -184,8 +184,10 @@ def one_run(
         run.drops = totals.reasons()
         run.bans = totals.bans
     else:
-        # No counters of its own: what the kernel did not drop was taken off the socket.
+        # No handled counter: what the kernel did not drop was taken off the
+        # socket.  Kamailio's reference config counts its drops by reason.
         run.handled = stats.sent - (run.socket_drops or 0)
+        run.drops = dict(getattr(server, "drops", {}))
     run.handled_pps = round(run.handled / secs)
     run.handled_pct = round(100 * run.handled / max(stats.sent, 1), 1)
     run.unaccounted = stats.sent - run.handled - (run.socket_drops or 0)
