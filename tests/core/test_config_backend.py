@@ -51,8 +51,8 @@ BAD = [
     ("backend:\n  standby: [{host: 10.0.0.1}, {host: 10.0.0.1}]\n",
      "x.yaml:2: backend.standby[1]: 10.0.0.1:5070 is already listed (standby[0])"),
     ("backend:\n  standby: [{host: 127.0.0.1, port: 5060}]\n",
-     "x.yaml:2: backend.standby[0]: 127.0.0.1:5060 is the sbc's own address 127.0.0.1:5060 "
-     "(public)"),
+     ("x.yaml:2: backend.standby[0]: 127.0.0.1:5060 is the sbc's own address 127.0.0.1:5060 "
+      "(public)")),
     ("backend:\n  standby: [{host: 0.0.0.0}]\n",
      "x.yaml:2: backend.standby[0].host: 0.0.0.0 is not an address a request can be sent to"),
     ("backend:\n  standby: [{host: '::1'}]\n",
@@ -69,8 +69,8 @@ BAD = [
      "x.yaml:2: backend.failover_timeout_s: must be below sip.invite_timeout_s (32)"),
     ("backend:\n  down_after: 0\n",
      "x.yaml:2: backend.down_after: Input should be greater than or equal to 1"),
-    ("backend:\n  standby: [{host: 10.0.0.9, port: 5081}]\n"
-     "gateways: [{name: a, ip: [10.1.0.0/16], egress: {host: 10.0.0.9, port: 5081}}]\n",
+    (("backend:\n  standby: [{host: 10.0.0.9, port: 5081}]\n"
+      "gateways: [{name: a, ip: [10.1.0.0/16], egress: {host: 10.0.0.9, port: 5081}}]\n"),
      "x.yaml:3: gateways[0].egress: 10.0.0.9:5081 is already used by backend.standby[0]"),
 ]
 
