@@ -68,7 +68,7 @@ def _row(d: Dialog, mono: float, wall: float) -> DialogRow:
     return DialogRow(d.call_id, d.gateway, int(d.peer_channel), d.peer[0], d.peer[1], d.egress,
                      d.inbound, d.from_value, d.to_value, d.peer_contact, d.backend_contact,
                      d.cseq_peer, d.cseq_backend, w(d.created), w(d.confirmed_at), w(d.expire_at),
-                     w(d.bye_at))
+                     w(d.bye_at), d.backend[0], d.backend[1])
 
 
 def _dialog(r: DialogRow, mono: float, wall: float) -> Dialog:
@@ -76,7 +76,8 @@ def _dialog(r: DialogRow, mono: float, wall: float) -> Dialog:
         return mono + (t - wall) if t else 0.0
 
     d = Dialog(r.call_id, (r.peer_host, r.peer_port), r.peer_channel, m(r.created_wall),
-               m(r.expire_wall), gateway=r.gateway, egress=r.egress, inbound=r.inbound)
+               m(r.expire_wall), gateway=r.gateway, egress=r.egress, inbound=r.inbound,
+               backend=(r.backend_host, r.backend_port))
     d.state = DialogState.CONFIRMED
     d.confirmed_at = m(r.confirmed_wall)
     d.from_value, d.to_value = r.from_value, r.to_value

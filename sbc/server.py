@@ -12,7 +12,7 @@ from typing import Any
 from .config import Config, ConfigError, load_config, summary
 from .core.engine import Engine
 from .core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_UDP, Addr, Send
-from .admin import PacketTimer, PingTracker, ban_counts, ban_rows, dialog_rows, start_admin
+from .admin import PacketTimer, ban_counts, ban_rows, dialog_rows, start_admin
 from .admin.timing import HistogramSnapshot
 from .logsetup import configure_logging, flush_logs, get_logger
 from .wiring import Components, build_components, reconfigure, restart_needed
@@ -52,8 +52,6 @@ class Server:
         self._stopped = asyncio.Event()
         self.persist_interval = float(cfg.calls.persist_interval_s)
         self.timer = PacketTimer()  # engine time per message, for the admin's histogram
-        self.pings = PingTracker(cfg.admin.ping_interval_s, cfg.admin.ping_timeout_s)
-        self.engine.on_ping = self.pings.answered
         self._admin: Any = None
         self._pinger: asyncio.TimerHandle | None = None
         self._persister: asyncio.TimerHandle | None = None
@@ -96,7 +94,8 @@ class Server:
             except OSError:
                 self._close_sockets()
                 raise
-            self._ping()
+        if cfg.admin.enabled or len(self.engine.health) > 1:
+            self._ping()  # for /readyz, and to choose among several VOS3000s
 
     def request_stop(self) -> None:
         self._stopped.set()
@@ -214,12 +213,10 @@ class Server:
             self._arm(at)
 
     def _ping(self) -> None:
-        """OPTIONS to VOS3000 every admin.ping_interval_s, for /readyz."""
-        now = self.loop.time()
-        if self.pings.due(now):
-            self.send(*self.engine.ping(now))
-            self.pings.sent(now)
-        self._pinger = self.loop.call_later(self.pings.interval, self._ping)
+        """OPTIONS to each VOS3000 address every admin.ping_interval_s; the
+        engine times each one out on its own deadline."""
+        self._pinger = self.loop.call_later(self.engine.health.interval, self._ping)
+        self.send_all(self.engine.pings(self.loop.time()))
 
     def _persist(self) -> None:
         """Write the batch of dialog changes (one transaction)."""
@@ -292,7 +289,7 @@ class Server:
         return self.parts.bans.lift(host)
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        return self.pings.state(self.loop.time())
+        return self.engine.health.state(self.loop.time())
 
     def processing_time(self) -> HistogramSnapshot | None:
         return self.timer.snapshot()
@@ -321,6 +318,7 @@ class Server:
             "dialogs": len(e.dialogs),
             "gateways": self.gateway_figures(),
             "tcp_connections": len(self.tcp_conns),
+            "failovers": dict(e.failovers),
         }
 
 

@@ -1,4 +1,5 @@
-"""What must survive a restart, in one SQLite file: registrations for now.
+"""What must survive a restart, in one SQLite file: registrations, bans, and
+the confirmed calls (with the VOS3000 address each lives on).
 
 The engine keeps time on the monotonic clock, which means nothing after a
 restart, so a binding is written with its wall-clock expiry and read back
@@ -102,6 +103,12 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
                bye_wall REAL NOT NULL
            )""",
     ),
+    (
+        # The VOS3000 address each call lives on (several may be configured);
+        # empty in rows from before: those calls are on the primary.
+        "ALTER TABLE dialogs ADD COLUMN backend_host TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE dialogs ADD COLUMN backend_port INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -124,6 +131,8 @@ class DialogRow(NamedTuple):
     confirmed_wall: float
     expire_wall: float
     bye_wall: float  # 0: no duration limit
+    backend_host: str = ""  # the VOS3000 the call lives on; "": the primary
+    backend_port: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +273,7 @@ class Store:
                                            [(c,) for c in deletes])
                 if upserts:
                     self._conn.executemany(
-                        "INSERT OR REPLACE INTO dialogs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        "INSERT OR REPLACE INTO dialogs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         [tuple(r) for r in upserts])
         except sqlite3.Error as e:
             raise StoreError(f"{self._name}: cannot save dialogs: {e}") from None
@@ -274,7 +283,7 @@ class Store:
             cur = self._conn.execute("SELECT * FROM dialogs WHERE expire_wall > ?", (wall_now,))
             return [DialogRow(bytes(r[0]), r[1], r[2], r[3], r[4], r[5], bool(r[6]), bytes(r[7]),
                               bytes(r[8]), bytes(r[9]), bytes(r[10]), r[11], r[12], r[13], r[14],
-                              r[15], r[16]) for r in cur]
+                              r[15], r[16], r[17], r[18]) for r in cur]
         except sqlite3.Error as e:
             raise StoreError(f"{self._name}: cannot load dialogs: {e}") from None
 

@@ -441,6 +441,22 @@ async def test_metrics_without_histogram_and_not_ready(make: Make, backend: Fake
     assert "sbc_backend_ready 0.0" in text
 
 
+async def test_metrics_per_vos3000_address(make: Make, backend: FakeBackend) -> None:
+    backend.ready_state = (True, {"targets": [
+        {"address": "10.0.0.1:5060", "state": "down", "priority": 0},
+        {"address": "10.0.0.2:5060", "state": "up", "priority": 1},
+        {"state": "up"}, "junk"], "down": ["10.0.0.1:5060"]})
+    client = await make(backend)
+    text = await (await client.get("/metrics", headers=AUTH)).text()
+    up = {tuple(sorted(s.labels.items())): s.value
+          for f in text_string_to_metric_families(text) if f.name == "sbc_backend_target_up"
+          for s in f.samples}
+    assert up == {(("priority", "0"), ("state", "down"), ("target", "10.0.0.1:5060")): 0,
+                  (("priority", "1"), ("state", "up"), ("target", "10.0.0.2:5060")): 1}
+    resp = await client.get("/readyz")
+    assert resp.status == 200 and (await resp.json())["down"] == ["10.0.0.1:5060"]
+
+
 async def test_metrics_count_refused_admin_requests(make: Make, backend: FakeBackend) -> None:
     client = await make(backend)
     await client.get("/api/stats")

@@ -57,3 +57,30 @@ def test_restart_in_the_middle_of_calls(tmp_path: Path) -> None:
     keeper2.flush()
     assert keeper2.store.load_dialogs(0.0) == []
     keeper2.store.close()
+
+
+def test_a_call_on_the_standby_stays_there_across_a_restart(tmp_path: Path) -> None:
+    """The dialog's VOS3000 is kept in the file: after a restart the caller's BYE
+    goes to the standby the call was set up on, not to the primary."""
+    standby = ("127.0.0.3", 5070)
+    settings = ProxySettings(standby=(standby,))
+    db = tmp_path / "state.sqlite"
+    eng = Engine(settings, secret=b"k" * 16, gateways=GatewayTable([("acme", ["127.0.0.2"], [])]))
+    keeper = DialogKeeper(eng, Store(db), lambda: 100.0)
+    out = [s[2] for s in eng.receive(invite(1), CALLER, 100.0).sends if s[0] >= PRIVATE][0]
+    unavailable = answer(out, "127.0.0.1", 5070)[0].replace(b"100 Trying", b"503 Service Unavailable")
+    retry = [s for s in eng.receive(unavailable, BACKEND, 100.0).sends if s[1] == standby]
+    *_, ok = answer(retry[0][2], *standby)
+    ok_out = eng.receive(ok, BACKEND._replace(host=standby[0]), 100.1).sends[0][2]
+    keeper.flush()
+    keeper.store.close()
+
+    eng2 = Engine(settings, secret=b"k" * 16, gateways=GatewayTable([("acme", ["127.0.0.2"], [])]))
+    keeper2 = DialogKeeper(eng2, Store(db), lambda: 5.0)
+    assert keeper2.restore() == 1
+    to = (parse_message(ok_out).get("to") or b"").decode()
+    bye = (f"BYE sip:vos@127.0.0.3:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5061;branch=z9hG4bK-b\r\n"
+           f"From: <sip:a@127.0.0.2>;tag=f1\r\nTo: {to}\r\nCall-ID: call-1\r\nCSeq: 2 BYE\r\n"
+           f"Content-Length: 0\r\n\r\n").encode()
+    assert [s[1] for s in eng2.receive(bye, CALLER, 5.0).sends] == [standby]
+    keeper2.store.close()

@@ -10,6 +10,7 @@ import pytest
 from sbc.core.registrar import Binding, Registrar
 from sbc.core.verdict import PUBLIC_TCP, PUBLIC_UDP
 from sbc.sip import parse_message
+from sbc import store as store_module
 from sbc.store import SCHEMA_VERSION, BindingRow, Store, StoreError, from_rows, to_rows
 
 WALL = 1_700_000_000.0
@@ -145,3 +146,25 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(StoreError, match="newer"):
         Store(path)
+
+
+def test_dialogs_from_before_the_backend_columns_migrate(tmp_path: Path) -> None:
+    """A file at schema 3 (no VOS3000 address per call) gains the columns; its
+    rows read back with an empty address (the engine puts them on the primary)."""
+    path = tmp_path / "sbc.db"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("DROP TABLE dialogs")
+        conn.execute(store_module._MIGRATIONS[2][0])
+        conn.execute("INSERT INTO dialogs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                     (b"c@x", "acme", 0, "192.0.2.1", 5060, 2, 0, b"f", b"t", b"pc", b"bc", 1, 0,
+                      WALL, WALL, WALL + 3600, 0.0))
+        conn.execute("UPDATE schema_version SET version = 3")
+    conn.close()
+    with Store(path) as s:
+        assert s.schema_version == SCHEMA_VERSION == 4
+        (row,) = s.load_dialogs(WALL)
+        assert row.call_id == b"c@x" and (row.backend_host, row.backend_port) == ("", 0)
+        s.apply_dialogs([row._replace(backend_host="10.0.0.2", backend_port=5070)], [])
+        assert s.load_dialogs(WALL)[0][-2:] == ("10.0.0.2", 5070)

@@ -8,7 +8,8 @@ bearer token and a source-address allowlist (DESIGN.md, "admin").
 - `metrics`: the Prometheus collector, read at scrape time;
 - `stats`: counters per rule, like `iptables -L -v`;
 - `openapi`: the OpenAPI description served at /openapi.json;
-- `readiness`: `PingTracker`, whether VOS3000 answers OPTIONS pings in time;
+- `readiness`: `PingTracker`, whether one address answers OPTIONS pings in time
+  (the running sbc judges each VOS3000 address with `core.health.HealthTable`);
 - `timing`: `PacketTimer`, per-packet processing time as histogram counts.
 """
 

@@ -33,7 +33,8 @@ class AdminBackend(Protocol):
     def stats(self) -> dict[str, Any]:
         """Counters: "verdicts", "drops", "screen_drops", "parse_errors",
         "transport" (each name -> count), "bans", "transactions", "dialogs",
-        "tcp_connections" (gauges), "udp_public_received"; other keys are
+        "tcp_connections" (gauges), "udp_public_received", "failovers"
+        (reason -> calls sent on to the next VOS3000); other keys are
         passed through to /api/stats."""
         ...
 
@@ -68,8 +69,10 @@ class AdminBackend(Protocol):
         ...
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        """Whether VOS3000 answers the OPTIONS pings, with details
-        ("reason" when not ready); see `PingTracker.state`."""
+        """Whether at least one VOS3000 address answers the OPTIONS pings,
+        with details: "targets" (a row per address: "address", "state"
+        up/down/unknown, "priority", ...), "down" (the addresses that are
+        down), and "reason" when not ready; see `HealthTable.state`."""
         ...
 
     def processing_time(self) -> HistogramSnapshot | None:

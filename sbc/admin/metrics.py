@@ -41,10 +41,11 @@ class SbcCollector:
         yield from _traffic(stats)
         yield from _gateways(b.gateway_figures(), b.cfg)
         yield from _bans(b.ban_counts())
-        ready, _ = b.ready()
+        ready, details = b.ready()
         yield GaugeMetricFamily("sbc_backend_ready",
-                                "1 while VOS3000 answers the OPTIONS pings in time, else 0",
+                                "1 while a VOS3000 address answers the OPTIONS pings, else 0",
                                 value=1 if ready else 0)
+        yield from _targets(details)
         hist = b.processing_time()
         if hist is not None:
             yield HistogramMetricFamily(
@@ -84,6 +85,12 @@ def _traffic(stats: Mapping[str, Any]) -> Iterable[Metric]:
     for reason, n in sorted(_counts(stats, "parse_errors").items()):
         parse.add_metric([reason], n)
     yield parse
+    failovers = CounterMetricFamily("sbc_backend_failovers",
+                                    "Calls sent on to the next VOS3000 address, by why",
+                                    labels=["reason"])
+    for reason, n in sorted(_counts(stats, "failovers").items()):
+        failovers.add_metric([reason], n)
+    yield failovers
     transport = CounterMetricFamily("sbc_transport_events", "Transport events (TCP, UDP errors)",
                                     labels=["event"])
     for event, n in sorted(_counts(stats, "transport").items()):
@@ -97,6 +104,20 @@ def _traffic(stats: Mapping[str, Any]) -> Iterable[Metric]:
                            ("tcp_connections", "sbc_tcp_connections", "Open public TCP connections")):
         if isinstance(stats.get(key), int):
             yield GaugeMetricFamily(name, doc, value=stats[key])
+
+
+def _targets(details: Mapping[str, Any]) -> Iterable[Metric]:
+    """Per VOS3000 address, from the readiness details: up (1) or not (0)."""
+    up = GaugeMetricFamily("sbc_backend_target_up",
+                           "1 while this VOS3000 address is up (answers pings), else 0",
+                           labels=["target", "priority", "state"])
+    rows = details.get("targets") if isinstance(details, Mapping) else None
+    for row in rows if isinstance(rows, list) else ():
+        if isinstance(row, Mapping) and isinstance(row.get("address"), str):
+            state = str(row.get("state", "unknown"))
+            up.add_metric([row["address"], str(row.get("priority", "")), state],
+                          1 if state == "up" else 0)
+    yield up
 
 
 def _gateways(figures: Mapping[str, Mapping[str, int]], cfg: Config) -> Iterable[Metric]:

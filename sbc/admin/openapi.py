@@ -42,7 +42,14 @@ _SCHEMAS: dict[str, Any] = {
     "Ready": {"type": "object", "required": ["ready"],
               "properties": {"ready": {"type": "boolean"},
                              "reason": {"type": "string",
-                                        "description": "Why not ready (absent when ready)"}},
+                                        "description": "Why not ready (absent when ready)"},
+                             "targets": {"type": "array", "description": "Each VOS3000 address",
+                                         "items": {"type": "object", "properties": {
+                                             "address": {"type": "string"},
+                                             "state": {"enum": ["unknown", "up", "down"]},
+                                             "priority": {"type": "integer"}}}},
+                             "down": {"type": "array", "items": {"type": "string"},
+                                      "description": "The VOS3000 addresses that are down"}},
               "additionalProperties": True},
     "Rule": {"type": "object", "required": ["rule", "target", "packets"],
              "properties": {"rule": {"type": "string"}, "target": {"type": "string"},
@@ -145,7 +152,7 @@ def spec(version: str = "0.1.0") -> dict[str, Any]:
                 open_=True, operationId="dashboard")},
             "/healthz": {"get": _op("The process is alive", {"200": _json("Alive", _ref("Health"))},
                                     open_=True, operationId="healthz")},
-            "/readyz": {"get": _op("VOS3000 answers the OPTIONS pings in time", {
+            "/readyz": {"get": _op("A VOS3000 address answers the OPTIONS pings", {
                 "200": _json("Ready", _ref("Ready")),
                 "503": _json("Not ready, with the reason", _ref("Ready"))},
                 open_=True, operationId="readyz")},

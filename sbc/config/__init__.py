@@ -38,6 +38,7 @@ from ..config_gateways import (
 from ._load import ConfigError, ConfigIssue, load_config, parse_config
 from ._schema import (
     BackendConfig,
+    BackendTarget,
     Config,
     LimitsConfig,
     LogFormat,
@@ -53,6 +54,7 @@ from ._schema import (
 __all__ = [
     "AuthConfig",
     "BackendConfig",
+    "BackendTarget",
     "BansConfig",
     "CallsConfig",
     "Config",

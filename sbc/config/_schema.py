@@ -33,6 +33,7 @@ from ..config_gateways import (
     kind,
     lower,
     problem,
+    repeated,
 )
 
 # --------------------------------------------------------------------------
@@ -176,8 +177,8 @@ class PrivateConfig(_Listener):
     port: Port = 5080
 
 
-class BackendConfig(_Endpoint):
-    """The VOS3000 softswitch that every accepted request is relayed to."""
+class BackendTarget(_Endpoint):
+    """One VOS3000 address."""
 
     host: IPAddress = "127.0.0.1"
     port: Port = 5070
@@ -188,6 +189,63 @@ class BackendConfig(_Endpoint):
         if _is_unspecified(value):
             raise problem(f"{value} is not an address a request can be sent to")
         return value
+
+
+# Final statuses that may send a call to the next VOS3000: server-side trouble
+# and timeouts. Never an authentication challenge (the caller must answer
+# it), a 487 (the caller cancelled) or a 6xx (a global answer, §16.7 step 5).
+_FAILOVER_STATUSES = frozenset((408, *range(500, 600)))
+
+
+def _status(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise problem(f"should be a SIP status code (a number), not {kind(value)}")
+    if value not in _FAILOVER_STATUSES:
+        raise problem(f"{value} cannot trigger failover; only 408 and 500-599 can")
+    return value
+
+
+class BackendConfig(BackendTarget):
+    """The VOS3000 softswitch every accepted request is relayed to: the
+    primary address, then standbys in priority order."""
+
+    standby: tuple[BackendTarget, ...] = ()
+    failover_timeout_s: Seconds = 2.0
+    failover_on: tuple[Annotated[int, BeforeValidator(_status)], ...] = (500, 503)
+    down_after: Count = 3
+    up_after: Count = 2
+
+    @field_validator("failover_on")
+    @classmethod
+    def _no_repeated_status(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        repeated(value, "failover_on")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_targets(self) -> Self:
+        seen = {self.address: "backend"}
+        v6 = ":" in self.host
+        for i, target in enumerate(self.standby):
+            if target.address in seen:
+                raise problem(f"{target.hostport} is already listed ({seen[target.address]})",
+                              at=("standby", i))
+            seen[target.address] = f"standby[{i}]"
+            if (":" in target.host) != v6:
+                raise problem(
+                    f"{target.host} and {self.host} are of different IP versions; the "
+                    "private sockets could not reach both", at=("standby", i, "host"))
+        return self
+
+    @property
+    def targets(self) -> tuple[tuple[str, int], ...]:
+        """Every VOS3000 address, primary first."""
+        return (self.address, *(t.address for t in self.standby))
+
+    @property
+    def labelled(self) -> list[tuple[tuple[str | int, ...], str, int]]:
+        """(location in the section, host, port) of every target."""
+        return [((), self.host, self.port),
+                *((("standby", i), t.host, t.port) for i, t in enumerate(self.standby))]
 
 
 class SipConfig(Section):
@@ -311,16 +369,29 @@ class Config(Section):
             own.append((("public", "advertise_host"), public.advertise_host, public.port))
         if private.advertise_host is not None:
             own.append((("private", "advertise_host"), private.advertise_host, private.port))
-        for field, host, port in own:
-            if backend.port != port:
-                continue
-            if backend.host == host or (_is_unspecified(host) and _is_loopback(backend.host)):
-                raise problem(
-                    f"{backend.hostport} is the sbc's own address {hostport(host, port)} "
-                    f"({'.'.join(field)}); requests to VOS3000 would loop back into the sbc",
-                    at=("backend",),
-                    also=field,
-                )
+        for at, target_host, target_port in backend.labelled:
+            for field, host, port in own:
+                if target_port != port:
+                    continue
+                if target_host == host or (_is_unspecified(host) and _is_loopback(target_host)):
+                    raise problem(
+                        f"{hostport(target_host, target_port)} is the sbc's own address "
+                        f"{hostport(host, port)} ({'.'.join(field)}); requests to VOS3000 "
+                        "would loop back into the sbc",
+                        at=("backend", *at),
+                        also=field,
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _failover_before_timer_b(self) -> Self:
+        if self.backend.failover_timeout_s >= self.sip.invite_timeout_s:
+            raise problem(
+                f"must be below sip.invite_timeout_s ({self.sip.invite_timeout_s:.15g}): "
+                "the next VOS3000 is tried before the call times out",
+                at=("backend", "failover_timeout_s"),
+                also=("sip", "invite_timeout_s"),
+            )
         return self
 
     @model_validator(mode="after")
@@ -348,7 +419,8 @@ def check_gateways(
     for label, side in (("public", public), ("private", private)):
         if side.advertise_host is not None:
             own.append((f"{label}.advertise_host", side.advertise_host, side.port))
-    own.append(("backend", backend.host, backend.port))
+    for at, host, port in backend.labelled:
+        own.append(("backend" + (f".standby[{at[1]}]" if at else ""), host, port))
     names: dict[str, int] = {}
     networks: dict[str, tuple[int, str]] = {}
     pairs: dict[tuple[str, int], tuple[int, str]] = {}
@@ -428,7 +500,7 @@ def summary(cfg: Config) -> dict[str, str]:
         "public": cfg.public.hostport,
         "transports": ",".join(t.value for t in cfg.public.transports),
         "private": cfg.private.hostport,
-        "backend": cfg.backend.hostport,
+        "backend": ",".join(hostport(*t) for t in cfg.backend.targets),
         "gateways": str(len(cfg.gateways)),
     }
     if cfg.public.advertise_host is not None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 class BackendSide:
     def _from_backend(self: Engine, msg: Message, src: Source, now: float) -> Verdict:
-        if src.host != self.backend[0]:
+        if src.host not in self.health.hosts:
             return Drop("not_backend")
         if msg.method is None:
             return self._backend_response(msg, src, now)
@@ -65,8 +65,10 @@ class BackendSide:
             return self._reply_stateless(503, scan, src, extra=(b"Retry-After: 5",))
         binding = bindings[0]
         channel, host, port = binding.source
+        target = self.health.by_host(src.host)  # the VOS3000 the call comes from lives on
         dlg = Dialog(msg.call_id, (host, port), channel, now, now + self.s.dialog_setup_timeout,
-                     gateway=binding.gateway, egress=src.channel, inbound=True)
+                     gateway=binding.gateway, egress=src.channel, inbound=True,
+                     backend=target.addr if target is not None else (src.host, src.port))
         dlg.from_value = header_value(scan.from_line)
         dlg.backend_contact = _contact_uri(msg)
         dlg.cseq_backend = msg.cseq
@@ -87,7 +89,7 @@ class BackendSide:
             return Drop("bye_answer")  # the answer to a BYE of our own
         if branch.startswith(PING_BRANCH):
             if msg.status >= 200:
-                self.on_ping(now, msg.status)
+                self._ping_answer(branch, msg.status, now)
             return Drop("ping_answer")
         tx = self.txs.get(branch) if msg.cseq_method in ("INVITE", "CANCEL") else None
         if tx is not None and msg.cseq_method == "CANCEL":
@@ -95,6 +97,8 @@ class BackendSide:
         if nxt is None:
             return Drop("no_next_via")  # RFC 3261 §16.7 step 3: nowhere to send it
         if tx is not None:
+            if branch != tx.branch:  # an attempt sbc has moved on from
+                return self._late_response(tx, branch, msg, now)
             return self._invite_response(tx, msg, lines, now)
         via = parse_via(nxt)
         channel = PUBLIC_TCP if via.transport == "TCP" else PUBLIC_UDP
@@ -109,6 +113,8 @@ class BackendSide:
                          now: float) -> Verdict:
         status = msg.status
         sends: list[Send] = []
+        if tx.state is TxState.CALLING and tx.target >= 0 and status not in self.s.failover_on:
+            self._health_ok(tx.target, now)  # the attempt's first response: its target is alive
         if status < 200:
             first = tx.state is TxState.CALLING
             tx.step("provisional")
@@ -120,7 +126,7 @@ class BackendSide:
                 if tx.cancel_pending:
                     tx.cancel_pending = False
                     tx.cancelled = True
-                    sends.append((tx.egress, self.backend, self._cancel_request(tx)))
+                    sends.append((tx.egress, tx.dest, self._cancel_request(tx)))
             if status == 100 or tx.final:
                 return Forward(sends) if sends else Drop("hop_by_hop_100")
             out = serialize(msg.start, lines, msg.body, msg.has_content_length)
@@ -142,7 +148,11 @@ class BackendSide:
         to_line = next((raw for name, raw in msg.headers if name == "to"), tx.to_line)
         ack = build.request(b"ACK", tx.uri, tx.our_via, tx.routes, tx.from_line, to_line,
                             tx.call_id_line, tx.cseq)
-        sends.append((tx.egress, self.backend, ack))
+        sends.append((tx.egress, tx.dest, ack))
+        if status in self.s.failover_on and self._can_fail_over(tx) and not tx.final:
+            # RFC 3261 §16.7 step 6: try the next target; the caller sees nothing yet.
+            sends.extend(self._fail_over(tx, now, f"status_{status}", done=True))
+            return Forward(sends)
         if not tx.step("final"):
             return Reply(sends)  # a retransmitted final answer: re-ACK only
         if status == 401 or status == 403:

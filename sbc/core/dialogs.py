@@ -26,15 +26,17 @@ class DialogState(Enum):
 class Dialog:
     """`peer` is the public-side party (the caller of an outbound call, the
     registered callee of an inbound one); `egress` the private channel of the
-    gateway the call belongs to. The header values and contacts are what sbc
+    gateway the call belongs to; `backend` the VOS3000 address it lives on
+    (in-dialog requests from the peer go there). The header values and contacts are what sbc
     needs to end the call itself (duration limit)."""
 
     __slots__ = ("call_id", "peer", "peer_channel", "state", "created", "confirmed_at", "expire_at",
                  "gateway", "egress", "inbound", "from_value", "to_value", "peer_contact",
-                 "backend_contact", "cseq_peer", "cseq_backend", "bye_at")
+                 "backend_contact", "cseq_peer", "cseq_backend", "bye_at", "backend")
 
     def __init__(self, call_id: bytes, peer: Addr, channel: int, now: float, expire_at: float,
-                 gateway: str = "", egress: int = 2, inbound: bool = False) -> None:
+                 gateway: str = "", egress: int = 2, inbound: bool = False,
+                 backend: Addr = ("", 0)) -> None:
         self.call_id = call_id
         self.peer = peer
         self.peer_channel = channel
@@ -52,6 +54,7 @@ class Dialog:
         self.cseq_peer = 0  # highest CSeq seen in requests from each side
         self.cseq_backend = 0
         self.bye_at = 0.0  # the duration limit's deadline, 0: none
+        self.backend = backend  # the VOS3000 address the call lives on
 
     @property
     def active(self) -> bool:

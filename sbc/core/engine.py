@@ -10,6 +10,9 @@ Directions (DESIGN.md):
 - backend → public: responses follow the Via stack; requests (BYE, re-INVITE,
   ...) go only to the peer of a dialog we record-routed. sbc is never an open
   relay.
+- several VOS3000 addresses (failover.py, health.py): a new call goes to the
+  first one that is up and moves on when it refuses (503) or stays silent;
+  a dialog remembers its VOS3000, and its in-dialog requests go there.
 
 Time is passed in; deadlines live in one heap (`next_deadline`, `on_timer`).
 """
@@ -34,9 +37,11 @@ from ..sip import (
 )
 from .backend import BackendSide
 from .dialogs import Dialog, DialogState, DialogTable
+from .failover import FailoverSide
+from .health import HealthTable
 from .limits import CallPolicy
 from .bans import BanTable
-from .public import BYE_BRANCH, PING_BRANCH, TAG_PREFIX, PublicSide
+from .public import BYE_BRANCH, TAG_PREFIX, PublicSide
 from .ratelimit import TokenBucket
 from .routing import OwnAddresses, derive_branch, stamp_via
 from .scan import Scan, scan_request
@@ -69,7 +74,7 @@ def _no_dialogs(event: str, dlg: Dialog) -> None:
     return None
 
 
-class Engine(PublicSide, BackendSide):
+class Engine(PublicSide, BackendSide, FailoverSide):
     """The whole proxy core. Collaborators are injected so tests can build
     exactly the engine they need: with `gateways=None` every public source is
     admitted (no identification), which only in-memory tests use."""
@@ -96,7 +101,10 @@ class Engine(PublicSide, BackendSide):
         self.registrar = registrar
         self.bans = bans if bans is not None else BanTable()
         self.reply_budget = TokenBucket(s.reply_budget_rate, s.reply_budget_burst)
-        self.backend: Addr = s.backend
+        self.backend: Addr = s.backend  # the primary VOS3000
+        self.health = HealthTable(s.targets, down_after=s.down_after, up_after=s.up_after,
+                                  interval=s.ping_interval, timeout=s.ping_timeout)
+        self.failovers: Counter[str] = Counter()  # calls sent on to the next VOS3000, by why
         self.egresses: list[tuple[str, int]] = [(s.private_host, s.private_port), *s.egresses]
         self.own = OwnAddresses([(s.public_host, s.public_port), *self.egresses])
         self.txs: dict[bytes, InviteTx] = {}
@@ -106,7 +114,6 @@ class Engine(PublicSide, BackendSide):
         self.drops: Counter[str] = Counter()
         self.parse_errors: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()
-        self.on_ping: Callable[[float, int], None] = lambda now, status: None  # an answer to a ping
         self._ping_seq = 0
 
         pub = s.public_hostport().encode()
@@ -172,7 +179,7 @@ class Engine(PublicSide, BackendSide):
             if kind == "A":
                 tx: InviteTx = obj
                 if tx.a_at == deadline and tx.state is TxState.CALLING:
-                    sends.append((tx.egress, self.backend, tx.out))
+                    sends.append((tx.egress, tx.dest, tx.out))
                     tx.a_interval *= 2  # RFC 3261 §17.1.1.2: INVITE doubles without cap
                     tx.a_at = now + tx.a_interval
                     self.timers.push(tx.a_at, "A", tx)
@@ -188,10 +195,18 @@ class Engine(PublicSide, BackendSide):
                     if now + tx.g_interval < tx.h_at:
                         tx.g_at = now + tx.g_interval
                         self.timers.push(tx.g_at, "G", tx)
+            elif kind == "F":
+                tx = obj
+                if tx.fo_at == deadline and tx.state is TxState.CALLING:
+                    self._failover_due(tx, now, sends)
+            elif kind == "P":
+                self._ping_timeout(obj[0], obj[1], now)
             elif kind == "X":
                 tx = obj
                 if tx.expire_at == deadline and self.txs.get(tx.key) is tx:
                     del self.txs[tx.key]
+                    if tx.branch is not tx.key:
+                        self._forget_attempts(tx)
             elif kind == "D":
                 dlg: Dialog = obj
                 if dlg.expire_at == deadline and self.dialogs.get(dlg.call_id) is dlg:
@@ -315,8 +330,10 @@ class Engine(PublicSide, BackendSide):
     def _give_up(self, tx: InviteTx, now: float, sends: list[Send]) -> None:
         """Timer B or C ran out, or a CANCEL was never answered."""
         status = 487 if (tx.cancelled or tx.cancel_pending) else 408
+        if tx.state is TxState.CALLING and tx.target >= 0:
+            self._health_failed(tx.target, now, "INVITE unanswered until Timer B")
         if tx.state is TxState.PROCEEDING and not tx.cancelled:
-            sends.append((tx.egress, self.backend, self._cancel_request(tx)))
+            sends.append((tx.egress, tx.dest, self._cancel_request(tx)))
             tx.cancelled = True
         tx.step("timeout")
         tx.last_response = build.response(status, tx.vias, tx.from_line, tx.to_line,
@@ -326,20 +343,12 @@ class Engine(PublicSide, BackendSide):
         if tx.initial:
             self._drop_dialog(tx.call_id, now, "timeout" if status == 408 else "cancelled")
 
-    def ping(self, now: float) -> Send:
-        """An OPTIONS to VOS3000 from the shared private socket (RFC 3261 §11)."""
-        self._ping_seq += 1
-        backend = _hostport(*self.backend).encode()
-        own = _hostport(*self.egresses[0]).encode()
-        data = build.request(
-            b"OPTIONS", b"sip:" + backend, self._via_egress[0] + PING_BRANCH + b"%d" % self._ping_seq,
-            [], b"From: <sip:sbc@" + own + b">;tag=" + self._local_tag(b"ping"),
-            b"To: <sip:" + backend + b">", b"Call-ID: " + self._local_tag(b"ping-call") + b"@" + own,
-            self._ping_seq)
-        return (PRIVATE, self.backend, data)
-
     def restore_dialog(self, dlg: Dialog, now: float) -> None:
-        """A confirmed dialog kept across a restart: back in the table, with its deadlines."""
+        """A confirmed dialog kept across a restart: back in the table, with its
+        deadlines. One whose VOS3000 is no longer configured (or unknown: an
+        older file) goes to the primary."""
+        if self.health.by_addr(dlg.backend) is None:
+            dlg.backend = self.backend
         self.dialogs.add(dlg)
         self.timers.push(dlg.expire_at, "D", dlg)
         if dlg.bye_at:
@@ -362,7 +371,7 @@ class Engine(PublicSide, BackendSide):
         to_backend = build.request(
             b"BYE", dlg.backend_contact, self._via_egress[dlg.egress - PRIVATE] + BYE_BRANCH + tag + b"b",
             [], b"From: " + peer_to, b"To: " + peer_from, call_id, dlg.cseq_peer + 1)
-        return [(dlg.peer_channel, dlg.peer, to_peer), (dlg.egress, self.backend, to_backend)]
+        return [(dlg.peer_channel, dlg.peer, to_peer), (dlg.egress, dlg.backend, to_backend)]
 
     def _confirm_dialog(self, dlg: Dialog, now: float) -> None:
         dlg.state = DialogState.CONFIRMED

@@ -31,7 +31,7 @@ from ..sip import (
 from .auth import Account, AuthStatus
 from .dialogs import Dialog, DialogState
 from .transactions import InviteTx, TxState
-from .verdict import PRIVATE, Drop, Forward, Reply, Send, Source, Verdict
+from .verdict import PRIVATE, Addr, Drop, Forward, Reply, Send, Source, Verdict
 
 if TYPE_CHECKING:
     from .engine import Engine, _Scan
@@ -122,7 +122,11 @@ class PublicSide:
         if scan.mf_zero:
             return self._reply_stateless(483, scan, src)
         info = self.gateway_info.get(gateway) if gateway is not None else None
-        egress = dlg.egress if dlg is not None else (PRIVATE + info.egress_index if info else PRIVATE)
+        if dlg is not None:  # in-dialog: where the dialog lives
+            egress, dest = dlg.egress, dlg.backend
+        else:
+            egress = PRIVATE + info.egress_index if info else PRIVATE
+            dest = self.health.first
 
         if method == "INVITE":
             if to_tag is None:
@@ -137,14 +141,15 @@ class PublicSide:
                     else:
                         extra = (b"Retry-After: %d" % self.policy.retry_after,)
                     return self._reject(key, rejected.status, scan, src, now, rejected.reason, extra)
-            return self._invite(msg, src, now, key, scan, gateway or "", egress, to_tag is None)
+            return self._invite(msg, src, now, key, scan, gateway or "", egress, dest,
+                                to_tag is None)
         if method == "REGISTER" and account is not None and self.registrar is not None:
             return self._register(msg, scan, src, now, account)
         if method == "OPTIONS" and to_tag is None and (info is None or info.options == "answer"):
             return self._reply_stateless(200, scan, src)  # keepalive: VOS3000 never sees it
         scan.lines[0] = self._via_egress[egress - PRIVATE] + key
         out = serialize(msg.start, scan.lines, msg.body, msg.has_content_length)
-        return Forward([(egress, self.backend, out)])
+        return Forward([(egress, dest, out)])
 
     # ------------------------------------------------------------------ admission
 
@@ -196,7 +201,7 @@ class PublicSide:
     # ------------------------------------------------------------------ methods
 
     def _invite(self: Engine, msg: Message, src: Source, now: float, key: bytes, scan: _Scan,
-                gateway: str, egress: int, initial: bool) -> Verdict:
+                gateway: str, egress: int, dest: Addr, initial: bool) -> Verdict:
         caller = (src.host, src.port)
         if len(self.txs) >= self.s.max_transactions or (
             initial and len(self.dialogs) >= self.s.max_dialogs and msg.call_id not in self.dialogs
@@ -206,6 +211,10 @@ class PublicSide:
         tx = InviteTx(key, caller, src.channel, now)
         tx.initial = initial
         tx.egress = egress
+        if initial:
+            self._plan(tx, now)  # the first VOS3000 that is up; a deadline to move on
+        else:
+            tx.dest = dest
         tx.call_id = msg.call_id
         tx.vias = scan.vias
         tx.from_line = scan.from_line
@@ -231,13 +240,13 @@ class PublicSide:
         self.timers.push(tx.b_at, "B", tx)
         if initial:
             dlg = Dialog(msg.call_id, caller, src.channel, now, now + self.s.dialog_setup_timeout,
-                         gateway=gateway, egress=egress)
+                         gateway=gateway, egress=egress, backend=tx.dest)
             dlg.from_value = header_value(scan.from_line)
             dlg.peer_contact = _contact_uri(msg)
             dlg.cseq_peer = msg.cseq
             self.dialogs.add(dlg)
             self.timers.push(dlg.expire_at, "D", dlg)
-        return Forward([(src.channel, caller, trying), (egress, self.backend, tx.out)])
+        return Forward([(src.channel, caller, trying), (egress, tx.dest, tx.out)])
 
     def _cancel(self: Engine, msg: Message, src: Source, now: float, vi: int, via_line: bytes,
                 tx: InviteTx) -> Verdict:
@@ -248,7 +257,7 @@ class PublicSide:
         if tx.final or tx.cancelled or tx.cancel_pending:
             return Reply(sends)
         if tx.state is TxState.PROCEEDING:
-            sends.append((tx.egress, self.backend, self._cancel_request(tx)))
+            sends.append((tx.egress, tx.dest, self._cancel_request(tx)))  # the current attempt
             tx.cancelled = True
         else:
             tx.cancel_pending = True  # RFC 3261 §9.1: not before a provisional
@@ -279,7 +288,7 @@ class PublicSide:
         if nxt is None:
             return Drop("no_next_via")
         addr = parse_via(nxt).reply_address()
-        if addr[0] != self.backend[0]:
+        if addr[0] not in self.health.hosts:
             return Drop("response_not_to_backend")
         dlg = self.dialogs.get(msg.call_id)
         status = msg.status

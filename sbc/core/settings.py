@@ -16,6 +16,13 @@ class ProxySettings:
     private_port: int = 5080
     backend_host: str = "127.0.0.1"
     backend_port: int = 5070
+    standby: tuple[tuple[str, int], ...] = ()  # further VOS3000 addresses, in priority order
+    failover_timeout: float = 2.0  # no response at all from a target within this: try the next
+    failover_on: frozenset[int] = frozenset((500, 503))  # final statuses that try the next target
+    down_after: int = 3  # failures in a row that mark a target down
+    up_after: int = 2  # successes in a row that mark a down target up
+    ping_interval: float = 5.0
+    ping_timeout: float = 2.0
     t1: float = 0.5
     t2: float = 4.0
     invite_timeout: float = 32.0  # Timer B
@@ -36,6 +43,11 @@ class ProxySettings:
     def backend(self) -> tuple[str, int]:
         return (self.backend_host, self.backend_port)
 
+    @property
+    def targets(self) -> tuple[tuple[str, int], ...]:
+        """Every VOS3000 address, primary first."""
+        return ((self.backend_host, self.backend_port), *self.standby)
+
     def public_hostport(self) -> str:
         return format_hostport(self.public_host, self.public_port)
 
@@ -55,6 +67,13 @@ class ProxySettings:
             private_port=cfg.private.port,
             backend_host=cfg.backend.host,
             backend_port=cfg.backend.port,
+            standby=tuple(t.address for t in cfg.backend.standby),
+            failover_timeout=cfg.backend.failover_timeout_s,
+            failover_on=frozenset(cfg.backend.failover_on),
+            down_after=cfg.backend.down_after,
+            up_after=cfg.backend.up_after,
+            ping_interval=cfg.admin.ping_interval_s,
+            ping_timeout=cfg.admin.ping_timeout_s,
             t1=cfg.sip.t1_ms / 1000.0,
             t2=cfg.sip.t2_ms / 1000.0,
             invite_timeout=cfg.sip.invite_timeout_s,

@@ -9,6 +9,12 @@ States, as data (RFC 3261 §17.1.1 / §17.2.1, RFC 6026):
     COMPLETED  a non-2xx final answer sent to the caller    (Timer G retransmits it to a UDP caller until ACK)
     ACCEPTED   a 2xx passed through                         (retransmitted INVITEs are absorbed)
 
+An initial INVITE may be tried on several VOS3000 targets in turn (serial
+forking, RFC 3261 §16.6/§16.7, see failover.py): "retry" starts the next
+attempt, with a branch of its own, from CALLING or PROCEEDING back to CALLING.
+The transaction is in the table under the key of its caller-side branch and
+under each attempt's branch, so every attempt's responses find it.
+
 A transaction stays in the table for a linger time after its final answer so
 that late retransmissions, ACKs and CANCELs still find it.
 """
@@ -17,7 +23,12 @@ from __future__ import annotations
 
 from enum import Enum
 
+from typing import TYPE_CHECKING
+
 from .verdict import Addr, Channel
+
+if TYPE_CHECKING:
+    from .failover import Attempt
 
 
 class TxState(Enum):
@@ -35,12 +46,14 @@ TRANSITIONS: dict[TxState, dict[str, TxState]] = {
         "2xx": TxState.ACCEPTED,
         "final": TxState.COMPLETED,
         "timeout": TxState.COMPLETED,
+        "retry": TxState.CALLING,
     },
     TxState.PROCEEDING: {
         "provisional": TxState.PROCEEDING,
         "2xx": TxState.ACCEPTED,
         "final": TxState.COMPLETED,
         "timeout": TxState.COMPLETED,
+        "retry": TxState.CALLING,
     },
     TxState.ACCEPTED: {"2xx": TxState.ACCEPTED},
     TxState.COMPLETED: {},
@@ -78,6 +91,13 @@ class InviteTx:
         "cancelled",
         "acked",
         "started",
+        "dest",
+        "target",
+        "plan",
+        "attempt",
+        "branch",
+        "fo_at",
+        "attempts",
     )
 
     def __init__(self, key: bytes, caller: Addr, caller_channel: Channel, now: float) -> None:
@@ -110,6 +130,13 @@ class InviteTx:
         self.cancelled = False
         self.acked = False
         self.started = now
+        self.dest: Addr = ("", 0)  # the VOS3000 address of the current attempt
+        self.target = -1  # its index in the health table, -1: not judged (in-dialog)
+        self.plan: tuple[int, ...] = ()  # targets to try, in order (initial INVITEs)
+        self.attempt = 0  # index into plan
+        self.branch = key  # our branch towards the current attempt
+        self.fo_at = 0.0  # failover deadline of the current attempt, 0: none
+        self.attempts: list[Attempt] | None = None  # earlier attempts, once there are some
 
     def step(self, event: str) -> bool:
         """Apply `event`; False (state unchanged) when this state does not take it."""

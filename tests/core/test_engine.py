@@ -312,11 +312,10 @@ def test_response_without_a_via_left_is_not_forwarded(engine: Engine) -> None:
 
 
 def test_pings_to_backend_and_their_answers(engine: Engine) -> None:
-    answers: list[tuple[float, int]] = []
-    engine.on_ping = lambda now, status: answers.append((now, status))
-    ch, to, ping = engine.ping(0.0)
+    ((ch, to, ping),) = engine.pings(0.0)
     assert ch == PRIVATE and to == ("127.0.0.1", 5070) and ping.startswith(b"OPTIONS sip:127.0.0.1:5070 ")
+    assert not engine.health.is_up(0)
     (ok,) = answer(ping, "127.0.0.1", 5070)
     v = engine.receive(ok, BACKEND, 0.01)
     assert v.kind == "drop" and v.reason == "ping_answer"
-    assert answers == [(0.01, 200)]
+    assert engine.health.is_up(0) and engine.health.targets[0].last_rtt == pytest.approx(0.01)

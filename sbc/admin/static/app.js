@@ -416,8 +416,11 @@
     try {
       const response = await fetch("/readyz");
       const body = await response.json();
-      pill.textContent = body.ready ? "VOS3000 ready" : "VOS3000 not ready";
-      pill.title = body.reason || "VOS3000 answers sbc's OPTIONS pings";
+      const down = Array.isArray(body.down) ? body.down : [];
+      pill.textContent = (body.ready ? "VOS3000 ready" : "VOS3000 not ready") +
+        (body.ready && down.length ? " (" + down.length + " down)" : "");
+      pill.title = body.reason || (down.length ? "down: " + down.join(", ")
+                                               : "VOS3000 answers sbc's OPTIONS pings");
       pill.className = "pill " + (body.ready ? "ok" : "bad");
     } catch (e) {
       pill.textContent = "sbc unreachable";
