@@ -20,7 +20,6 @@ from pydantic import SecretStr
 
 from sbc.admin import (
     PacketTimer,
-    PingTracker,
     ban_counts,
     ban_rows,
     dialog_rows,
@@ -717,33 +716,6 @@ async def test_start_admin_serves_and_stops(backend: FakeBackend) -> None:
 
 # --------------------------------------------------------------------------
 # Helpers the backend uses
-
-
-def test_ping_tracker() -> None:
-    p = PingTracker(interval=5.0, timeout=2.0)
-    assert p.state(0.0) == (False, {"ping_interval_s": 5.0, "ping_timeout_s": 2.0,
-                                    "reason": "no OPTIONS answered yet"})
-    assert p.due(0.0)
-    p.sent(0.0)
-    assert not p.due(1.0)
-    p.answered(0.01, 200)
-    ok, info = p.state(1.0)
-    assert ok and info["last_rtt_ms"] == 10.0 and info["last_status"] == 200
-    p.sent(5.0)
-    ok, info = p.state(7.5)
-    assert not ok and info["reason"] == "no answer to OPTIONS for 2.5 s (deadline 2 s)"
-    p.sent(10.0)  # the lost ping keeps it unready until one is answered in time
-    ok, info = p.state(10.5)
-    assert not ok and info["reason"] == "no answer to OPTIONS within 2 s"
-    p.answered(13.0, 200)  # late
-    ok, info = p.state(13.0)
-    assert not ok and info["reason"] == "OPTIONS answered after 3.0 s (deadline 2 s)"
-    p.answered(13.1, 200)  # a duplicate changes nothing
-    p.sent(15.0)
-    p.answered(15.1, 404)  # any answer proves VOS3000 is up
-    assert p.state(16.0)[0]
-    ok, info = p.state(30.0)  # the pinger stopped
-    assert not ok and info["reason"] == "no OPTIONS answered for 14.9 s"
 
 
 def test_packet_timer() -> None:

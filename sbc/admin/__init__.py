@@ -8,21 +8,17 @@ bearer token and a source-address allowlist (DESIGN.md, "admin").
 - `metrics`: the Prometheus collector, read at scrape time;
 - `stats`: counters per rule, like `iptables -L -v`;
 - `openapi`: the OpenAPI description served at /openapi.json;
-- `readiness`: `PingTracker`, whether one address answers OPTIONS pings in time
-  (the running sbc judges each VOS3000 address with `core.health.HealthTable`);
 - `timing`: `PacketTimer`, per-packet processing time as histogram counts.
 """
 
 from .app import make_app, start_admin
 from .backend import AdminBackend, ban_counts, ban_rows, dialog_row, dialog_rows, gateway_summary
-from .readiness import PingTracker
 from .timing import HistogramSnapshot, PacketTimer
 
 __all__ = [
     "AdminBackend",
     "HistogramSnapshot",
     "PacketTimer",
-    "PingTracker",
     "ban_counts",
     "ban_rows",
     "dialog_row",
