@@ -102,6 +102,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
                bye_wall REAL NOT NULL
            )""",
     ),
+    (
+        # The public TLS channel took number 2: private (egress) channels,
+        # which dialogs keep as `egress`, start at 3 from here on.
+        "UPDATE dialogs SET egress = egress + 1 WHERE egress >= 2",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -466,7 +466,7 @@ def test_unknown_key_in_gateway_lists_the_keys() -> None:
     assert str(info.value) == (
         "x.yaml:4: gateways[0].zzz: unknown key; expected one of: "
         "name, ip, ip_port, digest, egress, options, limits, allowed_prefixes, "
-        "blocked_prefixes, tech_prefixes"
+        "blocked_prefixes, tech_prefixes, tls"
     )
 
 
@@ -665,9 +665,9 @@ BAD: list[tuple[str, str, str]] = [
         public:
           transports:
             - udp
-            - tls
+            - sctp
         """,
-        "x.yaml:4: public.transports[1]: Input should be 'udp' or 'tcp'",
+        "x.yaml:4: public.transports[1]: Input should be 'udp', 'tcp' or 'tls'",
     ),
     (
         "duplicate_transport",
