@@ -81,9 +81,11 @@ def overdue(clock: ConnClock, limits: ConnLimits, now: float) -> str | None:
     """The deadline this connection has missed, if any."""
     if clock.ready_at is None:
         return HANDSHAKE_TIMEOUT if now - clock.opened > limits.handshake_deadline else None
-    if clock.partial_since is not None and now - clock.partial_since > limits.message_deadline:
-        return MESSAGE_DEADLINE
-    if clock.messages == 0 and now - clock.ready_at > limits.message_deadline:
+    if clock.partial_since is not None:
+        # A message under way has its own deadline, the first one included.
+        if now - clock.partial_since > limits.message_deadline:
+            return MESSAGE_DEADLINE
+    elif clock.messages == 0 and now - clock.ready_at > limits.message_deadline:
         return NO_MESSAGE
     if now - clock.last_active > limits.idle:
         return IDLE

@@ -33,6 +33,7 @@ from sbc.config import (
 )
 from sbc.config_defense import DEFAULT_SCANNER_SIGNATURES
 from sbc.config_gateways import DigestAlgorithm, OptionsMode, UnknownSource
+from sbc.config_tls import GatewayTls
 from sbc.logsetup import configure_logging, flush_logs, get_logger
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -243,6 +244,7 @@ def test_example_file_gateway_example_is_valid() -> None:
     assert acme.allowed_prefixes == ("+44", "+33")
     assert acme.blocked_prefixes == ("+4490", "+4491")
     assert acme.tech_prefixes == ("9999#",)
+    assert acme.tls == GatewayTls(require_client_cert=False)
     assert phones.limits == GatewayLimits() and phones.allowed_prefixes == ()
     first, second = phones.digest
     assert first.password is not None and first.password.get_secret_value() == "change-me"
