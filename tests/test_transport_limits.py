@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 
 import asyncio_dgram
@@ -68,7 +69,7 @@ async def closed_by_sbc(reader: asyncio.StreamReader, timeout: float = 5.0) -> b
                 pass
     except TimeoutError:
         return False
-    except ConnectionError:
+    except (ConnectionError, ssl.SSLError):  # a reset, or a TLS alert before the close
         pass
     return True
 
