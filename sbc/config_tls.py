@@ -159,6 +159,10 @@ def server_context(tls: TlsConfig) -> ssl.SSLContext:
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
     ctx.set_ciphers(tls.ciphers)
+    # No TLS 1.3 session tickets: SIP connections are long-lived and rarely
+    # resumed, and some clients (sipsak) take the unsolicited ticket records
+    # that follow the handshake for a broken read.
+    ctx.num_tickets = 0
     ctx.load_cert_chain(tls.cert_file, tls.key_file, password=_no_password)
     if tls.ca_file is not None:
         _load_ca(ctx, tls.ca_file)

@@ -49,7 +49,7 @@ def _write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) 
 def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
           issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool = False,
           server: bool = False, dns: tuple[str, ...] = ()) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
