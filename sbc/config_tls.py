@@ -134,7 +134,7 @@ def _no_password() -> bytes:
 
 def _reason(exc: ssl.SSLError) -> str:
     reason = getattr(exc, "reason", None)
-    if reason == "PEM lib":
+    if reason == "PEM lib" or "PEM lib" in str(exc):
         return "not a PEM certificate and its private key"
     return str(reason).lower().replace("_", " ") if reason else str(exc)
 

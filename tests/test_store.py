@@ -8,9 +8,17 @@ from pathlib import Path
 import pytest
 
 from sbc.core.registrar import Binding, Registrar
-from sbc.core.verdict import PUBLIC_TCP, PUBLIC_UDP
+from sbc.core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP
 from sbc.sip import parse_message
-from sbc.store import SCHEMA_VERSION, BindingRow, Store, StoreError, from_rows, to_rows
+from sbc.store import (
+    _MIGRATIONS,
+    SCHEMA_VERSION,
+    BindingRow,
+    Store,
+    StoreError,
+    from_rows,
+    to_rows,
+)
 
 WALL = 1_700_000_000.0
 
@@ -145,3 +153,26 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(StoreError, match="newer"):
         Store(path)
+
+
+def test_dialogs_of_an_older_file_keep_their_egress_socket(tmp_path: Path) -> None:
+    """Version 3 numbered the private channels from 2; from version 4 they
+    start at 3 (the public TLS channel took 2). Opening migrates the rows."""
+    path = tmp_path / "sbc.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_version (version) VALUES (3)")
+    for migration in _MIGRATIONS[:3]:
+        for sql in migration:
+            conn.execute(sql)
+    for call_id, egress in ((b"shared", 2), (b"own-egress", 4)):
+        conn.execute("INSERT INTO dialogs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                     (call_id, "gw1", int(PUBLIC_TCP), "203.0.113.7", 40123, egress, 0, b"f", b"t",
+                      b"sip:a@h", b"sip:b@h", 1, 1, WALL, WALL, WALL + 60, 0.0))
+    conn.commit()
+    conn.close()
+    with Store(path) as s:
+        assert s.schema_version == SCHEMA_VERSION
+        egress = {r.call_id: r.egress for r in s.load_dialogs(WALL)}
+    assert egress == {b"shared": PRIVATE, b"own-egress": PRIVATE + 2}
+    assert PUBLIC_TLS == 2

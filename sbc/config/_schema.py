@@ -499,6 +499,8 @@ def summary(cfg: Config) -> dict[str, str]:
         "backend": cfg.backend.hostport,
         "gateways": str(len(cfg.gateways)),
     }
+    if cfg.public.tls:
+        out["tls"] = cfg.public.tls_hostport
     if cfg.public.advertise_host is not None:
         out["public_advertised"] = cfg.public.advertised_hostport
     if cfg.private.advertise_host is not None:
