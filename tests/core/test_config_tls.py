@@ -109,12 +109,12 @@ def test_connection_offenses_are_counted_only_when_switched_on() -> None:
      "x.yaml:7: admin.port: 127.0.0.1:5061 is the public SIP TCP socket"),
     (lambda c, tmp: "gateways:\n  - name: a\n    ip: [192.0.2.1]\n"
                     "    tls: {require_client_cert: true}\n",
-     "x.yaml:4: gateways[0].tls.require_client_cert: gateway 'a' requires a client "
-     "certificate, but tls is not in public.transports"),
+     ("x.yaml:4: gateways[0].tls.require_client_cert: gateway 'a' requires a client "
+     "certificate, but tls is not in public.transports")),
     (lambda c, tmp: tls_yaml(c, ca=False) + "gateways:\n  - name: a\n    ip: [192.0.2.1]\n"
                     "    tls: {require_client_cert: true}\n",
-     "x.yaml:9: gateways[0].tls.require_client_cert: gateway 'a' requires a client "
-     "certificate: set tls.ca_file"),
+     ("x.yaml:9: gateways[0].tls.require_client_cert: gateway 'a' requires a client "
+     "certificate: set tls.ca_file")),
     (lambda c, tmp: "gateways:\n  - name: a\n    ip: [192.0.2.1]\n    tls: {subject: acme}\n",
      "x.yaml:4: gateways[0].tls.subject: needs require_client_cert: true"),
     (lambda c, tmp: "gateways:\n  - name: a\n    ip: [192.0.2.1]\n"
@@ -124,8 +124,8 @@ def test_connection_offenses_are_counted_only_when_switched_on() -> None:
                     "    tls: {require_client_cert: true, subject: '  '}\n",
      "x.yaml:4: gateways[0].tls.subject: should be the certificate's subject name"),
     (lambda c, tmp: "limits: {max_tcp_connections: 10, max_tcp_connections_per_source: 11}\n",
-     "x.yaml:1: limits.max_tcp_connections_per_source: must be at most "
-     "limits.max_tcp_connections (10)"),
+     ("x.yaml:1: limits.max_tcp_connections_per_source: must be at most "
+     "limits.max_tcp_connections (10)")),
     (lambda c, tmp: "limits: {tcp_message_deadline_s: 0}\n",
      "x.yaml:1: limits.tcp_message_deadline_s: Input should be greater than 0"),
     (lambda c, tmp: "limits: {tls_handshake_timeout_s: -1}\n",
