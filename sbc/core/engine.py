@@ -109,8 +109,8 @@ class Engine(PublicSide, BackendSide):
         self.reply_budget = TokenBucket(s.reply_budget_rate, s.reply_budget_burst)
         self.backend: Addr = s.backend
         self.egresses: list[tuple[str, int]] = [(s.private_host, s.private_port), *s.egresses]
-        tls = [(s.public_host, s.tls_port)] if s.tls_port is not None else []
-        self.own = OwnAddresses([(s.public_host, s.public_port), *tls, *self.egresses])
+        tls_own = [(s.public_host, s.tls_port)] if s.tls_port is not None else []
+        self.own = OwnAddresses([(s.public_host, s.public_port), *tls_own, *self.egresses])
         self.txs: dict[bytes, InviteTx] = {}
         self.dialogs = DialogTable()
         self.timers = TimerHeap()
