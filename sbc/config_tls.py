@@ -119,12 +119,13 @@ class GatewayTls(Section):
         return self
 
 
-class CaFileError(Exception):
+class CaFileError(ValueError):
     pass
 
 
-class KeyFileEncrypted(Exception):
-    pass
+class KeyFileEncrypted(ValueError):
+    def __str__(self) -> str:
+        return "the key file is encrypted"
 
 
 def _no_password() -> bytes:

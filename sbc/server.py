@@ -99,7 +99,10 @@ class Server:
                 )
             if cfg.public.tls:
                 # Accepted as plain TCP: the connection drives its own handshake.
-                self.tls_context = server_context(cfg.tls)
+                try:
+                    self.tls_context = server_context(cfg.tls)
+                except (OSError, ValueError) as e:  # the files changed since the check
+                    raise OSError(f"tls: {e}") from None
                 self._tls_server = await loop.create_server(
                     lambda: TlsConnection(self, self._tls_context()), cfg.public.host,
                     cfg.public.tls_port, reuse_address=True, family=_family(cfg.public.host),
@@ -178,9 +181,11 @@ class Server:
             log.error("reload_failed", error=problem)
             return False, problem
         tls_context = self.tls_context
-        if new.public.tls and new.tls != self.cfg.tls:
+        if new.public.tls:
             try:
-                tls_context = server_context(new.tls)  # new connections get the new certificate
+                # Read again even when the paths are the same: a renewed
+                # certificate is usually written over the old file.
+                tls_context = server_context(new.tls)  # for new connections
             except (ssl.SSLError, OSError, ValueError) as e:
                 log.error("reload_failed", error=f"tls: {e}")
                 return False, f"tls: {e}"

@@ -235,3 +235,18 @@ async def test_reload_picks_up_a_new_certificate(tmp_path) -> None:
         writer.write(b"\r\n\r\n")
         assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
         writer.close()
+
+
+async def test_reload_with_a_bad_key_keeps_the_old_certificate(tmp_path) -> None:
+    async with running(tmp_path) as (server, tls, _, certs):
+        text = tmp_path / "sbc.yaml"
+        cfg = server.cfg.model_dump(mode="json")
+        cfg["tls"]["key_file"] = str(certs.client.key)  # not the certificate's key
+        text.write_text(yaml.safe_dump(cfg))
+        server.config_path = str(text)
+        ok, message = await server.reload()
+        assert not ok and "tls.cert_file: cannot be used with key_file" in message
+        reader, writer = await tls_connect(tls, OPEN, client_context(certs))
+        writer.write(b"\r\n\r\n")
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
+        writer.close()
