@@ -1,5 +1,6 @@
 """Configuration sections for gateways, digest authentication, the registrar and
-the state file, and the validation helpers every configuration section shares.
+the state file; the validation helpers every configuration section shares are
+defined in `sbc.config_base` and re-exported here.
 
 `sbc.config` builds the whole schema on top of this module: it imports the
 shared helpers (`Section`, `problem`, `Port`, ...) from here, as
@@ -9,7 +10,8 @@ shared helpers (`Section`, `problem`, `Port`, ...) from here, as
 the sbc's own).
 
 A gateway also carries the limits VOS3000 sets per mapping gateway (calls per
-second, concurrent calls, call duration) and its destination prefixes; the
+second, concurrent calls, call duration), what its TLS connections must show
+(`sbc.config_tls.GatewayTls`) and its destination prefixes; the
 prefix types are defined here because `sbc.config_calls` uses them for the
 global `calls` section too.
 
