@@ -4,10 +4,14 @@
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test sipp firewall-tools chromium kamailio
+.PHONY: run test sipp baresip firewall-tools chromium kamailio
 
 sipp:
 	@{ command -v sipp && command -v sipsak; } >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq sip-tester sipsak; }
+
+# The TLS end-to-end tests (tests/e2e/test_tls.py) place a call with baresip.
+baresip:
+	@command -v baresip >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq baresip; }
 
 # The kernel tests (tests/test_firewall.py) load rules into a network namespace.
 firewall-tools:
@@ -26,6 +30,6 @@ run: sipp
 	$(PYTHON) -m pip install -q -e .
 	$(PYTHON) -m sbc demo --config configs/local.yaml
 
-test: sipp firewall-tools chromium kamailio
+test: sipp baresip firewall-tools chromium kamailio
 	$(PYTHON) -m pip install -q -e '.[test]'
 	$(PYTHON) -m pytest

@@ -134,6 +134,10 @@ class OffensesConfig(Section):
     malformed: Annotated[bool, Field(strict=True)] = True
     blocked_destination: Annotated[bool, Field(strict=True)] = True
     backend_auth_failure: Annotated[bool, Field(strict=True)] = True  # a 401/403 from VOS3000
+    # A TCP or TLS connection closed for breaking a limit: too many from one
+    # address, too slow or silent, over its buffer, a failed or late TLS
+    # handshake, a client certificate refused.
+    connection: Annotated[bool, Field(strict=True)] = True
 
 
 class BansConfig(Section):

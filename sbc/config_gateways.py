@@ -1,5 +1,6 @@
 """Configuration sections for gateways, digest authentication, the registrar and
-the state file, and the validation helpers every configuration section shares.
+the state file; the validation helpers every configuration section shares are
+defined in `sbc.config_base` and re-exported here.
 
 `sbc.config` builds the whole schema on top of this module: it imports the
 shared helpers (`Section`, `problem`, `Port`, ...) from here, as
@@ -9,7 +10,8 @@ shared helpers (`Section`, `problem`, `Port`, ...) from here, as
 the sbc's own).
 
 A gateway also carries the limits VOS3000 sets per mapping gateway (calls per
-second, concurrent calls, call duration) and its destination prefixes; the
+second, concurrent calls, call duration), what its TLS connections must show
+(`sbc.config_tls.GatewayTls`) and its destination prefixes; the
 prefix types are defined here because `sbc.config_calls` uses them for the
 global `calls` section too.
 
@@ -28,18 +30,45 @@ from enum import StrEnum
 from typing import Annotated, Any, Self
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+
+from .config_base import (  # re-exported (__all__): every section imports them from here
+    Count,
+    Loc,
+    Port,
+    Seconds,
+    Section,
+    as_text,
+    hostport,
+    kind,
+    lower,
+    none_is_default,
+    none_is_empty,
+    problem,
+)
+from .config_tls import GatewayTls
 
 __all__ = [
+    # shared helpers, from sbc.config_base
+    "Count",
+    "Loc",
+    "Port",
+    "Seconds",
+    "Section",
+    "as_text",
+    "hostport",
+    "kind",
+    "lower",
+    "none_is_default",
+    "none_is_empty",
+    "problem",
+    # this module's sections
     "AuthConfig",
     "DigestAccount",
     "DigestAlgorithm",
@@ -51,80 +80,6 @@ __all__ = [
     "StateConfig",
     "UnknownSource",
 ]
-
-
-# --------------------------------------------------------------------------
-# Shared by every section
-
-Loc = tuple[str | int, ...]
-
-
-def problem(message: str, at: Loc = (), also: Loc | None = None) -> PydanticCustomError:
-    """A validation error raised by the configuration's own checks.
-
-    `at` is a key path below the validator's location that the error is really
-    about, so a check on the `sip` section as a whole can name `sip.t2_ms`.
-    `also` is the other field involved, relative to the same location: when it
-    was written in the file and `at` was not (a default caused the conflict),
-    the error is reported at its line.
-    """
-    ctx: dict[str, Any] = {"message": message, "at": at}
-    if also is not None:
-        ctx["also"] = also
-    return PydanticCustomError("sbc_config", "{message}", ctx)
-
-
-def kind(value: object) -> str:
-    """How a YAML value reads to an operator: "a string", "a number", ..."""
-    if value is None:
-        return "empty"
-    return {str: "a string", int: "a number", float: "a number", bool: "true/false"}.get(
-        type(value), f"a {type(value).__name__}"
-    )
-
-
-def hostport(host: str, port: int) -> str:
-    """`host:port`, with brackets around an IPv6 host (RFC 3261 §25.1 hostport)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
-Seconds = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
-Count = Annotated[int, Field(strict=True, ge=1)]
-
-
-def as_text(what: str) -> Any:
-    """A before-validator refusing non-strings with a hint to quote the value.
-
-    YAML reads `1001` as a number, `0100` as 64 and `yes` as true; a user name
-    or password must reach the sbc exactly as written.
-    """
-
-    def check(value: object) -> str:
-        if not isinstance(value, str):
-            raise problem(f"should be {what} string (quote it in YAML), not {kind(value)}")
-        return value
-
-    return BeforeValidator(check)
-
-
-def none_is_empty(value: object) -> object:
-    # `digest:` with every entry below it commented out reads as null.
-    return () if value is None else value
-
-
-def none_is_default(value: object) -> object:
-    # A sub-section with every key below it commented out reads as null.
-    return {} if value is None else value
-
-
-def lower(value: object) -> object:
-    """A before-validator for names written in any case ("UDP", "Reject")."""
-    return value.lower() if isinstance(value, str) else value
 
 
 # --------------------------------------------------------------------------
@@ -520,6 +475,8 @@ class GatewayConfig(Section):
     allowed_prefixes: Prefixes = ()  # if any: only these destinations
     blocked_prefixes: Prefixes = ()  # refused with 403, an offense
     tech_prefixes: TechPrefixes = ()
+    # What its TLS connections must show (a client certificate, its name).
+    tls: Annotated[GatewayTls, BeforeValidator(none_is_default)] = GatewayTls()
 
     @field_validator("allowed_prefixes", "blocked_prefixes")
     @classmethod

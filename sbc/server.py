@@ -6,18 +6,22 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import ssl
 from collections import Counter
 from typing import Any
 
-from .config import Config, ConfigError, load_config, summary
-from .core.engine import Engine
-from .core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_UDP, Addr, Send
 from .admin import PacketTimer, ban_counts, ban_rows, dialog_rows, start_admin
 from .admin.timing import HistogramSnapshot
+from .config import Config, ConfigError, load_config, summary
+from .config_tls import GatewayTls, server_context
+from .core.conns import ConnLimits, SourceCounts, overdue
+from .core.engine import Engine
+from .core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP, Addr, Channel, Send
 from .logsetup import configure_logging, flush_logs, get_logger
-from .wiring import Components, build_components, reconfigure, restart_needed
 from .transport.tcp import TcpConnection
+from .transport.tls import TlsConnection
 from .transport.udp import UdpProtocol
+from .wiring import Components, build_components, reconfigure, restart_needed
 
 log = get_logger("sbc.server")
 
@@ -40,12 +44,21 @@ class Server:
         self.banned_drops = 0
         self.screen_drops: Counter[str] = Counter()
         self.top_sources: Counter[str] = Counter()  # per summary interval, capped
-        self.tcp_conns: dict[Addr, TcpConnection] = {}
+        # Open connections by public channel, each keyed by the caller's flow.
+        self.conns: dict[Channel, dict[Addr, TcpConnection]] = {PUBLIC_TCP: {}, PUBLIC_TLS: {}}
+        self.tcp_conns = self.conns[PUBLIC_TCP]
+        self.tls_conns = self.conns[PUBLIC_TLS]
+        self.conn_counts = SourceCounts()  # TCP and TLS, per source address
+        self.conn_limits = conn_limits(cfg)
+        self.tls_context: ssl.SSLContext | None = None
+        self.tls_clients: dict[str, GatewayTls] = tls_clients(cfg)
         self.counters: Counter[str] = Counter()
         self._public_udp: asyncio.DatagramTransport | None = None
         self._egress: list[asyncio.DatagramTransport] = []
         self._public_proto: Any = None
         self._tcp_server: asyncio.base_events.Server | None = None
+        self._tls_server: asyncio.base_events.Server | None = None
+        self._conn_sweeper: asyncio.TimerHandle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._sweeper: asyncio.TimerHandle | None = None
@@ -82,10 +95,22 @@ class Server:
                     lambda: TcpConnection(self), cfg.public.host, cfg.public.port,
                     reuse_address=True, family=_family(cfg.public.host), backlog=1024,
                 )
+            if cfg.public.tls:
+                # Accepted as plain TCP: the connection drives its own handshake.
+                try:
+                    self.tls_context = server_context(cfg.tls)
+                except (OSError, ValueError) as e:  # the files changed since the check
+                    raise OSError(f"tls: {e}") from None
+                self._tls_server = await loop.create_server(
+                    lambda: TlsConnection(self, self._tls_context()), cfg.public.host,
+                    cfg.public.tls_port, reuse_address=True, family=_family(cfg.public.host),
+                    backlog=1024,
+                )
         except OSError:
             self._close_sockets()
             raise
         self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+        self._conn_sweeper = loop.call_later(self.conn_limits.sweep_interval, self._sweep_conns)
         self._persister = loop.call_later(self.persist_interval, self._persist)
         await self.parts.start()
         if cfg.admin.enabled:
@@ -105,16 +130,18 @@ class Server:
 
     async def stop(self) -> None:
         """Stop accepting, let queued writes drain, close everything."""
-        if self._tcp_server is not None:
-            self._tcp_server.close()
+        listeners = [srv for srv in (self._tcp_server, self._tls_server) if srv is not None]
+        for srv in listeners:
+            srv.close()
         if self._public_udp is not None:
             self._public_udp.close()
             self._public_udp = None
-        for conn in list(self.tcp_conns.values()):
-            conn.close()  # asyncio flushes what is buffered before closing
-        if self._tcp_server is not None:
+        for conns in self.conns.values():
+            for conn in list(conns.values()):
+                conn.close()  # asyncio flushes what is buffered before closing
+        for srv in listeners:
             try:
-                await asyncio.wait_for(self._tcp_server.wait_closed(), 2.0)
+                await asyncio.wait_for(srv.wait_closed(), 2.0)
             except asyncio.TimeoutError:
                 pass
         if self._admin is not None:
@@ -123,7 +150,8 @@ class Server:
         self._close_sockets()
 
     def _close_sockets(self) -> None:
-        for handle in (self._timer, self._sweeper, self._persister, self._pinger):
+        for handle in (self._timer, self._sweeper, self._conn_sweeper, self._persister,
+                       self._pinger):
             if handle is not None:
                 handle.cancel()
         for t in (*self._egress, self._public_udp):
@@ -151,8 +179,20 @@ class Server:
         if problem is not None:
             log.error("reload_failed", error=problem)
             return False, problem
+        tls_context = self.tls_context
+        if new.public.tls:
+            try:
+                # Read again even when the paths are the same: a renewed
+                # certificate is usually written over the old file.
+                tls_context = server_context(new.tls)  # for new connections
+            except (ssl.SSLError, OSError, ValueError) as e:
+                log.error("reload_failed", error=f"tls: {e}")
+                return False, f"tls: {e}"
         self.screen = reconfigure(self.parts, new)
         self.cfg = new
+        self.tls_context = tls_context
+        self.conn_limits = conn_limits(new)
+        self.tls_clients = tls_clients(new)
         configure_logging(new.logging.format, new.logging.level)
         log.info("reloaded", **summary(new))
         return True, "reloaded"
@@ -173,10 +213,10 @@ class Server:
         elif channel == PUBLIC_UDP:
             if self._public_udp is not None:
                 self._public_udp.sendto(data, addr)
-        elif channel == PUBLIC_TCP:
-            conn = self.tcp_conns.get(addr)
+        else:
+            conn = self.conns[channel].get(addr)  # type: ignore[index]
             if conn is None:
-                self.count("tcp_flow_gone")
+                self.count("tls_flow_gone" if channel == PUBLIC_TLS else "tcp_flow_gone")
             else:
                 conn.write(data)
 
@@ -227,15 +267,26 @@ class Server:
         flush_logs()
         self._persister = self.loop.call_later(self.persist_interval, self._persist)
 
-    def _sweep(self) -> None:
-        """Close idle TCP connections and log the periodic summary (one
-        periodic timer for all of it)."""
+    def _tls_context(self) -> ssl.SSLContext:
+        assert self.tls_context is not None
+        return self.tls_context
+
+    def _sweep_conns(self) -> None:
+        """Close the connections that missed a deadline (handshake, message,
+        first message, idle): one timer for all of them, run often enough
+        for the shortest deadline."""
+        limits = self.conn_limits
+        self._conn_sweeper = self.loop.call_later(limits.sweep_interval, self._sweep_conns)
         now = self.loop.time()
-        idle = self.cfg.limits.tcp_idle_timeout_s
+        late = [(conn, reason) for conns in self.conns.values() for conn in conns.values()
+                if (reason := overdue(conn.clock, limits, now)) is not None]
+        for conn, reason in late:
+            conn.abort(reason)
+
+    def _sweep(self) -> None:
+        """Housekeeping and the periodic summary (one periodic timer for all of it)."""
+        now = self.loop.time()
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
-        for conn in [c for c in self.tcp_conns.values() if now - c.last_active > idle]:
-            self.count("tcp_idle_closed")
-            conn.close()
         try:
             self.parts.housekeeping(now)
         except Exception as e:  # the store failing must not stop the housekeeping timer
@@ -266,6 +317,7 @@ class Server:
         if any(delta.values()):
             log.info("summary", interval_s=self.summary_interval, transactions=len(e.txs),
                      dialogs=len(e.dialogs), tcp_connections=len(self.tcp_conns),
+                     tls_connections=len(self.tls_conns),
                      bans=len(e.bans), top_dropped_sources=dict(top),
                      ban_lines_not_logged=self.parts.bans.unlogged,
                      **{k: v for k, v in delta.items() if v})
@@ -319,7 +371,21 @@ class Server:
             "gateways": self.gateway_figures(),
             "tcp_connections": len(self.tcp_conns),
             "failovers": dict(e.failovers),
+            "tls_connections": len(self.tls_conns),
         }
+
+
+def conn_limits(cfg: Config) -> ConnLimits:
+    lim = cfg.limits
+    return ConnLimits(max_total=lim.max_tcp_connections,
+                      max_per_source=lim.max_tcp_connections_per_source,
+                      idle=lim.tcp_idle_timeout_s, message_deadline=lim.tcp_message_deadline_s,
+                      handshake_deadline=lim.tls_handshake_timeout_s)
+
+
+def tls_clients(cfg: Config) -> dict[str, GatewayTls]:
+    """The gateways that require a client certificate, by name."""
+    return {gw.name: gw.tls for gw in cfg.gateways if gw.tls.require_client_cert}
 
 
 def _family(host: str) -> int:

@@ -109,6 +109,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE dialogs ADD COLUMN backend_host TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE dialogs ADD COLUMN backend_port INTEGER NOT NULL DEFAULT 0",
     ),
+    (
+        # The public TLS channel took number 2: private (egress) channels,
+        # which dialogs keep as `egress`, start at 3 from here on.
+        "UPDATE dialogs SET egress = egress + 1 WHERE egress >= 2",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

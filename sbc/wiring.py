@@ -15,6 +15,7 @@ from .dialogstate import DialogKeeper
 from .config import Config
 from .core.auth import Account, DigestAuth, account_from_ha1, account_from_password
 from .core.bans import BanTable
+from .core.conns import OFFENSES as CONNECTION_OFFENSES
 from .core.screen import Screen
 from .core.dialogs import DialogTable
 from .core.engine import Engine
@@ -185,6 +186,8 @@ def ban_table(cfg: Config, gateways: GatewayTable) -> BanTable:
                 or exempt_nets.by_source(host, 1) is not None)
 
     counted = frozenset(kind for kind, on in b.offenses.model_dump().items() if on)
+    if b.offenses.connection:  # one switch for every way a connection breaks a limit
+        counted |= CONNECTION_OFFENSES
     return BanTable(max_offenses=b.max_offenses, findtime=b.findtime_s, bantime=b.bantime_s,
                     increment=b.increment, max_bantime=b.max_bantime_s,
                     max_entries=b.max_entries, exempt=exempt, counted=counted)

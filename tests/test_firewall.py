@@ -129,6 +129,19 @@ def test_nftables_hook_follows_public_host_and_transports() -> None:
     assert "priority filter - 5; policy accept;" in v6
 
 
+def test_tls_listener_jumps_into_the_same_chain() -> None:
+    spec = FirewallSpec(host="192.0.2.1", tcp=False, tls_port=5061)
+    nft = render_spec(spec, "nftables")
+    assert "\t\tip daddr 192.0.2.1 udp dport 5060 jump sip\n" in nft
+    assert "\t\tip daddr 192.0.2.1 tcp dport 5061 jump sip\n" in nft
+    assert "tcp dport 5060" not in nft  # no plain TCP listener
+    assert "\t\ttcp flags & (syn | ack) != syn accept\n" in nft  # established TLS flows pass
+    ipt = render_spec(spec, "iptables")
+    assert "-I INPUT -d 192.0.2.1/32 -p tcp -m tcp --dport 5061 -j sbc_sip" in ipt
+    assert "-p tcp ! --syn -j RETURN" in ipt
+    assert "192.0.2.1:5060 (udp), 192.0.2.1:5061 (tls)" in nft
+
+
 def test_iptables_lists_every_gateway_and_drops_the_rest(cfg: Any) -> None:
     text = render(cfg, "iptables")
     assert "*filter\n:sbcfw_sip - [0:0]\n" in text

@@ -8,10 +8,18 @@ from pathlib import Path
 import pytest
 
 from sbc.core.registrar import Binding, Registrar
-from sbc.core.verdict import PUBLIC_TCP, PUBLIC_UDP
+from sbc.core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP
 from sbc.sip import parse_message
 from sbc import store as store_module
-from sbc.store import SCHEMA_VERSION, BindingRow, Store, StoreError, from_rows, to_rows
+from sbc.store import (
+    _MIGRATIONS,
+    SCHEMA_VERSION,
+    BindingRow,
+    Store,
+    StoreError,
+    from_rows,
+    to_rows,
+)
 
 WALL = 1_700_000_000.0
 
@@ -163,8 +171,31 @@ def test_dialogs_from_before_the_backend_columns_migrate(tmp_path: Path) -> None
         conn.execute("UPDATE schema_version SET version = 3")
     conn.close()
     with Store(path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 4
+        assert s.schema_version == SCHEMA_VERSION == 5
         (row,) = s.load_dialogs(WALL)
         assert row.call_id == b"c@x" and (row.backend_host, row.backend_port) == ("", 0)
         s.apply_dialogs([row._replace(backend_host="10.0.0.2", backend_port=5070)], [])
         assert s.load_dialogs(WALL)[0][-2:] == ("10.0.0.2", 5070)
+
+
+def test_dialogs_of_an_older_file_keep_their_egress_socket(tmp_path: Path) -> None:
+    """Version 3 numbered the private channels from 2; from version 4 they
+    start at 3 (the public TLS channel took 2). Opening migrates the rows."""
+    path = tmp_path / "sbc.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_version (version) VALUES (3)")
+    for migration in _MIGRATIONS[:3]:
+        for sql in migration:
+            conn.execute(sql)
+    for call_id, egress in ((b"shared", 2), (b"own-egress", 4)):
+        conn.execute("INSERT INTO dialogs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                     (call_id, "gw1", int(PUBLIC_TCP), "203.0.113.7", 40123, egress, 0, b"f", b"t",
+                      b"sip:a@h", b"sip:b@h", 1, 1, WALL, WALL, WALL + 60, 0.0))
+    conn.commit()
+    conn.close()
+    with Store(path) as s:
+        assert s.schema_version == SCHEMA_VERSION
+        egress = {r.call_id: r.egress for r in s.load_dialogs(WALL)}
+    assert egress == {b"shared": PRIVATE, b"own-egress": PRIVATE + 2}
+    assert PUBLIC_TLS == 2

@@ -14,7 +14,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.dialogs import Dialog
-from ..core.verdict import PUBLIC_TCP
+from ..core.verdict import PUBLIC_TCP, PUBLIC_TLS
 from .timing import HistogramSnapshot
 
 if TYPE_CHECKING:
@@ -33,8 +33,8 @@ class AdminBackend(Protocol):
     def stats(self) -> dict[str, Any]:
         """Counters: "verdicts", "drops", "screen_drops", "parse_errors",
         "transport" (each name -> count), "bans", "transactions", "dialogs",
-        "tcp_connections" (gauges), "udp_public_received", "failovers"
-        (reason -> calls sent on to the next VOS3000); other keys are
+        "tcp_connections", "tls_connections" (gauges), "udp_public_received",
+        "failovers" (reason -> calls sent on to the next VOS3000); other keys are
         passed through to /api/stats."""
         ...
 
@@ -84,6 +84,9 @@ class AdminBackend(Protocol):
 # Rows for the API, from core objects (for the backend's implementation)
 
 
+_TRANSPORT_NAMES: dict[int, str] = {PUBLIC_TCP: "tcp", PUBLIC_TLS: "tls"}
+
+
 def dialog_row(dlg: Dialog, now: float) -> dict[str, Any]:
     row: dict[str, Any] = {
         "call_id": dlg.call_id.decode("utf-8", "replace"),
@@ -91,7 +94,7 @@ def dialog_row(dlg: Dialog, now: float) -> dict[str, Any]:
         "state": dlg.state.value,
         "direction": "inbound" if dlg.inbound else "outbound",
         "peer": _hostport(*dlg.peer),
-        "transport": "tcp" if dlg.peer_channel == PUBLIC_TCP else "udp",
+        "transport": _TRANSPORT_NAMES.get(dlg.peer_channel, "udp"),
         "age_s": round(now - dlg.created, 1),
         "duration_s": round(now - dlg.confirmed_at, 1) if dlg.confirmed_at else 0.0,
     }

@@ -101,7 +101,8 @@ def _traffic(stats: Mapping[str, Any]) -> Iterable[Metric]:
                                   value=stats["udp_public_received"])
     for key, name, doc in (("transactions", "sbc_transactions", "INVITE transactions in the table"),
                            ("dialogs", "sbc_dialogs", "Dialogs in the table (any state)"),
-                           ("tcp_connections", "sbc_tcp_connections", "Open public TCP connections")):
+                           ("tcp_connections", "sbc_tcp_connections", "Open public TCP connections"),
+                           ("tls_connections", "sbc_tls_connections", "Open public TLS connections")):
         if isinstance(stats.get(key), int):
             yield GaugeMetricFamily(name, doc, value=stats[key])
 

@@ -90,7 +90,7 @@ _SCHEMAS: dict[str, Any] = {
                                         "enum": ["early", "confirmed", "ended"]},
                               "direction": {"type": "string", "enum": ["inbound", "outbound"]},
                               "peer": {"type": "string"},
-                              "transport": {"type": "string", "enum": ["udp", "tcp"]},
+                              "transport": {"type": "string", "enum": ["udp", "tcp", "tls"]},
                               "age_s": {"type": "number"}, "duration_s": {"type": "number"},
                               "ends_in_s": {"type": "number"}},
                "additionalProperties": True},

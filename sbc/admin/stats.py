@@ -9,7 +9,7 @@ from typing import Any
 
 # What sbc answers a call refused by a limit (sbc.core.limits).
 _LIMIT_TARGETS = {"blocked_destination": "REPLY 403", "not_allowed_destination": "REPLY 403"}
-_GAUGES = ("bans", "transactions", "dialogs", "tcp_connections")
+_GAUGES = ("bans", "transactions", "dialogs", "tcp_connections", "tls_connections")
 
 
 def _counts(stats: Mapping[str, Any], key: str) -> dict[str, int]:

@@ -11,10 +11,11 @@ problem, and the file and line, one problem per line::
 All models are frozen and refuse unknown keys.  `_schema` holds the listener,
 backend, SIP, limits and logging sections and `Config` itself; `_load` reads
 the file and maps errors back to lines.  The gateway, auth, registrar and state
-sections live in `sbc.config_gateways`, together with the error and field
-helpers every section uses; the global call limits (`calls`) live in
+sections live in `sbc.config_gateways`, which also re-exports the error and
+field helpers every section uses (from `sbc.config_base`); the global call limits (`calls`) live in
 `sbc.config_calls`; the screening, ban and firewall sections live in
-`sbc.config_defense`.
+`sbc.config_defense`; the TLS section and a gateway's TLS requirements live in
+`sbc.config_tls`.
 """
 
 from ..config_calls import CallsConfig
@@ -35,6 +36,7 @@ from ..config_gateways import (
     StateConfig,
     hostport,
 )
+from ..config_tls import GatewayTls, TlsConfig
 from ._load import ConfigError, ConfigIssue, load_config, parse_config
 from ._schema import (
     BackendConfig,
@@ -65,6 +67,7 @@ __all__ = [
     "FirewallMode",
     "GatewayConfig",
     "GatewayLimits",
+    "GatewayTls",
     "LimitsConfig",
     "LogFormat",
     "LogLevel",
@@ -77,6 +80,7 @@ __all__ = [
     "ScreenConfig",
     "SipConfig",
     "StateConfig",
+    "TlsConfig",
     "Transport",
     "hostport",
     "load_config",

@@ -35,6 +35,7 @@ from ..config_gateways import (
     problem,
     repeated,
 )
+from ..config_tls import TlsConfig
 
 # --------------------------------------------------------------------------
 # Field types
@@ -43,6 +44,7 @@ from ..config_gateways import (
 class Transport(StrEnum):
     UDP = "udp"
     TCP = "tcp"
+    TLS = "tls"  # on public.tls_port, with the tls section's certificate
 
 
 class LogFormat(StrEnum):
@@ -150,6 +152,7 @@ class PublicConfig(_Listener):
     transports: Annotated[
         tuple[Annotated[Transport, BeforeValidator(lower)], ...], Field(min_length=1)
     ] = (Transport.UDP, Transport.TCP)
+    tls_port: Port = 5061  # the TLS listener (RFC 3261 §26.2), when transports has tls
 
     @field_validator("transports")
     @classmethod
@@ -168,6 +171,23 @@ class PublicConfig(_Listener):
     @property
     def tcp(self) -> bool:
         return Transport.TCP in self.transports
+
+    @property
+    def tls(self) -> bool:
+        return Transport.TLS in self.transports
+
+    @property
+    def tls_hostport(self) -> str:
+        return hostport(self.host, self.tls_port)
+
+    @model_validator(mode="after")
+    def _tls_own_port(self) -> Self:
+        if self.tls and self.tcp and self.tls_port == self.port:
+            raise problem(
+                f"TLS and TCP cannot share port {self.port}; TLS usually listens on 5061",
+                at=("tls_port",), also=("port",),
+            )
+        return self
 
 
 class PrivateConfig(_Listener):
@@ -287,8 +307,23 @@ class LimitsConfig(Section):
     max_datagram: Annotated[int, Field(strict=True, ge=512, le=65507)] = 16_384
     max_tcp_message: Annotated[int, Field(strict=True, ge=1024)] = 65_536
     tcp_buffer: Count = 131_072
-    max_tcp_connections: Count = 10_000
+    max_tcp_connections: Count = 10_000  # TCP and TLS together
+    max_tcp_connections_per_source: Count = 64  # from one IP address
     tcp_idle_timeout_s: Seconds = 600.0
+    # A message must be complete this long after its first byte (and the
+    # first message this long after the connection is up): slow senders.
+    tcp_message_deadline_s: Seconds = 10.0
+    tls_handshake_timeout_s: Seconds = 5.0
+
+    @model_validator(mode="after")
+    def _per_source_within_total(self) -> Self:
+        if self.max_tcp_connections_per_source > self.max_tcp_connections:
+            raise problem(
+                f"must be at most limits.max_tcp_connections ({self.max_tcp_connections})",
+                at=("max_tcp_connections_per_source",),
+                also=("max_tcp_connections",),
+            )
+        return self
 
     @model_validator(mode="after")
     def _buffer_holds_a_message(self) -> Self:
@@ -310,7 +345,7 @@ class LoggingConfig(Section):
 
 
 _SECTIONS = ("public", "private", "backend", "sip", "limits", "logging", "auth", "registrar",
-             "state", "calls", "screen", "bans", "firewall", "admin")
+             "state", "calls", "screen", "bans", "firewall", "admin", "tls")
 
 
 class Config(Section):
@@ -331,6 +366,7 @@ class Config(Section):
     bans: BansConfig = Field(default_factory=BansConfig)
     firewall: FirewallConfig = Field(default_factory=FirewallConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    tls: TlsConfig = Field(default_factory=TlsConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -403,7 +439,39 @@ class Config(Section):
     @model_validator(mode="after")
     def _admin_own_socket(self) -> Self:
         check_admin(self.admin, self.public.host, self.public.port, self.public.tcp)
+        if self.public.tls:
+            check_admin(self.admin, self.public.host, self.public.tls_port, True)
         return self
+
+    @model_validator(mode="after")
+    def _tls_ready(self) -> Self:
+        check_tls(self)
+        return self
+
+
+def check_tls(cfg: Config) -> None:
+    """The TLS listener needs a certificate; a gateway that requires client
+    certificates needs the listener and a CA to verify them against."""
+    public, tls = cfg.public, cfg.tls
+    if public.tls and tls.cert_file is None:
+        raise problem("the TLS listener needs a certificate: set tls.cert_file and tls.key_file",
+                      at=("tls", "cert_file"), also=("public", "transports"))
+    if public.tls and public.tls_port == cfg.private.port and (
+        public.host == cfg.private.host or _is_unspecified(public.host)
+        or _is_unspecified(cfg.private.host)
+    ):
+        raise problem(f"{public.tls_hostport} is also the private socket; change public.tls_port",
+                      at=("public", "tls_port"), also=("private", "port"))
+    for g, gw in enumerate(cfg.gateways):
+        if not gw.tls.require_client_cert:
+            continue
+        at: Loc = ("gateways", g, "tls", "require_client_cert")
+        if not public.tls:
+            raise problem(f"gateway {gw.name!r} requires a client certificate, but tls is not "
+                          "in public.transports", at=at)
+        if tls.ca_file is None:
+            raise problem(f"gateway {gw.name!r} requires a client certificate: set tls.ca_file "
+                          "to the CA that signs them", at=at)
 
 
 def check_gateways(
@@ -503,6 +571,8 @@ def summary(cfg: Config) -> dict[str, str]:
         "backend": ",".join(hostport(*t) for t in cfg.backend.targets),
         "gateways": str(len(cfg.gateways)),
     }
+    if cfg.public.tls:
+        out["tls"] = cfg.public.tls_hostport
     if cfg.public.advertise_host is not None:
         out["public_advertised"] = cfg.public.advertised_hostport
     if cfg.private.advertise_host is not None:

@@ -10,14 +10,38 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..sip import Message, SipParseError, build, header_param, header_value, parse_uri, parse_via, serialize
+from ..sip import (
+    Message,
+    SipParseError,
+    build,
+    header_param,
+    header_value,
+    parse_uri,
+    parse_via,
+    serialize,
+)
 from .dialogs import Dialog, DialogState
-from .transactions import InviteTx, TxState
 from .public import BYE_BRANCH, PING_BRANCH, _contact_uri
-from .verdict import PRIVATE, PUBLIC_TCP, PUBLIC_UDP, Drop, Forward, Reply, Send, Source, Verdict
+from .transactions import InviteTx, TxState
+from .verdict import (
+    PRIVATE,
+    PUBLIC_TCP,
+    PUBLIC_TLS,
+    PUBLIC_UDP,
+    Drop,
+    Forward,
+    Reply,
+    Send,
+    Source,
+    Verdict,
+)
 
 if TYPE_CHECKING:
     from .engine import Engine
+
+# The public channel a response goes back on, by the transport of the Via it
+# follows (RFC 3261 §18.2.2: over the connection the request came in on).
+_VIA_CHANNEL = {"UDP": PUBLIC_UDP, "TCP": PUBLIC_TCP, "TLS": PUBLIC_TLS}
 
 
 class BackendSide:
@@ -101,7 +125,7 @@ class BackendSide:
                 return self._late_response(tx, branch, msg, now)
             return self._invite_response(tx, msg, lines, now)
         via = parse_via(nxt)
-        channel = PUBLIC_TCP if via.transport == "TCP" else PUBLIC_UDP
+        channel = _VIA_CHANNEL.get(via.transport, PUBLIC_UDP)
         if msg.status == 401 or msg.status == 403:
             self.bans.offense(via.reply_address()[0], "backend_auth_failure", now)
         if msg.cseq_method == "BYE" and 200 <= msg.status < 300:

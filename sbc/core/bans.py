@@ -86,13 +86,10 @@ class BanTable:
             return None
         if self.counted is not None and kind not in self.counted:
             return None
+        if self.exempt(host):
+            return None
         rec = self.offenses.record(host, kind, now)
         if rec.total < self.max_offenses:
-            return None
-        # Asked only of a source about to be banned: a flood of fresh
-        # addresses does not pay for the exemption lookups.
-        if self.exempt(host):
-            self.offenses.forget(host)
             return None
         return self.ban(host, now, reason=kind, counts=dict(rec.kinds), first_seen=rec.first_seen)
 

@@ -36,11 +36,11 @@ from ..sip import (
     split_values,
 )
 from .backend import BackendSide
+from .bans import BanTable
 from .dialogs import Dialog, DialogState, DialogTable
 from .failover import FailoverSide
 from .health import HealthTable
 from .limits import CallPolicy
-from .bans import BanTable
 from .public import BYE_BRANCH, TAG_PREFIX, PublicSide
 from .ratelimit import TokenBucket
 from .routing import OwnAddresses, derive_branch, stamp_via
@@ -48,7 +48,18 @@ from .scan import Scan, scan_request
 from .settings import ProxySettings
 from .timers import TimerHeap
 from .transactions import InviteTx, TxState
-from .verdict import PRIVATE, PUBLIC_TCP, PUBLIC_UDP, Addr, Drop, Reply, Send, Source, Verdict
+from .verdict import (
+    PRIVATE,
+    PUBLIC_TCP,
+    PUBLIC_TLS,
+    PUBLIC_UDP,
+    Addr,
+    Drop,
+    Reply,
+    Send,
+    Source,
+    Verdict,
+)
 
 if TYPE_CHECKING:
     from .auth import DigestAuth
@@ -106,7 +117,8 @@ class Engine(PublicSide, BackendSide, FailoverSide):
                                   interval=s.ping_interval, timeout=s.ping_timeout)
         self.failovers: Counter[str] = Counter()  # calls sent on to the next VOS3000, by why
         self.egresses: list[tuple[str, int]] = [(s.private_host, s.private_port), *s.egresses]
-        self.own = OwnAddresses([(s.public_host, s.public_port), *self.egresses])
+        tls_own = [(s.public_host, s.tls_port)] if s.tls_port is not None else []
+        self.own = OwnAddresses([(s.public_host, s.public_port), *tls_own, *self.egresses])
         self.txs: dict[bytes, InviteTx] = {}
         self.dialogs = DialogTable()
         self.timers = TimerHeap()
@@ -117,14 +129,22 @@ class Engine(PublicSide, BackendSide, FailoverSide):
         self._ping_seq = 0
 
         pub = s.public_hostport().encode()
-        self._marker_public = pub + b";branch="
-        self._via_public = {
+        tls = s.tls_hostport().encode()  # TLS has its own port (5061, RFC 3261 §19.1.2)
+        # What our Via looks like on each public channel: (host, port), and
+        # the bytes "host:port;branch=" recognised in a response without a parse.
+        self._own_public: dict[int, Addr] = {PUBLIC_UDP: self.own_public, PUBLIC_TCP: self.own_public,
+                            PUBLIC_TLS: (s.public_host, s.tls_port or 5061)}
+        self._marker_public: dict[int, bytes] = {PUBLIC_UDP: pub + b";branch=", PUBLIC_TCP: pub + b";branch=",
+                               PUBLIC_TLS: tls + b";branch="}
+        self._via_public: dict[int, bytes] = {
             PUBLIC_UDP: b"Via: SIP/2.0/UDP " + pub + b";branch=",
             PUBLIC_TCP: b"Via: SIP/2.0/TCP " + pub + b";branch=",
+            PUBLIC_TLS: b"Via: SIP/2.0/TLS " + tls + b";branch=",
         }
-        rr_public = {
+        rr_public: dict[int, bytes] = {
             PUBLIC_UDP: b"Record-Route: <sip:" + pub + b";lr;r2=on>",
             PUBLIC_TCP: b"Record-Route: <sip:" + pub + b";transport=tcp;lr;r2=on>",
+            PUBLIC_TLS: b"Record-Route: <sip:" + tls + b";transport=tls;lr;r2=on>",
         }
         self._via_egress: list[bytes] = []
         self._marker_egress: list[bytes] = []
@@ -138,7 +158,7 @@ class Engine(PublicSide, BackendSide, FailoverSide):
             self._via_egress.append(b"Via: SIP/2.0/UDP " + hp + b";branch=")
             self._marker_egress.append(hp + b";branch=")
             rr_egress = b"Record-Route: <sip:" + hp + b";lr;r2=on>"
-            for ch in (PUBLIC_UDP, PUBLIC_TCP):
+            for ch in (PUBLIC_UDP, PUBLIC_TCP, PUBLIC_TLS):
                 self._rr_outbound[(ch, PRIVATE + i)] = [rr_egress, rr_public[ch]]
                 self._rr_inbound[(ch, PRIVATE + i)] = [rr_public[ch], rr_egress]
             self.own.exact.add(rr_egress[rr_egress.index(b"<") + 1 : -1])
@@ -148,7 +168,7 @@ class Engine(PublicSide, BackendSide, FailoverSide):
     # ------------------------------------------------------------------ entry points
 
     def receive(self, data: bytes, src: Source, now: float) -> Verdict:
-        stream = src.channel == PUBLIC_TCP
+        stream = src.channel == PUBLIC_TCP or src.channel == PUBLIC_TLS
         try:
             msg = parse_message(data, self.s.max_tcp_message if stream else self.s.max_datagram,
                                 stream=stream)

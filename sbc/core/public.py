@@ -280,7 +280,8 @@ class PublicSide:
 
     def _public_response(self: Engine, msg: Message, src: Source, now: float) -> Verdict:
         """A peer answering a request VOS3000 sent through us: back to VOS3000 only."""
-        lines, branch, nxt = self._pop_our_via(msg, self.own_public, self._marker_public)
+        lines, branch, nxt = self._pop_our_via(msg, self._own_public[src.channel],
+                                               self._marker_public[src.channel])
         if branch is None:
             return Drop("via_not_ours")
         if branch.startswith(BYE_BRANCH):

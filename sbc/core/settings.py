@@ -12,6 +12,7 @@ from ..sip import format_hostport
 class ProxySettings:
     public_host: str = "127.0.0.1"  # advertised in Via / Record-Route
     public_port: int = 5060
+    tls_port: int | None = None  # the public TLS listener (None: no TLS)
     private_host: str = "127.0.0.1"
     private_port: int = 5080
     backend_host: str = "127.0.0.1"
@@ -51,6 +52,9 @@ class ProxySettings:
     def public_hostport(self) -> str:
         return format_hostport(self.public_host, self.public_port)
 
+    def tls_hostport(self) -> str:
+        return format_hostport(self.public_host, self.tls_port or 5061)
+
     def private_hostport(self) -> str:
         return format_hostport(self.private_host, self.private_port)
 
@@ -63,6 +67,7 @@ class ProxySettings:
             reply_budget_burst=float(cfg.auth.reply_budget_burst),
             public_host=cfg.public.advertise_host or cfg.public.host,
             public_port=cfg.public.port,
+            tls_port=cfg.public.tls_port if cfg.public.tls else None,
             private_host=cfg.private.advertise_host or cfg.private.host,
             private_port=cfg.private.port,
             backend_host=cfg.backend.host,

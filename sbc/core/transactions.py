@@ -124,7 +124,7 @@ class InviteTx:
         self.g_at = 0.0
         self.g_interval = 0.0
         self.h_at = 0.0
-        self.egress = 2  # the private channel the INVITE went out on
+        self.egress: int = Channel.PRIVATE  # the private channel the INVITE went out on
         self.expire_at = 0.0
         self.cancel_pending = False
         self.cancelled = False

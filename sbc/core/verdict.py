@@ -17,12 +17,15 @@ class Channel(IntEnum):
 
     PUBLIC_UDP = 0
     PUBLIC_TCP = 1
-    PRIVATE = 2
+    PUBLIC_TLS = 2
+    PRIVATE = 3  # the first private (egress) socket; gateway egresses follow
 
 
 PUBLIC_UDP = Channel.PUBLIC_UDP
 PUBLIC_TCP = Channel.PUBLIC_TCP
+PUBLIC_TLS = Channel.PUBLIC_TLS
 PRIVATE = Channel.PRIVATE
+STREAMS = (PUBLIC_TCP, PUBLIC_TLS)  # the public channels that carry a connection each
 
 Addr = tuple[str, int]
 

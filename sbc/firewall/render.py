@@ -70,6 +70,7 @@ class FirewallSpec:
     port: int = 5060
     udp: bool = True
     tcp: bool = True
+    tls_port: int | None = None  # the TLS listener (tcp), when public.transports has tls
     gateways: tuple[Gateway, ...] = ()
     signatures: tuple[str, ...] = ()
     per_ip: Limit = Limit(20.0, 40)
@@ -87,6 +88,7 @@ def spec_from_config(cfg: Any) -> FirewallSpec:
         port=cfg.public.port,
         udp=cfg.public.udp,
         tcp=cfg.public.tcp,
+        tls_port=cfg.public.tls_port if cfg.public.tls else None,
         gateways=tuple(
             Gateway(gw.name, tuple(gw.ip), tuple(gw.ip_port)) for gw in cfg.gateways
         ),
@@ -138,8 +140,22 @@ def _pairs(spec: FirewallSpec, v: int) -> list[tuple[str, int, str]]:
     ]
 
 
+def _streams(spec: FirewallSpec) -> bool:
+    """Whether the sbc accepts TCP connections (plain or TLS)."""
+    return spec.tcp or spec.tls_port is not None
+
+
 def _protocols(spec: FirewallSpec) -> list[str]:
-    return [p for p, on in (("udp", spec.udp), ("tcp", spec.tcp)) if on]
+    """The protocols SIP arrives over (gateway source ports are accepted for each)."""
+    return [p for p, on in (("udp", spec.udp), ("tcp", _streams(spec))) if on]
+
+
+def _listeners(spec: FirewallSpec) -> list[tuple[str, int]]:
+    """(protocol, port) of every public listener: udp and tcp on port, TLS on tls_port."""
+    out = [(p, spec.port) for p, on in (("udp", spec.udp), ("tcp", spec.tcp)) if on]
+    if spec.tls_port is not None:
+        out.append(("tcp", spec.tls_port))
+    return out
 
 
 def _per_unit(rate: float) -> tuple[int, str]:
@@ -166,7 +182,11 @@ def _pretty_rate(limit: Limit) -> str:
 
 def _where(spec: FirewallSpec) -> str:
     host = f"[{spec.host}]" if ":" in spec.host else spec.host
-    return f"{host}:{spec.port} ({', '.join(_protocols(spec))})"
+    plain = [p for p, on in (("udp", spec.udp), ("tcp", spec.tcp)) if on]
+    where = f"{host}:{spec.port} ({', '.join(plain)})" if plain else ""
+    if spec.tls_port is not None:
+        where += f"{', ' if where else ''}{host}:{spec.tls_port} (tls)"
+    return where
 
 
 def _header(spec: FirewallSpec) -> list[str]:
@@ -257,7 +277,7 @@ def _nft_hook(spec: FirewallSpec) -> list[str]:
         prefix = "meta nfproto ipv4 " if address.version == 4 else ""
     else:
         prefix = f"{'ip' if address.version == 4 else 'ip6'} daddr {address} "
-    return [f"\t\t{prefix}{proto} dport {spec.port} jump sip" for proto in _protocols(spec)]
+    return [f"\t\t{prefix}{proto} dport {port} jump sip" for proto, port in _listeners(spec)]
 
 
 def _nftables(spec: FirewallSpec) -> list[str]:
@@ -314,7 +334,7 @@ def _nftables(spec: FirewallSpec) -> list[str]:
         "\t\t# The first 8 bytes of the UDP payload are \"OPTIONS \"",
         (f"\t\tmeta l4proto udp @th,64,64 0x{_OPTIONS.hex()} counter drop "
          'comment "untrusted_options"'),
-        *(["\t\ttcp flags & (syn | ack) != syn accept"] if spec.tcp else []),
+        *(["\t\ttcp flags & (syn | ack) != syn accept"] if _streams(spec) else []),
         (f"\t\tupdate @rate_ip4 {{ ip saddr {_nft_limit(spec.per_ip)} }} counter drop "
          'comment "rate_per_ip"'),
         (f"\t\tupdate @rate_ip6 {{ ip6 saddr {_nft_limit(spec.per_ip)} }} counter drop "
@@ -386,8 +406,8 @@ def _ipt_hook(spec: FirewallSpec, v: int, chain: str) -> list[str]:
         return [f"# public.host is {address}: the sbc does not listen on IPv{v}."]
     else:
         dest = f"-d {address}/{address.max_prefixlen} "
-    return [f"-I INPUT {dest}-p {p} -m {p} --dport {spec.port} -j {chain}"
-            for p in _protocols(spec)]
+    return [f"-I INPUT {dest}-p {p} -m {p} --dport {port} -j {chain}"
+            for p, port in _listeners(spec)]
 
 
 def _iptables(spec: FirewallSpec, v: int) -> list[str]:
@@ -437,7 +457,7 @@ def _iptables(spec: FirewallSpec, v: int) -> list[str]:
         for signature in spec.signatures:
             out.append(f"-A {chain} -p udp -m string --algo bm --icase "
                        f"{_string_match(signature)} -j DROP")
-    if spec.tcp:
+    if _streams(spec):
         out.append(f"-A {chain} -p tcp ! --syn -j RETURN")
     out.append(f"-A {chain} {_hashlimit(spec.per_ip, hl_ip + str(v), None, spec.max_sources)}"
                " -j DROP")

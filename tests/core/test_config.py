@@ -33,6 +33,7 @@ from sbc.config import (
 )
 from sbc.config_defense import DEFAULT_SCANNER_SIGNATURES
 from sbc.config_gateways import DigestAlgorithm, OptionsMode, UnknownSource
+from sbc.config_tls import GatewayTls
 from sbc.logsetup import configure_logging, flush_logs, get_logger
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -243,6 +244,7 @@ def test_example_file_gateway_example_is_valid() -> None:
     assert acme.allowed_prefixes == ("+44", "+33")
     assert acme.blocked_prefixes == ("+4490", "+4491")
     assert acme.tech_prefixes == ("9999#",)
+    assert acme.tls == GatewayTls(require_client_cert=False)
     assert phones.limits == GatewayLimits() and phones.allowed_prefixes == ()
     first, second = phones.digest
     assert first.password is not None and first.password.get_secret_value() == "change-me"
@@ -466,7 +468,7 @@ def test_unknown_key_in_gateway_lists_the_keys() -> None:
     assert str(info.value) == (
         "x.yaml:4: gateways[0].zzz: unknown key; expected one of: "
         "name, ip, ip_port, digest, egress, options, limits, allowed_prefixes, "
-        "blocked_prefixes, tech_prefixes"
+        "blocked_prefixes, tech_prefixes, tls"
     )
 
 
@@ -665,9 +667,9 @@ BAD: list[tuple[str, str, str]] = [
         public:
           transports:
             - udp
-            - tls
+            - sctp
         """,
-        "x.yaml:4: public.transports[1]: Input should be 'udp' or 'tcp'",
+        "x.yaml:4: public.transports[1]: Input should be 'udp', 'tcp' or 'tls'",
     ),
     (
         "duplicate_transport",
