@@ -15,6 +15,7 @@ from .core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_UDP, Addr, Send
 from .admin import PacketTimer, PingTracker, ban_counts, ban_rows, dialog_rows, start_admin
 from .admin.timing import HistogramSnapshot
 from .logsetup import configure_logging, flush_logs, get_logger
+from . import sdnotify
 from .wiring import Components, build_components, reconfigure, restart_needed
 from .transport.tcp import TcpConnection
 from .transport.udp import UdpProtocol
@@ -137,7 +138,8 @@ class Server:
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.request_stop)
-        self.loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        self.loop.add_signal_handler(
+            signal.SIGHUP, lambda: asyncio.ensure_future(sdnotify.notify_reload(self.reload)))
 
     async def reload(self) -> tuple[bool, str]:
         """Validate the config file, then swap it in; on any error the old one stays."""
