@@ -354,6 +354,7 @@ class NotifySocket:
         """The next notification as a dict, waiting at most `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while True:
+            assert time.monotonic() < deadline, f"no notification\n{sbc.output()}"
             self.sock.settimeout(0.2)
             try:
                 data = self.sock.recv(4096)
@@ -361,7 +362,6 @@ class NotifySocket:
                 # What is queued is read first: a process that has just exited
                 # may have said STOPPING=1.
                 assert sbc.proc.poll() is None, f"sbc exited\n{sbc.output()}"
-                assert time.monotonic() < deadline, f"no notification\n{sbc.output()}"
                 continue
             message = dict(line.split("=", 1) for line in data.decode().split("\n"))
             if skip_watchdog and message == {"WATCHDOG": "1"}:
