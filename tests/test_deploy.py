@@ -192,6 +192,7 @@ def test_unit_key_settings() -> None:
     assert one["ExecStart"] == "/opt/sbc/bin/sbc run --config /etc/sbc/sbc.yaml"
     assert svc["ExecReload"][-1] == "/bin/kill -HUP $MAINPID"
     assert one["Restart"] == "on-failure"
+    assert one["RestartPreventExitStatus"] == "2"  # what `sbc run` exits with on a bad config
     assert one["AmbientCapabilities"] == one["CapabilityBoundingSet"] == "CAP_NET_BIND_SERVICE"
     assert one["NoNewPrivileges"] == "yes"
     assert one["StateDirectory"] == one["ConfigurationDirectory"] == "sbc"
