@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _run(cfg: Config, with_standin: bool, config_path: str | None = None) -> int:
+    from . import sdnotify
     from .server import Server
     from .standin import serve
 
@@ -86,7 +87,12 @@ async def _run(cfg: Config, with_standin: bool, config_path: str | None = None) 
     server.install_signal_handlers()
     log.info("started", **summary(cfg))
     flush_logs()
+    sdnotify.notify("READY=1", "STATUS=serving")  # every socket and the admin are bound
+    watchdog = sdnotify.Watchdog(server.loop)
+    watchdog.start()
     await server.wait_stopped()
+    sdnotify.notify("STOPPING=1")
+    watchdog.stop()
     log.info("stopping")
     stop.set()
     await server.stop()

@@ -18,6 +18,7 @@ from .core.conns import ConnLimits, SourceCounts, overdue
 from .core.engine import Engine
 from .core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP, Addr, Channel, Send
 from .logsetup import configure_logging, flush_logs, get_logger
+from . import sdnotify
 from .transport.tcp import TcpConnection
 from .transport.tls import TlsConnection
 from .transport.udp import UdpProtocol
@@ -164,7 +165,8 @@ class Server:
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.request_stop)
-        self.loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        self.loop.add_signal_handler(
+            signal.SIGHUP, lambda: asyncio.ensure_future(sdnotify.notify_reload(self.reload)))
 
     async def reload(self) -> tuple[bool, str]:
         """Validate the config file, then swap it in; on any error the old one stays."""
