@@ -11,7 +11,8 @@ write the same file, are picked up by polling rows changed since the last look.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from .core.bans import Ban, BanTable
 from .logsetup import get_logger

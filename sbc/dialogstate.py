@@ -9,7 +9,7 @@ clean stop flushes; a crash loses at most that interval.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .core.dialogs import Dialog, DialogState
 from .core.engine import Engine

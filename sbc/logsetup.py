@@ -15,8 +15,8 @@ still follows reconfiguration.
 
 from __future__ import annotations
 
-import logging
 import atexit
+import logging
 import sys
 import time
 from typing import Any, TextIO, cast

@@ -10,6 +10,7 @@ import ssl
 from collections import Counter
 from typing import Any
 
+from . import sdnotify
 from .admin import PacketTimer, ban_counts, ban_rows, dialog_rows, start_admin
 from .admin.timing import HistogramSnapshot
 from .config import Config, ConfigError, load_config, summary
@@ -18,7 +19,6 @@ from .core.conns import ConnLimits, SourceCounts, overdue
 from .core.engine import Engine
 from .core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP, Addr, Channel, Send
 from .logsetup import configure_logging, flush_logs, get_logger
-from . import sdnotify
 from .transport.tcp import TcpConnection
 from .transport.tls import TlsConnection
 from .transport.udp import UdpProtocol
@@ -143,7 +143,7 @@ class Server:
         for srv in listeners:
             try:
                 await asyncio.wait_for(srv.wait_closed(), 2.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if self._admin is not None:
             await self._admin.cleanup()

@@ -11,18 +11,18 @@ import time
 from dataclasses import dataclass
 
 from .banstate import BanKeeper
-from .dialogstate import DialogKeeper
 from .config import Config
 from .core.auth import Account, DigestAuth, account_from_ha1, account_from_password
 from .core.bans import BanTable
 from .core.conns import OFFENSES as CONNECTION_OFFENSES
-from .core.screen import Screen
 from .core.dialogs import DialogTable
 from .core.engine import Engine
-from .core.limits import CallPolicy, GatewayPolicy, PrefixSet
 from .core.gateways import GatewayTable, gateway_infos
+from .core.limits import CallPolicy, GatewayPolicy, PrefixSet
 from .core.registrar import Binding, Registrar
+from .core.screen import Screen
 from .core.settings import ProxySettings
+from .dialogstate import DialogKeeper
 from .firewall.nftset import NftBanSet
 from .logsetup import get_logger
 from .store import Store, from_rows, to_rows

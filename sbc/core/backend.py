@@ -64,8 +64,7 @@ class BackendSide:
             if msg.method == "INVITE" and not in_dialog:
                 return self._call_to_binding(msg, src, now, scan, via)
             return self._reply_stateless(481, scan, src)
-        if msg.cseq > dlg.cseq_backend:
-            dlg.cseq_backend = msg.cseq
+        dlg.cseq_backend = max(dlg.cseq_backend, msg.cseq)
         scan.lines[0] = self._via_public[dlg.peer_channel] + self._key(msg, via, b"b")
         out = serialize(msg.start, scan.lines, msg.body, msg.has_content_length)
         return Forward([(dlg.peer_channel, dlg.peer, out)])

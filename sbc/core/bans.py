@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .offenses import OffenseTable
 
@@ -51,8 +51,20 @@ def _no_listener(event: str, ban: Ban) -> None:
 
 
 class BanTable:
-    __slots__ = ("max_offenses", "bantime", "increment", "max_bantime", "max_entries", "exempt",
-                 "counted", "listener", "bans", "levels", "offenses", "_heap")
+    __slots__ = (
+        "_heap",
+        "bans",
+        "bantime",
+        "counted",
+        "exempt",
+        "increment",
+        "levels",
+        "listener",
+        "max_bantime",
+        "max_entries",
+        "max_offenses",
+        "offenses",
+    )
 
     def __init__(self, *, max_offenses: int = 5, findtime: float = 600.0, bantime: float = 600.0,
                  increment: float = 2.0, max_bantime: float = 604_800.0, max_entries: int = 100_000,

@@ -11,8 +11,8 @@ gateway's duration limit, ended after a linger for retransmissions).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from enum import Enum
-from typing import Iterator
 
 from .verdict import Addr
 
@@ -30,9 +30,26 @@ class Dialog:
     (in-dialog requests from the peer go there). The header values and contacts are what sbc
     needs to end the call itself (duration limit)."""
 
-    __slots__ = ("call_id", "peer", "peer_channel", "state", "created", "confirmed_at", "expire_at",
-                 "gateway", "egress", "inbound", "from_value", "to_value", "peer_contact",
-                 "backend_contact", "cseq_peer", "cseq_backend", "bye_at", "backend")
+    __slots__ = (
+        "backend",
+        "backend_contact",
+        "bye_at",
+        "call_id",
+        "confirmed_at",
+        "created",
+        "cseq_backend",
+        "cseq_peer",
+        "egress",
+        "expire_at",
+        "from_value",
+        "gateway",
+        "inbound",
+        "peer",
+        "peer_channel",
+        "peer_contact",
+        "state",
+        "to_value",
+    )
 
     def __init__(self, call_id: bytes, peer: Addr, channel: int, now: float, expire_at: float,
                  gateway: str = "", egress: int = 2, inbound: bool = False,
@@ -62,7 +79,7 @@ class Dialog:
 
 
 class DialogTable:
-    __slots__ = ("_by_id", "_active", "_peers")
+    __slots__ = ("_active", "_by_id", "_peers")
 
     def __init__(self) -> None:
         self._by_id: dict[bytes, Dialog] = {}

@@ -22,7 +22,8 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..sip import (
     Message,

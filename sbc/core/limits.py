@@ -13,8 +13,8 @@ unchanged. A blocked destination gets 403 and counts as an offense.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from .ratelimit import TokenBucket
 
@@ -23,7 +23,7 @@ class PrefixSet:
     """Longest-prefix membership over digit strings: one set lookup per
     distinct prefix length, not a scan over prefixes."""
 
-    __slots__ = ("_prefixes", "_lengths")
+    __slots__ = ("_lengths", "_prefixes")
 
     def __init__(self, prefixes: Iterable[str]) -> None:
         self._prefixes = {normalise(p) for p in prefixes if normalise(p)}

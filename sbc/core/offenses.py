@@ -20,7 +20,7 @@ class OffenseRecord:
 
 
 class OffenseTable:
-    __slots__ = ("max_entries", "window", "_table")
+    __slots__ = ("_table", "max_entries", "window")
 
     def __init__(self, max_entries: int = 100_000, window: float = 600.0) -> None:
         self.max_entries = max_entries

@@ -103,8 +103,7 @@ class PublicSide:
             dlg = self.dialogs.get(msg.call_id)
             if dlg is not None and dlg.peer[0] == src.host:
                 gateway = dlg.gateway
-                if msg.cseq > dlg.cseq_peer:
-                    dlg.cseq_peer = msg.cseq
+                dlg.cseq_peer = max(dlg.cseq_peer, msg.cseq)
             elif gateway is None:
                 return self._unknown(scan, src, now)
         # 3./4. Out-of-dialog from an unknown address: digest or nothing.

@@ -6,7 +6,7 @@ from __future__ import annotations
 class TokenBucket:
     """`rate` tokens per second, at most `burst` saved up; `take` spends one."""
 
-    __slots__ = ("rate", "burst", "tokens", "stamp")
+    __slots__ = ("burst", "rate", "stamp", "tokens")
 
     def __init__(self, rate: float, burst: float, now: float = 0.0) -> None:
         self.rate = rate

@@ -32,7 +32,7 @@ def stamp_via(value: bytes, host: str, port: int) -> bytes:
 class OwnAddresses:
     """The (host, port) pairs that are sbc itself, for Route and loop checks."""
 
-    __slots__ = ("_pairs", "markers", "exact")
+    __slots__ = ("_pairs", "exact", "markers")
 
     def __init__(self, pairs: list[tuple[str, int]]) -> None:
         self._pairs = {(h.lower(), p) for h, p in pairs}

@@ -13,8 +13,17 @@ _CREDENTIALS = frozenset(("authorization", "proxy-authorization"))
 
 
 class Scan:
-    __slots__ = ("lines", "vias", "from_line", "to_line", "call_id_line", "cseq_line", "route_idx",
-                 "mf_zero", "loop")
+    __slots__ = (
+        "call_id_line",
+        "cseq_line",
+        "from_line",
+        "lines",
+        "loop",
+        "mf_zero",
+        "route_idx",
+        "to_line",
+        "vias",
+    )
 
     def __init__(self) -> None:
         self.lines: list[bytes] = [b""]

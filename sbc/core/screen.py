@@ -48,9 +48,24 @@ _MARKERS = (
 
 
 class Screen:
-    __slots__ = ("bans", "gateways", "apply_to_gateways", "_sig", "rate_ip", "burst_ip",
-                 "rate_net", "burst_net", "rate_gw", "burst_gw", "max_sources", "per_ip",
-                 "per_net", "per_gw", "closed", "has_peer")
+    __slots__ = (
+        "_sig",
+        "apply_to_gateways",
+        "bans",
+        "burst_gw",
+        "burst_ip",
+        "burst_net",
+        "closed",
+        "gateways",
+        "has_peer",
+        "max_sources",
+        "per_gw",
+        "per_ip",
+        "per_net",
+        "rate_gw",
+        "rate_ip",
+        "rate_net",
+    )
 
     def __init__(self, bans: BanTable, gateways: GatewayTable | None, *,
                  signatures: Iterable[str] = (), apply_to_gateways: bool = False,
@@ -131,7 +146,7 @@ class Screen:
                 table.popitem(last=False)
             return True
         tokens = b[0] + (now - b[1]) * rate
-        if tokens > burst:
+        if tokens > burst:  # noqa: PLR1730 - a compare, cheaper than min() per packet
             tokens = burst
         if tokens < 1.0:
             table[key] = (tokens, now)

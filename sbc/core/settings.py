@@ -59,7 +59,7 @@ class ProxySettings:
         return format_hostport(self.private_host, self.private_port)
 
     @classmethod
-    def from_config(cls, cfg: Any, egresses: tuple[tuple[str, int], ...] = ()) -> "ProxySettings":
+    def from_config(cls, cfg: Any, egresses: tuple[tuple[str, int], ...] = ()) -> ProxySettings:
         return cls(
             egresses=egresses,
             reject_unknown=cfg.auth.unknown_source == "reject",

@@ -183,7 +183,7 @@ def parse_uri(uri: bytes) -> SipUri:
     hostpart = rest[at + 1 :]
     if hostpart.startswith(b"["):
         close = hostpart.find(b"]")
-        semi = hostpart.find(b";", close if close > 0 else 0)
+        semi = hostpart.find(b";", max(0, close))
     else:
         semi = hostpart.find(b";")
     hostport = hostpart if semi < 0 else hostpart[:semi]

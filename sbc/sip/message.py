@@ -10,7 +10,7 @@ back as they were, with only the ones the proxy replaced or inserted being new.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 # (canonical lower-case long name, the raw header line without its CRLF; a
 # folded header keeps its folding inside the raw bytes)
@@ -35,17 +35,17 @@ class Message:
     """
 
     __slots__ = (
-        "method",
-        "uri",
-        "status",
-        "reason",
-        "start",
-        "headers",
         "body",
         "call_id",
         "cseq",
         "cseq_method",
         "has_content_length",
+        "headers",
+        "method",
+        "reason",
+        "start",
+        "status",
+        "uri",
     )
 
     def __init__(

@@ -39,9 +39,9 @@ def set_receive_buffer(sock: socket.socket, size: int) -> int:
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
-    __slots__ = ("server", "channel", "transport", "screened", "received")
+    __slots__ = ("channel", "received", "screened", "server", "transport")
 
-    def __init__(self, server: "Server", channel: int) -> None:
+    def __init__(self, server: Server, channel: int) -> None:
         self.server = server
         self.channel = channel
         self.screened = channel < Channel.PRIVATE  # the private side is VOS3000: not screened
