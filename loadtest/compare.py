@@ -444,8 +444,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--fire-steps",
-        default="10000,25000,50000,100000,200000",
-        help="calls-under-fire: flood pps per step (default 10000,...,200000)",
+        default="25000,50000,100000,150000,200000,300000",
+        help="calls-under-fire: flood pps per step (default 25000,...,300000)",
     )
     p.add_argument(
         "--step-seconds", type=float, help="calls-under-fire: per step (default --seconds)"
@@ -456,7 +456,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("options", "register", "invite"),
         help="calls-under-fire: what the flood sends (default invite)",
     )
-    p.add_argument("--fire-sources", type=int, default=1000, help="calls-under-fire: addresses")
+    p.add_argument(
+        "--fire-sources",
+        type=int,
+        default=1_000_000,
+        help="calls-under-fire: flood source addresses (default 1000000: fresh ones, the "
+        "costliest kind for either server)",
+    )
     p.add_argument("--kamailio-children", type=int, default=os.cpu_count() or 2)
     p.add_argument("--json", type=Path, help="write every run, medians and ratios here")
     p.add_argument("--charts", type=Path, help="write PNG charts into this directory")
