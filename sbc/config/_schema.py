@@ -487,8 +487,8 @@ def check_gateways(
     for label, side in (("public", public), ("private", private)):
         if side.advertise_host is not None:
             own.append((f"{label}.advertise_host", side.advertise_host, side.port))
-    for at, host, port in backend.labelled:
-        own.append(("backend" + (f".standby[{at[1]}]" if at else ""), host, port))
+    for loc, host, port in backend.labelled:
+        own.append(("backend" + (f".standby[{loc[1]}]" if loc else ""), host, port))
     names: dict[str, int] = {}
     networks: dict[str, tuple[int, str]] = {}
     pairs: dict[tuple[str, int], tuple[int, str]] = {}

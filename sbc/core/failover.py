@@ -1,3 +1,6 @@
+# mypy: disable-error-code="misc"
+# (this module is one side of Engine, a mixin whose methods take `self: Engine`:
+# mypy reports that self type as not a supertype of the mixin; the rest is checked)
 """Several VOS3000 addresses: health pings, and serial forking of a new call.
 
 Health (see health.py): sbc sends each target an OPTIONS every ping interval;

@@ -1,3 +1,6 @@
+# mypy: disable-error-code="misc"
+# (this module is one side of Engine, a mixin whose methods take `self: Engine`:
+# mypy reports that self type as not a supertype of the mixin; the rest is checked)
 """Messages that arrive on the public side: identify the source, then proxy.
 
 Admission, in order:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from .verdict import Addr, Channel
+from .verdict import Addr, Channel, ChannelNo
 
 if TYPE_CHECKING:
     from .failover import Attempt
@@ -99,7 +99,7 @@ class InviteTx:
         "vias",
     )
 
-    def __init__(self, key: bytes, caller: Addr, caller_channel: Channel, now: float) -> None:
+    def __init__(self, key: bytes, caller: Addr, caller_channel: ChannelNo, now: float) -> None:
         self.key = key
         self.state = TxState.CALLING
         self.caller = caller

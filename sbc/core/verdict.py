@@ -28,15 +28,18 @@ PRIVATE = Channel.PRIVATE
 STREAMS = (PUBLIC_TCP, PUBLIC_TLS)  # the public channels that carry a connection each
 
 Addr = tuple[str, int]
+# A channel number: a `Channel`, or PRIVATE + n for the n-th gateway egress
+# socket (plain int arithmetic, so typed as int).
+ChannelNo = int
 
 
 class Source(NamedTuple):
-    channel: Channel
+    channel: ChannelNo
     host: str
     port: int
 
 
-Send = tuple[Channel, Addr, bytes]
+Send = tuple[ChannelNo, Addr, bytes]
 
 
 @dataclass(slots=True)
