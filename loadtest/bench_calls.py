@@ -61,6 +61,7 @@ class Run:
     uas_succeeded: int = 0
     uas_failed: int = 0
     achieved_cps: float = 0.0
+    relayed_pps: float = 0.0  # messages the server delivered to either SIPp, per second
     rtt_p50_ms: float | None = None
     rtt_p90_ms: float | None = None
     rtt_p99_ms: float | None = None
@@ -236,6 +237,8 @@ def read_call_results(
         # SIPp's elapsed time includes the last call's duration and hang-up.
         active = max(elapsed - call_ms / 1000, 1e-3)
         run.achieved_cps = round(run.attempted / active, 1)
+        relayed = uac_res.received_messages + uas_res.received_messages
+        run.relayed_pps = round(relayed / active, 1)
     rtts = uac_res.rtts_ms("invite")
     run.rtt_p50_ms, run.rtt_p90_ms, run.rtt_p99_ms = (
         percentile(rtts, 50),
@@ -284,6 +287,7 @@ NUMERIC = [
     "uas_succeeded",
     "uas_failed",
     "achieved_cps",
+    "relayed_pps",
     "rtt_p50_ms",
     "rtt_p90_ms",
     "rtt_p99_ms",

@@ -205,6 +205,7 @@ def fire_run(
 
 CALL_FIGURES = [
     ("achieved_cps", "calls/s achieved", "{:.0f}"),
+    ("relayed_pps", "relayed pps", "{:.0f}"),
     ("attempted", "calls attempted", "{:.0f}"),
     ("succeeded", "calls ok", "{:.0f}"),
     ("failed", "calls failed", "{:.0f}"),
@@ -224,6 +225,7 @@ FLOOD_FIGURES = [
     ("cpu_pct", "cpu %", "{:.1f}"),
     ("cpu_us_per_packet", "cpu us/pkt", "{:.2f}"),
     ("peak_rss_mib", "mem MiB", "{:.1f}"),
+    ("forwarded_pps", "forwarded pps", "{:.1f}"),
     ("to_backend", "flood pkts to VOS", "{:.0f}"),
 ]
 FIRE_FIGURES = [

@@ -476,6 +476,18 @@ class SippResult:
         """A per-message counter from -trace_counts, e.g. count("0_INVITE_Retrans")."""
         return int(self.counts.get(column, "0") or 0)
 
+    @property
+    def received_messages(self) -> int:
+        """Every message this SIPp received, first copies and retransmissions
+        (the -trace_counts columns of its receive steps)."""
+        total = 0
+        for column, value in self.counts.items():
+            if column.endswith("_Recv") or (
+                column.endswith("_Retrans") and f"{column[: -len('_Retrans')]}_Recv" in self.counts
+            ):
+                total += int(value or 0)
+        return total
+
     def file(self, suffix: str) -> Path | None:
         """The trace file ending in `suffix` ("messages.log", "errors.log", "rtt.csv", ...)."""
         found = sorted(self.workdir.glob(f"{self.scenario}_*_{suffix}"))

@@ -76,10 +76,11 @@ def test_one_tiny_run_of_each_side(tmp_path: Path) -> None:
     for target in ("sbc", "kamailio"):
         calls = cases["calls"][target]["median"]
         assert calls["succeeded"] == 10 and calls["failed"] == 0
+        assert calls["relayed_pps"] > 0  # INVITE, ACK, BYE one way; 100, 180, 200s the other
         flood = cases["options-flood"][target]["median"]
         assert flood["offered_pps"] > 0 and flood["handled_pps"] > 0
         assert flood["cpu_us_per_packet"] is not None
-        assert flood["to_backend"] == 0
+        assert flood["to_backend"] == 0 and flood["forwarded_pps"] < 1
         # Each side counts its drops by reason: every flood packet is in one.
         run = cases["options-flood"][target]["runs"][0]
         reasons = {k.rpartition(":")[2] for k in run["drops"]}

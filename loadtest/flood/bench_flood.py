@@ -94,6 +94,7 @@ class Run:
     drops_pps: dict[str, float] = field(default_factory=dict)
     bans: int = 0
     to_backend: int = 0
+    forwarded_pps: float = 0.0  # datagrams that reached the VOS3000 side, per second
     cpu_s: float = 0.0
     cpu_pct: float = 0.0
     cpu_us_per_packet: float | None = None
@@ -193,6 +194,7 @@ def one_run(
     run.unaccounted = stats.sent - run.handled - (run.socket_drops or 0)
     run.drops_pps = {k: round(v / secs) for k, v in run.drops.items()}
     run.to_backend = vos.marked
+    run.forwarded_pps = round(vos.packets / secs, 1)
     run.cpu_s = round(reading.cpu_s, 3)
     run.cpu_pct = round(100 * reading.cpu_s / secs, 1)
     if run.handled > 0:
@@ -246,6 +248,7 @@ NUMERIC = [
     "unaccounted",
     "bans",
     "to_backend",
+    "forwarded_pps",
     "cpu_s",
     "cpu_pct",
     "cpu_us_per_packet",
