@@ -148,6 +148,25 @@ async def test_too_many_connections_from_one_source(tmp_path) -> None:
             w.close()
 
 
+async def test_opening_connections_too_fast_is_rate_limited(tmp_path) -> None:
+    """Each new connection spends a token of its source's screen rate (burst 3
+    here): the fourth in a row is closed at once, counted and an offense,
+    while the open ones and other sources are untouched."""
+    screen = "screen: {rate_per_ip: {rate: 0.1, burst: 3}}\n"
+    async with running(tmp_path, limits() + screen) as (server, pub, tls):
+        kept = [await connect(pub, "127.0.0.8") for _ in range(2)] + [await connect(tls, "127.0.0.8")]
+        reader, writer = await connect(pub, "127.0.0.8")
+        assert await closed_by_sbc(reader)
+        assert server.screen_drop_counts().get("rate_per_ip") == 1
+        assert offenses(server, "127.0.0.8") == {"rate_limit": 1}
+        assert server.conn_counts.get("127.0.0.8") == 3
+        other_r, other_w = await connect(pub, "127.0.0.7")
+        other_w.write(b"\r\n\r\n")
+        assert await asyncio.wait_for(other_r.readexactly(2), 5) == b"\r\n"
+        for _, w in [*kept, (reader, writer), (other_r, other_w)]:
+            w.close()
+
+
 async def test_global_cap_is_counted_but_no_offense(tmp_path) -> None:
     extra = limits(max_tcp_connections=2, max_tcp_connections_per_source=2)
     async with running(tmp_path, extra) as (server, pub, _):

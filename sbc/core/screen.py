@@ -119,6 +119,24 @@ class Screen:
                 return "unknown_source"
         return None
 
+    def connection(self, host: str, port: int, now: float) -> str | None:
+        """A new TCP or TLS connection spends one token of its source's rate,
+        as a datagram does: opening connections fast (each TLS handshake
+        costs sbc a key exchange) is a flood like any other. A drop reason,
+        or None when the connection may be accepted."""
+        gateways = self.gateways
+        if gateways is None or gateways.by_source(host, port) is not None:
+            if not self._take(self.per_gw, host, self.rate_gw, self.burst_gw, now):
+                return "rate_per_gateway"
+            return None
+        if not self._take(self.per_ip, host, self.rate_ip, self.burst_ip, now):
+            self.bans.offense(host, "rate_limit", now)
+            return "rate_per_ip"
+        if not self._take(self.per_net, _net(host), self.rate_net, self.burst_net, now):
+            self.bans.offense(host, "rate_limit", now)
+            return "rate_per_net"
+        return None
+
     def _scanner(self, data: bytes) -> bool:
         end = data.find(b"\r\n\r\n")
         low = (data if end < 0 else data[:end]).lower()

@@ -53,6 +53,11 @@ class TcpConnection(asyncio.Protocol):
             server.screen_drop("banned", self.addr[0])
             self._drop()
             return
+        over = server.screen.connection(self.addr[0], self.addr[1], now)
+        if over is not None:  # opening connections faster than its rate
+            server.screen_drop(over, self.addr[0])
+            self._drop()
+            return
         refused = server.conn_counts.admit(self.addr[0], server.conn_limits)
         if refused is not None:
             self.abort(refused)

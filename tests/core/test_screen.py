@@ -156,3 +156,14 @@ def test_closed_screen_drops_unknown_sources_before_the_parse() -> None:
 def test_open_screen_leaves_unknown_sources_to_the_engine() -> None:
     screen, _ = make()  # digest accounts exist, or unknown sources get a 403
     assert screen.check(msg(), "127.0.0.66", 5060, 0.0) is None
+
+
+def test_new_connections_spend_the_source_rate() -> None:
+    screen, bans = make(rate_per_ip=(1.0, 2.0))
+    assert screen.connection("127.0.0.66", 40000, 0.0) is None
+    assert screen.connection("127.0.0.66", 40001, 0.0) is None
+    assert screen.connection("127.0.0.66", 40002, 0.0) == "rate_per_ip"
+    assert bans.offenses.count("127.0.0.66", 0.0) == 1
+    assert screen.connection("127.0.0.66", 40003, 1.0) is None  # a token back after 1 s
+    # A gateway has its own, higher rate and never an offense.
+    assert all(screen.connection("127.0.0.1", p, 0.0) is None for p in range(100))
