@@ -99,16 +99,9 @@ class Screen:
             return "banned"
         gateways = self.gateways
         is_gateway = gateways is None or gateways.by_source(host, port) is not None
-        if is_gateway:
-            if not self._take(self.per_gw, host, self.rate_gw, self.burst_gw, now):
-                return "rate_per_gateway"
-        else:
-            if not self._take(self.per_ip, host, self.rate_ip, self.burst_ip, now):
-                self.bans.offense(host, "rate_limit", now)
-                return "rate_per_ip"
-            if not self._take(self.per_net, _net(host), self.rate_net, self.burst_net, now):
-                self.bans.offense(host, "rate_limit", now)
-                return "rate_per_net"
+        over = self._rate(host, is_gateway, now)
+        if over is not None:
+            return over
         if self._sig is not None and (not is_gateway or self.apply_to_gateways) and self._scanner(data):
             self.bans.offense(host, "scanner", now)
             return "scanner"
@@ -125,7 +118,13 @@ class Screen:
         costs sbc a key exchange) is a flood like any other. A drop reason,
         or None when the connection may be accepted."""
         gateways = self.gateways
-        if gateways is None or gateways.by_source(host, port) is not None:
+        return self._rate(host, gateways is None or gateways.by_source(host, port) is not None,
+                          now)
+
+    def _rate(self, host: str, is_gateway: bool, now: float) -> str | None:
+        """Step 2: one token of the source's buckets; a rate-limit hit of a
+        source that is no gateway is an offense."""
+        if is_gateway:
             if not self._take(self.per_gw, host, self.rate_gw, self.burst_gw, now):
                 return "rate_per_gateway"
             return None
