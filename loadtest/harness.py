@@ -199,6 +199,21 @@ def pss_kib(pids: Iterable[int]) -> int:
 # sbc
 
 
+def end_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> bool:
+    """End a child we started, by its PID: SIGTERM, and SIGKILL if it has not
+    exited within `timeout`.  True when it ended on SIGTERM (or had already)."""
+    if proc.poll() is not None:
+        return True
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5.0)
+        return False
+
+
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
@@ -324,19 +339,13 @@ class SbcProcess:
         """SIGTERM by PID, wait; SIGKILL if it does not exit in time.  Returns the exit code."""
         if self.proc is None:
             raise HarnessError("sbc was never started")
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5.0)
-                if self._reader is not None:
-                    self._reader.join(2.0)
-                self.returncode = self.proc.returncode
-                raise HarnessError(
-                    f"sbc ignored SIGTERM for {timeout:.0f}s and was killed\n{self.output_tail()}"
-                ) from None
+        if not end_process(self.proc, timeout):
+            if self._reader is not None:
+                self._reader.join(2.0)
+            self.returncode = self.proc.returncode
+            raise HarnessError(
+                f"sbc ignored SIGTERM for {timeout:.0f}s and was killed\n{self.output_tail()}"
+            )
         if self._reader is not None:
             self._reader.join(5.0)
         self.returncode = self.proc.returncode
@@ -707,14 +716,8 @@ class Sipp:
 
     def stop(self) -> None:
         """End SIPp by PID if it is still running: SIGTERM, then SIGKILL."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(5.0)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5.0)
+        if self.proc is not None:
+            end_process(self.proc)
 
     def result(self, rc: int) -> SippResult:
         res = SippResult(self.name, self.scenario, self.command, rc, self.workdir)

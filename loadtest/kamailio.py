@@ -22,6 +22,7 @@ from pathlib import Path
 from loadtest.harness import (
     REPO,
     HarnessError,
+    end_process,
     process_tree,
     pss_kib,
     tree_cpu_seconds,
@@ -164,13 +165,7 @@ class KamailioProcess:
         if self.proc.poll() is None:
             self.drops = self.drop_counts()
         tree = set(self._workers) | set(self.pids() if self.proc.poll() is None else [])
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5.0)
+        end_process(self.proc, timeout)
         deadline = time.monotonic() + 5.0
         left = [p for p in tree if p != self.proc.pid and _alive(p)]
         while left and time.monotonic() < deadline:

@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from typing import Any, Self
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from loadtest.harness import LOOPBACK, REPO, HarnessError, free_ports
+from loadtest.harness import LOOPBACK, REPO, HarnessError, end_process, free_ports
 
 GEN_SOURCE = Path(__file__).resolve().with_name("gen.c")
 CACHE_DIR = REPO / "loadtest" / "results" / ".flood-bin"
@@ -414,14 +413,8 @@ class Flood:
     def stop(self) -> None:
         """End the generator by PID if it still runs: SIGTERM (it prints its
         statistics and exits), then SIGKILL."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(5.0)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5.0)
+        if self.proc is not None:
+            end_process(self.proc)
 
 
 # --------------------------------------------------------------------------

@@ -22,7 +22,14 @@ from typing import Any
 
 import pytest
 
-from loadtest.harness import LOOPBACK, SbcProcess, free_ports, report, sipsak_binary
+from loadtest.harness import (
+    LOOPBACK,
+    SbcProcess,
+    end_process,
+    free_ports,
+    report,
+    sipsak_binary,
+)
 
 from ..tlscerts import Certs, make_certs
 from .conftest import Ports, SbcFactory, SippFactory
@@ -175,13 +182,7 @@ class Baresip:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_process(self.proc)
         self._reader.join(5)
 
 
