@@ -1,7 +1,8 @@
 """What every configuration section shares: the frozen `Section` base that
 refuses unknown keys, the `problem` error that names a field (and the other
 field involved) so the loader can point at the file's line, and the small
-field types and before-validators (ports, seconds, counts, text, case).
+field types and before-validators (ports, seconds, counts, text, case), and
+`Endpoint`, a host and port.
 
 `sbc.config_gateways` re-exports all of it, so sections may import these names
 from either module.
@@ -51,6 +52,23 @@ class Section(BaseModel):
 
 
 Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
+
+
+class Endpoint(Section):
+    """An address and port (a socket of sbc's, or a peer's); subclasses give
+    `host` its own validation and defaults."""
+
+    host: str
+    port: Port
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) to bind or send to."""
+        return (self.host, self.port)
+
+    @property
+    def hostport(self) -> str:
+        return hostport(self.host, self.port)
 Seconds = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
 Count = Annotated[int, Field(strict=True, ge=1)]
 

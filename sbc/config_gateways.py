@@ -40,6 +40,7 @@ from pydantic import (
 
 from .config_base import (  # re-exported (__all__): every section imports them from here
     Count,
+    Endpoint,
     Loc,
     Port,
     Seconds,
@@ -57,6 +58,7 @@ from .config_tls import GatewayTls
 __all__ = [
     # shared helpers, from sbc.config_base
     "Count",
+    "Endpoint",
     "Loc",
     "Port",
     "Seconds",
@@ -445,19 +447,11 @@ class DigestAccount(Section):
         return frozenset(out)
 
 
-class EgressConfig(Section):
+class EgressConfig(Endpoint):
     """A private socket of the sbc used for one gateway's traffic to VOS3000."""
 
     host: Annotated[str, BeforeValidator(_egress_host)]
     port: Port
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return (self.host, self.port)
-
-    @property
-    def hostport(self) -> str:
-        return hostport(self.host, self.port)
 
 
 class GatewayConfig(Section):

@@ -22,6 +22,7 @@ from ..config_gateways import (
     AuthConfig,
     Count,
     DigestAccount,
+    Endpoint,
     GatewayConfig,
     Loc,
     Port,
@@ -95,18 +96,9 @@ def _is_loopback(host: str) -> bool:
 # Sections
 
 
-class _Endpoint(Section):
+class _Endpoint(Endpoint):
     host: IPAddress = "127.0.0.1"
     port: Port = 5060
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """(host, port) to bind or send to."""
-        return (self.host, self.port)
-
-    @property
-    def hostport(self) -> str:
-        return hostport(self.host, self.port)
 
 
 class _Listener(_Endpoint):
