@@ -23,7 +23,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ from loadtest.harness import (
     SippResult,
     format_table,
     free_ports,
+    medians,
     sipp_binary,
 )
 from loadtest.targets import KamailioTarget, Layout, SbcTarget, Server, stop_server
@@ -304,11 +304,7 @@ NUMERIC = [
 
 
 def median_of(runs: list[Run]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for name in NUMERIC:
-        values = [getattr(r, name) for r in runs if getattr(r, name) is not None]
-        out[name] = statistics.median(values) if values else None
-    return out
+    return medians((asdict(r) for r in runs), NUMERIC)
 
 
 COLUMNS = [

@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -56,7 +55,7 @@ from loadtest import bench_calls
 from loadtest.flood import bench_flood
 from loadtest.flood.generator import Flood, FloodError, build, payload
 from loadtest.flood.measure import udp_socket_drops
-from loadtest.harness import REPO, HarnessError, format_table, sipp_binary
+from loadtest.harness import REPO, HarnessError, format_table, medians, sipp_binary
 from loadtest.kamailio import kamailio_binary
 from loadtest.targets import KamailioTarget, Layout, SbcTarget, Server, stop_server
 
@@ -232,14 +231,6 @@ FIRE_FIGURES = [
     ("max_flood_pps_ok", "max flood pps, calls >=99.9% ok", "{:.0f}"),
     ("peak_rss_mib", "mem MiB", "{:.1f}"),
 ]
-
-
-def medians(runs: list[dict[str, Any]], keys: list[str]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for key in keys:
-        values = [r[key] for r in runs if r.get(key) is not None]
-        out[key] = statistics.median(values) if values else None
-    return out
 
 
 def fire_step_medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -753,6 +754,16 @@ def report(results: Iterable[SippResult], sbc: SbcProcess | None = None) -> str:
     if sbc is not None:
         parts.append(sbc.output_tail())
     return "\n\n".join(parts)
+
+
+def medians(rows: Iterable[Mapping[str, Any]], keys: Iterable[str]) -> dict[str, float | None]:
+    """Per key, the median over the rows that have a value for it (None if none do)."""
+    rows = list(rows)
+    out: dict[str, float | None] = {}
+    for key in keys:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        out[key] = statistics.median(values) if values else None
+    return out
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:

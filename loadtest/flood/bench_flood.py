@@ -63,7 +63,7 @@ from loadtest.flood.generator import (
     udp_counters,
 )
 from loadtest.flood.measure import udp_socket_drops, wait_cpu_settled
-from loadtest.harness import REPO, HarnessError, format_table
+from loadtest.harness import REPO, HarnessError, format_table, medians
 from loadtest.targets import KamailioTarget, Layout, SbcTarget, Server, set_key, stop_server
 
 SCENARIOS = ("options", "register", "invite", "many-sources")
@@ -257,10 +257,7 @@ NUMERIC = [
 
 
 def median_of(runs: list[Run]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in NUMERIC:
-        values = [getattr(r, name) for r in runs if getattr(r, name) is not None]
-        out[name] = statistics.median(values) if values else None
+    out: dict[str, Any] = medians((asdict(r) for r in runs), NUMERIC)
     reasons = sorted({k for r in runs for k in r.drops_pps})
     out["drops_pps"] = {
         k: statistics.median([r.drops_pps.get(k, 0) for r in runs]) for k in reasons
