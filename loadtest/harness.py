@@ -330,6 +330,16 @@ class SbcProcess:
         """Parsed log lines whose `event` is `name` (from the kept lines)."""
         return [e for e in list(self.events) if e.get("event") == name]
 
+    def wait_named(self, name: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """`named(name)` once there is at least one such line (sbc writes its
+        log lines in batches); HarnessError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not (found := self.named(name)):
+            if time.monotonic() >= deadline:
+                raise HarnessError(f"no {name!r} log line within {timeout:g}s\n{self.output_tail()}")
+            time.sleep(0.02)
+        return found
+
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)
 

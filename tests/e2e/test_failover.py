@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from loadtest.harness import LOOPBACK, SbcProcess, Sipp, SippResult, free_ports, report
+from loadtest.harness import LOOPBACK, Sipp, SippResult, free_ports, report
 
 from .conftest import Ports, SbcFactory, SippFactory
 from .test_calls import _assert_all_succeeded, _received, _silent_backend, _uac
@@ -115,7 +115,7 @@ def test_silent_first_the_call_moves_on_after_the_failover_timeout(
     call_ids = {line for d in seen for line in d.split(b"\r\n") if line.startswith(b"Call-ID:")}
     assert len(call_ids) == 1, (
         f"the second call was sent to the down first too: {call_ids}\n{proxy.output_tail()}")
-    downs = _wait_event(proxy, "backend_down")
+    downs = proxy.wait_named("backend_down")
     assert [(d["target"], d["reason"]) for d in downs] == [
         (f"{LOOPBACK}:{ports.backend}", "INVITE unanswered for 1 s")], downs
 
@@ -168,14 +168,6 @@ def test_unanswered_pings_mark_the_first_down_and_readyz_says_so(
     assert len(_received(result, "INVITE")) == calls, report([result], proxy)
     assert len(_received(result, "BYE")) == calls, report([result], proxy)
     assert _received(result, "OPTIONS"), "the second was never pinged"
-
-
-def _wait_event(proxy: SbcProcess, name: str, timeout: float = 5.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while not (found := proxy.named(name)):
-        assert time.monotonic() < deadline, f"no {name} in the log\n{proxy.output_tail()}"
-        time.sleep(0.05)
-    return found
 
 
 def _get(url: str) -> tuple[int, dict[str, Any]]:

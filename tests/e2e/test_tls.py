@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import subprocess
 import threading
-import time
 import wave
 from pathlib import Path
 from typing import Any
@@ -200,16 +199,6 @@ def baresip_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
         b.stop()
 
 
-def _logged(proxy: SbcProcess, event: str, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """sbc's log lines `event`, once there is one (log lines are written in batches)."""
-    deadline = time.monotonic() + timeout
-    while not proxy.named(event):
-        if time.monotonic() >= deadline:
-            pytest.fail(f"no {event!r} log line within {timeout:.0f}s\n{proxy.output_tail()}")
-        time.sleep(0.02)
-    return proxy.named(event)
-
-
 def _call(proxy: SbcProcess, sipp: SippFactory, ports: Ports, tls_port: int,
           caller: Baresip) -> tuple[Any, Baresip]:
     """baresip calls; VOS3000 answers, waits a second and hangs up."""
@@ -242,6 +231,6 @@ def test_baresip_call_over_tls_hung_up_by_vos3000(
     bye_oks = [m for m in uas.messages()
                if m.direction == "received" and m.status == 200 and m.cseq_method == "BYE"]
     assert len(bye_oks) == 1, report([uas], proxy)
-    (end,) = _logged(proxy, "call_end")
+    (end,) = proxy.wait_named("call_end")
     assert end["reason"] == "bye_backend", proxy.output_tail()
 
