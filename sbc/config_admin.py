@@ -14,7 +14,7 @@ import ipaddress
 import re
 from typing import Annotated, Self
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
 from .config_gateways import (
     Networks,
@@ -24,7 +24,6 @@ from .config_gateways import (
     hostport,
     kind,
     problem,
-    repeated,
 )
 
 __all__ = ["AdminConfig", "check_admin"]
@@ -89,11 +88,6 @@ class AdminConfig(Section):
     ping_interval_s: Seconds = 5.0
     ping_timeout_s: Seconds = 2.0
 
-    @field_validator("allow")
-    @classmethod
-    def _no_repeated_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        repeated(value, "allow")
-        return value
 
     @model_validator(mode="after")
     def _token_beyond_loopback(self) -> Self:

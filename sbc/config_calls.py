@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from .config_gateways import (
     Burst,
@@ -25,10 +25,8 @@ from .config_gateways import (
     Section,
     TechPrefixes,
     burst_needs_rate,
-    distinct_prefixes,
     matched_digits,
     problem,
-    repeated,
 )
 
 __all__ = ["CallsConfig", "check_calls"]
@@ -49,17 +47,7 @@ class CallsConfig(Section):
     # loses at most this much.
     persist_interval_s: Annotated[float, Field(strict=True, gt=0, le=60, allow_inf_nan=False)] = 1.0
 
-    @field_validator("blocked_prefixes")
-    @classmethod
-    def _no_repeated_prefixes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        distinct_prefixes(value, "blocked_prefixes")
-        return value
 
-    @field_validator("tech_prefixes")
-    @classmethod
-    def _no_repeated_tech_prefixes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        repeated(value, "tech_prefixes")
-        return value
 
     @model_validator(mode="after")
     def _burst_with_rate(self) -> Self:

@@ -12,10 +12,11 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from .config_gateways import (
     Count,
+    Distinct,
     Networks,
     Seconds,
     Section,
@@ -24,7 +25,6 @@ from .config_gateways import (
     lower,
     none_is_empty,
     problem,
-    repeated,
 )
 
 __all__ = [
@@ -100,7 +100,8 @@ class RateConfig(Section):
 class ScreenConfig(Section):
     """Cheap checks on the raw bytes of every packet, before any parse."""
 
-    scanner_signatures: Annotated[tuple[Signature, ...], BeforeValidator(none_is_empty)] = (
+    scanner_signatures: Annotated[tuple[Signature, ...], BeforeValidator(none_is_empty),
+                                  Distinct] = (
         DEFAULT_SCANNER_SIGNATURES
     )
     signatures_apply_to_gateways: Annotated[bool, Field(strict=True)] = False
@@ -114,11 +115,6 @@ class ScreenConfig(Section):
     def _empty_rates(cls, data: Any) -> Any:
         return _defaults_for_null(data, ("rate_per_ip", "rate_per_net", "rate_per_gateway"))
 
-    @field_validator("scanner_signatures")
-    @classmethod
-    def _no_repeated_signatures(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        repeated(value, "scanner_signatures")
-        return value
 
 
 # --------------------------------------------------------------------------
@@ -157,11 +153,6 @@ class BansConfig(Section):
     def _empty_offenses(cls, data: Any) -> Any:
         return _defaults_for_null(data, ("offenses",))
 
-    @field_validator("exempt")
-    @classmethod
-    def _no_repeated_exemptions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        repeated(value, "exempt")
-        return value
 
     @model_validator(mode="after")
     def _longest_not_below_first(self) -> Self:

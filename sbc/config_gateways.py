@@ -30,6 +30,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Self
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Field,
     SecretStr,
@@ -56,6 +57,7 @@ from .config_base import (  # re-exported (__all__): every section imports them 
 from .config_tls import GatewayTls
 
 __all__ = [
+    "Distinct",
     # shared helpers, from sbc.config_base
     "Count",
     "Endpoint",
@@ -185,7 +187,22 @@ def _egress_host(value: object) -> str:
 
 Network = Annotated[str, BeforeValidator(_network)]
 SourceAddress = Annotated[tuple[str, int], BeforeValidator(_source_address)]
-Networks = Annotated[tuple[Network, ...], BeforeValidator(none_is_empty)]
+
+
+def _distinct(values: tuple[Any, ...], info: ValidationInfo) -> tuple[Any, ...]:
+    repeated(values, str(info.field_name))
+    return values
+
+
+def _distinct_prefixes(values: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+    distinct_prefixes(values, str(info.field_name))
+    return values
+
+
+# An after-validator for a list field: an entry listed twice is an error
+# naming the field and the second entry.
+Distinct = AfterValidator(_distinct)
+Networks = Annotated[tuple[Network, ...], BeforeValidator(none_is_empty), Distinct]
 
 
 def repeated(values: Sequence[object], what: str) -> None:
@@ -285,8 +302,10 @@ def _tech_prefix(value: object) -> str:
 
 Prefix = Annotated[str, BeforeValidator(_prefix)]
 TechPrefix = Annotated[str, BeforeValidator(_tech_prefix)]
-Prefixes = Annotated[tuple[Prefix, ...], BeforeValidator(none_is_empty)]
-TechPrefixes = Annotated[tuple[TechPrefix, ...], BeforeValidator(none_is_empty)]
+# Prefixes: also the same numbers written twice ("+44", "0044").
+Prefixes = Annotated[tuple[Prefix, ...], BeforeValidator(none_is_empty),
+                     AfterValidator(_distinct_prefixes)]
+TechPrefixes = Annotated[tuple[TechPrefix, ...], BeforeValidator(none_is_empty), Distinct]
 
 NonNegative = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]  # 0: unlimited
 Burst = Annotated[float, Field(strict=True, ge=1, allow_inf_nan=False)]
@@ -414,11 +433,6 @@ class DigestAccount(Section):
     realm: Realm | None = None  # None: auth.realm (see Config.realm_for)
     from_cidrs: Networks = ()
 
-    @field_validator("from_cidrs")
-    @classmethod
-    def _no_repeated_sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        repeated(value, "from_cidrs")
-        return value
 
     @model_validator(mode="after")
     def _one_kind_of_secret(self) -> Self:
@@ -459,7 +473,7 @@ class GatewayConfig(Section):
 
     name: GatewayName
     ip: Networks = ()
-    ip_port: Annotated[tuple[SourceAddress, ...], BeforeValidator(none_is_empty)] = ()
+    ip_port: Annotated[tuple[SourceAddress, ...], BeforeValidator(none_is_empty), Distinct] = ()
     digest: Annotated[tuple[DigestAccount, ...], BeforeValidator(none_is_empty)] = ()
     egress: EgressConfig | None = None
     options: Annotated[OptionsMode, BeforeValidator(lower)] = OptionsMode.ANSWER
@@ -472,29 +486,9 @@ class GatewayConfig(Section):
     # What its TLS connections must show (a client certificate, its name).
     tls: Annotated[GatewayTls, BeforeValidator(none_is_default)] = GatewayTls()
 
-    @field_validator("allowed_prefixes", "blocked_prefixes")
-    @classmethod
-    def _no_repeated_prefixes(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        distinct_prefixes(value, str(info.field_name))
-        return value
 
-    @field_validator("tech_prefixes")
-    @classmethod
-    def _no_repeated_tech_prefixes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        repeated(value, "tech_prefixes")
-        return value
 
-    @field_validator("ip")
-    @classmethod
-    def _no_repeated_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        repeated(value, "ip")
-        return value
 
-    @field_validator("ip_port")
-    @classmethod
-    def _no_repeated_pairs(cls, value: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
-        repeated(value, "ip_port")
-        return value
 
     @model_validator(mode="after")
     def _identifiable(self) -> Self:

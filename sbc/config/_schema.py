@@ -22,6 +22,7 @@ from ..config_gateways import (
     AuthConfig,
     Count,
     DigestAccount,
+    Distinct,
     Endpoint,
     GatewayConfig,
     Loc,
@@ -34,7 +35,6 @@ from ..config_gateways import (
     kind,
     lower,
     problem,
-    repeated,
 )
 from ..config_tls import TlsConfig
 
@@ -223,15 +223,11 @@ class BackendConfig(BackendTarget):
 
     standby: tuple[BackendTarget, ...] = ()
     failover_timeout_s: Seconds = 2.0
-    failover_on: tuple[Annotated[int, BeforeValidator(_status)], ...] = (500, 503)
+    failover_on: Annotated[tuple[Annotated[int, BeforeValidator(_status)], ...], Distinct] = (
+        500, 503)
     down_after: Count = 3
     up_after: Count = 2
 
-    @field_validator("failover_on")
-    @classmethod
-    def _no_repeated_status(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        repeated(value, "failover_on")
-        return value
 
     @model_validator(mode="after")
     def _distinct_targets(self) -> Self:
