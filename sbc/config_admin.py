@@ -16,6 +16,7 @@ from typing import Annotated, Self
 
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
+from .config_base import IPAddress
 from .config_gateways import (
     Networks,
     Port,
@@ -32,19 +33,6 @@ TOKEN_MIN = 16
 
 # RFC 6750 §2.1 b64token: what a bearer token may contain.
 _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-
-
-def _host(value: object) -> str:
-    if not isinstance(value, str):
-        raise problem(
-            f"should be an IP address string (quote IPv6 addresses in YAML), not {kind(value)}"
-        )
-    try:
-        return str(ipaddress.ip_address(value.strip()))
-    except ValueError:
-        raise problem(
-            f"{value!r} is not an IPv4 or IPv6 address (host names are not accepted)"
-        ) from None
 
 
 def _token(value: object) -> str:
@@ -75,7 +63,7 @@ class AdminConfig(Section):
     """The admin HTTP endpoint: health, metrics, statistics, bans, reload."""
 
     enabled: Annotated[bool, Field(strict=True)] = True
-    host: Annotated[str, BeforeValidator(_host)] = "127.0.0.1"
+    host: IPAddress = "127.0.0.1"
     port: Port = 8080
     # Required in `Authorization: Bearer <token>` when set; required when
     # `host` is not a loopback address.

@@ -10,6 +10,7 @@ from either module.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -45,6 +46,36 @@ def kind(value: object) -> str:
 def hostport(host: str, port: int) -> str:
     """`host:port`, with brackets around an IPv6 host (RFC 3261 §25.1 hostport)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_ip(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IP address as written in the file, or the config error that says why not.
+
+    YAML 1.1 reads some unquoted IPv6 forms (1:2:3:4:5:6:7:8) as base-60
+    integers, so a non-string here usually means "quote it"."""
+    if not isinstance(value, str):
+        raise problem(
+            "Input should be an IP address string (quote IPv6 addresses in YAML), "
+            f"not {kind(value)}"
+        )
+    try:
+        return ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise problem(
+            f"{value!r} is not an IPv4 or IPv6 address (host names are not accepted)"
+        ) from None
+
+
+def _ip_address(value: object) -> str:
+    return str(parse_ip(value))
+
+
+def _optional_ip_address(value: object) -> str | None:
+    return None if value is None else _ip_address(value)
+
+
+IPAddress = Annotated[str, BeforeValidator(_ip_address)]
+OptionalIPAddress = Annotated[str | None, BeforeValidator(_optional_ip_address)]
 
 
 class Section(BaseModel):

@@ -52,6 +52,7 @@ from .config_base import (  # re-exported (__all__): every section imports them 
     lower,
     none_is_default,
     none_is_empty,
+    parse_ip,
     problem,
 )
 from .config_tls import GatewayTls
@@ -168,16 +169,7 @@ def _source_address(value: object) -> tuple[str, int]:
 
 
 def _egress_host(value: object) -> str:
-    if not isinstance(value, str):
-        raise problem(
-            f"should be an IP address string (quote IPv6 in YAML), not {kind(value)}"
-        )
-    try:
-        address = _unmapped(ipaddress.ip_address(value.strip()))
-    except ValueError:
-        raise problem(
-            f"{value!r} is not an IPv4 or IPv6 address (host names are not accepted)"
-        ) from None
+    address = _unmapped(parse_ip(value))
     if address.is_unspecified or address.is_multicast:
         # VOS3000 tells gateways apart by the source address: it must be one
         # address of this machine, the one VOS3000 is configured with.

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Self
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from ..config_admin import AdminConfig, check_admin
+from ..config_base import IPAddress, OptionalIPAddress
 from ..config_calls import CallsConfig, check_calls
 from ..config_defense import BansConfig, FirewallConfig, ScreenConfig
 from ..config_gateways import (
@@ -60,28 +61,6 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
-def _ip_address(value: object) -> str:
-    # YAML 1.1 reads some unquoted IPv6 forms (1:2:3:4:5:6:7:8) as base-60
-    # integers, so a non-string here usually means "quote it".
-    if not isinstance(value, str):
-        raise problem(
-            "Input should be an IP address string (quote IPv6 addresses in YAML), "
-            f"not {kind(value)}"
-        )
-    try:
-        return str(ipaddress.ip_address(value.strip()))
-    except ValueError:
-        raise problem(
-            f"{value!r} is not an IPv4 or IPv6 address (host names are not accepted)"
-        ) from None
-
-
-def _optional_ip_address(value: object) -> str | None:
-    return None if value is None else _ip_address(value)
-
-
-IPAddress = Annotated[str, BeforeValidator(_ip_address)]
-OptionalIPAddress = Annotated[str | None, BeforeValidator(_optional_ip_address)]
 
 
 def _is_unspecified(host: str) -> bool:
