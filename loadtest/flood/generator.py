@@ -508,27 +508,30 @@ class Receiver:
         self.close()
 
 
+def _flood_from_args(args: argparse.Namespace, dst: tuple[str, int], workdir: Path) -> Flood:
+    """The flood the command line describes, towards `dst`."""
+    src = args.src or (MANY_SOURCES_BASE if args.sources is not None else SCANNER_SOURCE)
+    return Flood(
+        payload(args.kind, dst, src, args.nonce),
+        dst,
+        workdir,
+        count=args.count,
+        seconds=args.seconds,
+        rate=args.rate,
+        src=src,
+        sources=args.sources,
+        src_mode=args.src_mode,
+        batch=args.batch,
+    )
+
+
 def check(args: argparse.Namespace) -> dict[str, Any]:
     """Send to our own receiver and compare: the generator's self-test."""
     workdir = Path(tempfile.mkdtemp(prefix="flood-check-"))
     (port,) = free_ports(1)
-    many = args.sources is not None
-    src = args.src or (MANY_SOURCES_BASE if many else SCANNER_SOURCE)
     with Receiver(port, mark=FLOOD_MARK.encode(), keep_sources=True) as rx:
         before = udp_counters()
-        flood = Flood(
-            payload(args.kind, (LOOPBACK, port), src),
-            (LOOPBACK, port),
-            workdir,
-            count=args.count,
-            seconds=args.seconds,
-            rate=args.rate,
-            src=src,
-            sources=args.sources,
-            src_mode=args.src_mode,
-            batch=args.batch,
-        )
-        stats = flood.run()
+        stats = _flood_from_args(args, (LOOPBACK, port), workdir).run()
         rx.drain()
         after = udp_counters()
     shutil.rmtree(workdir, ignore_errors=True)
@@ -573,21 +576,8 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--dst is required (or --check)")
         host, _, port = args.dst.rpartition(":")
         dst = (host, int(port))
-        src = args.src or (MANY_SOURCES_BASE if args.sources else SCANNER_SOURCE)
         workdir = Path(tempfile.mkdtemp(prefix="flood-"))
-        flood = Flood(
-            payload(args.kind, dst, src, args.nonce),
-            dst,
-            workdir,
-            count=args.count,
-            seconds=args.seconds,
-            rate=args.rate,
-            src=src,
-            sources=args.sources,
-            src_mode=args.src_mode,
-            batch=args.batch,
-        )
-        stats = flood.run()
+        stats = _flood_from_args(args, dst, workdir).run()
         shutil.rmtree(workdir, ignore_errors=True)
         print(json.dumps(stats.__dict__))
         return 0
