@@ -226,7 +226,7 @@ class Engine(PublicSide, BackendSide, FailoverSide):
                 tx = obj
                 if tx.expire_at == deadline and self.txs.get(tx.key) is tx:
                     del self.txs[tx.key]
-                    if tx.branch is not tx.key:
+                    if tx.branch != tx.key:
                         self._forget_attempts(tx)
             elif kind == "D":
                 dlg: Dialog = obj
