@@ -1,0 +1,53 @@
+"""`make run` and `make test` work in the project's venv, never in the system
+Python (PEP 668: Debian 12 and Ubuntu 23.04+ refuse `pip install` there)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _plan(target: str, venv: Path, *extra: str) -> list[str]:
+    make = shutil.which("make")
+    assert make, "make is needed to run the README's commands"
+    out = subprocess.run([make, "-n", target, f"VENV={venv}", "PYTHON=/usr/bin/python3", *extra],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def test_a_fresh_run_makes_the_venv_and_installs_only_into_it(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    lines = _plan("run", venv)
+    assert f"/usr/bin/python3 -m venv {venv}" in lines
+    pip = [line for line in lines if " pip " in f" {line} "]
+    assert pip and all(line.startswith(f"{venv}/bin/python -m pip install") for line in pip), pip
+    assert not any("--break-system-packages" in line for line in lines)
+    assert lines[-1] == f"{venv}/bin/sbc demo --config configs/local.yaml"
+
+
+def test_test_target_installs_the_extras_into_the_venv(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    lines = _plan("test", venv)
+    assert any(line.startswith(f"{venv}/bin/python -m pip install") and "'.[test]'" in line
+               for line in lines), lines
+    assert lines[-1] == f"{venv}/bin/python -m pytest"
+
+
+def test_a_second_run_reuses_the_venv_until_pyproject_changes(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").touch()
+    stamp = venv / ".installed-run"
+    stamp.touch()
+    lines = _plan("run", venv)
+    assert not any("venv" in line.split()[:3] or " pip " in f" {line} " for line in lines[:-1]), lines
+    # pyproject.toml newer than the stamp: the install runs again, the venv is kept.
+    old = (ROOT / "pyproject.toml").stat().st_mtime - 10
+    os.utime(stamp, (old, old))
+    lines = _plan("run", venv)
+    assert any(line.startswith(f"{venv}/bin/python -m pip install") for line in lines), lines
+    assert not any(line.startswith("/usr/bin/python3 -m venv") for line in lines), lines
