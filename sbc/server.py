@@ -204,7 +204,7 @@ class Server:
     def send_all(self, sends: list[Send]) -> None:
         for channel, addr, data in sends:
             self.send(channel, addr, data)
-        at = self.engine.timers.next_deadline()
+        at = self.engine.next_deadline()
         if at is not None and at < self._timer_at:
             self._arm(at)
 
@@ -250,7 +250,7 @@ class Server:
         self._timer_at = float("inf")
         sends = self.engine.on_timer(self.loop.time())
         self.send_all(sends)
-        at = self.engine.timers.next_deadline()
+        at = self.engine.next_deadline()
         if at is not None and at < self._timer_at:
             self._arm(at)
 

@@ -23,6 +23,11 @@ SDP = (
 )
 
 
+def tag(call_id: bytes) -> bytes:
+    """The stand-in's own To-tag for a call (the same for every answer in it)."""
+    return hashlib.md5(call_id).hexdigest()[:8].encode()
+
+
 def answer(data: bytes, host: str, port: int) -> list[bytes]:
     """The responses the stand-in sends for one received message."""
     try:
@@ -36,19 +41,19 @@ def answer(data: bytes, host: str, port: int) -> list[bytes]:
     for name, raw in msg.headers:
         if name in keep:
             lines.setdefault(name, []).append(raw)
-    tag = hashlib.md5(msg.call_id).hexdigest()[:8].encode()
+    to_tag = tag(msg.call_id)
     common = (lines["via"], lines["from"][0], lines["to"][0], lines["call-id"][0],
               lines["cseq"][0])
     contact = b"Contact: <sip:vos@%s>" % format_hostport(host, port).encode()
     if msg.method == "INVITE":
         rr = tuple(lines.get("record-route", ()))
-        ringing = build.response(180, *common, to_tag=tag, reason=b"Ringing", extra=(*rr, contact))
+        ringing = build.response(180, *common, to_tag=to_tag, reason=b"Ringing", extra=(*rr, contact))
         sdp = SDP.replace(b"{ip}", host.encode())
-        ok = build.response(200, *common, to_tag=tag, extra=(*rr, contact,
+        ok = build.response(200, *common, to_tag=to_tag, extra=(*rr, contact,
                                                              b"Content-Type: application/sdp"))
         ok = ok.replace(b"Content-Length: 0\r\n\r\n", b"Content-Length: %d\r\n\r\n" % len(sdp)) + sdp
         return [build.response(100, *common), ringing, ok]
-    return [build.response(200, *common, to_tag=tag)]
+    return [build.response(200, *common, to_tag=to_tag)]
 
 
 async def serve(host: str, port: int, stop: asyncio.Event) -> None:

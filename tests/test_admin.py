@@ -745,7 +745,7 @@ def test_dialog_rows_cap_and_state(clock: Clock) -> None:
     for i in range(4):
         table.add(dialog(b"%d" % i, "acme", clock()))
     assert len(dialog_rows(table, clock(), 2)) == 2
-    ended = table.get(b"0")
+    ended = table.get(b"0", b"")
     assert ended is not None
     table.end(ended)
     assert len(dialog_rows(table, clock(), 10)) == 3

@@ -1,6 +1,3 @@
-# mypy: disable-error-code="misc"
-# (this module is one side of Engine, a mixin whose methods take `self: Engine`:
-# mypy reports that self type as not a supertype of the mixin; the rest is checked)
 """Several VOS3000 addresses: health pings, and serial forking of a new call.
 
 Health (see health.py): sbc sends each target an OPTIONS every ping interval;
@@ -34,17 +31,13 @@ tries.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
 
 from ..sip import Message, build
-from .health import Health
-from .public import BYE_BRANCH, PING_BRANCH, _contact_uri
+from .context import BYE_BRANCH, PING_BRANCH, Context, contact_uri, hostport
 from .routing import derive_branch
-from .transactions import InviteTx
+from .timers import TimerKind
+from .transactions import InviteTx, TxEvent, TxState
 from .verdict import PRIVATE, Addr, Drop, Send, Verdict
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 
 class Attempt:
@@ -62,125 +55,109 @@ class Attempt:
         self.cancelled = False
 
 
-class FailoverSide:
+class Failover:
+    """Health pings and serial forking of new calls, over the engine's context."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._ping_seq = 0
+
     # ------------------------------------------------------------------ health
 
-    def _health_ok(self: Engine, index: int, now: float) -> None:
-        if self.health.success(index, now):
-            self._report_health()
-
-    def _health_failed(self: Engine, index: int, now: float, reason: str) -> None:
-        if self.health.failure(index, now, reason):
-            self._report_health()
-
-    def _report_health(self: Engine) -> None:
-        """Log a target going down and coming back (not the first answer of one
-        never known to be down: that is how every start begins)."""
-        changes, self.health.changes = self.health.changes, []
-        for target, old, new in changes:
-            if new is Health.DOWN:
-                self.on_event("backend_down", target=target.hostport, priority=target.index,
-                              reason=target.reason)
-            elif old is Health.DOWN:
-                self.on_event("backend_up", target=target.hostport, priority=target.index)
-
-    def pings(self: Engine, now: float) -> list[Send]:
+    def pings(self, now: float) -> list[Send]:
         """An OPTIONS to every VOS3000 target (RFC 3261 §11), from the shared
         private socket; each times out on its own deadline."""
+        ctx = self.ctx
         sends: list[Send] = []
-        own = _hostport(*self.egresses[0]).encode()
-        from_line = b"From: <sip:sbc@" + own + b">;tag=" + self._local_tag(b"ping")
-        call_id = b"Call-ID: " + self._local_tag(b"ping-call") + b"@" + own
-        for target in self.health.targets:
+        own = hostport(*ctx.egresses[0]).encode()
+        from_line = b"From: <sip:sbc@" + own + b">;tag=" + ctx.local_tag(b"ping")
+        call_id = b"Call-ID: " + ctx.local_tag(b"ping-call") + b"@" + own
+        for target in ctx.health.targets:
             self._ping_seq += 1
             seq = self._ping_seq
             hp = target.hostport.encode()
             branch = PING_BRANCH + b"%d.%d" % (target.index, seq)
-            data = build.request(b"OPTIONS", b"sip:" + hp, self._via_egress[0] + branch, [],
+            data = build.request(b"OPTIONS", b"sip:" + hp, ctx.via_egress[0] + branch, [],
                                  from_line, b"To: <sip:" + hp + b">", call_id, seq)
-            self.health.ping_sent(target.index, seq, now)
-            self.timers.push(now + self.health.timeout, "P", (target.index, seq))
+            ctx.health.ping_sent(target.index, seq, now)
+            ctx.calls.timers.push(now + ctx.health.timeout, TimerKind.PING, (target.index, seq))
             sends.append((PRIVATE, target.addr, data))
         return sends
 
-    def _ping_answer(self: Engine, branch: bytes, status: int, now: float) -> None:
+    def ping_answer(self, branch: bytes, status: int, now: float) -> None:
         index, _, seq = branch[len(PING_BRANCH):].partition(b".")
         if not (index.isdigit() and seq.isdigit()):
             return
-        self.health.ping_answered(int(index), int(seq), status, now)
-        if self.health.changes:
-            self._report_health()
+        self.ctx.health.ping_answered(int(index), int(seq), status, now)
+        if self.ctx.health.changes:
+            self.ctx.report_health()
 
-    def _ping_timeout(self: Engine, index: int, seq: int, now: float) -> None:
-        self.health.ping_timed_out(index, seq, now)
-        if self.health.changes:
-            self._report_health()
+    def ping_timeout(self, ping: tuple[int, int], now: float) -> None:
+        self.ctx.health.ping_timed_out(ping[0], ping[1], now)
+        if self.ctx.health.changes:
+            self.ctx.report_health()
 
     # ------------------------------------------------------------------ failover
 
-    def _plan(self: Engine, tx: InviteTx, now: float) -> None:
+    def plan(self, tx: InviteTx, now: float) -> None:
         """Where a new call goes first, and when it moves on if that target is silent."""
-        plan = tx.plan = self.health.order
+        ctx = self.ctx
+        plan = tx.plan = ctx.health.order
         tx.target = plan[0]
-        tx.dest = self.health.targets[plan[0]].addr
+        tx.dest = ctx.health.targets[plan[0]].addr
         if len(plan) > 1:
-            tx.fo_at = now + self.s.failover_timeout
-            self.timers.push(tx.fo_at, "F", tx)
+            tx.fo_timer = ctx.calls.arm(tx.fo_timer, now + ctx.s.failover_timeout,
+                                        TimerKind.FAILOVER, tx)
 
-    def _can_fail_over(self: Engine, tx: InviteTx) -> bool:
+    def can_fail_over(self, tx: InviteTx) -> bool:
         return (tx.initial and tx.attempt + 1 < len(tx.plan)
                 and not tx.cancelled and not tx.cancel_pending)
 
-    def _fail_over(self: Engine, tx: InviteTx, now: float, reason: str, done: bool) -> list[Send]:
+    def fail_over(self, tx: InviteTx, now: float, reason: str, done: bool) -> list[Send]:
         """Leave the current attempt and send the INVITE to the next target."""
+        ctx = self.ctx
+        calls = ctx.calls
         attempt = Attempt(tx.branch, tx.target, tx.dest, tx.our_via, done)
         if tx.attempts is None:
             tx.attempts = []
         tx.attempts.append(attempt)
         tx.attempt += 1
-        target = self.health.targets[tx.plan[tx.attempt]]
-        branch = derive_branch(self.secret, tx.key + b"|%d" % tx.attempt)
-        via = self._via_egress[tx.egress - PRIVATE] + branch
+        target = ctx.health.targets[tx.plan[tx.attempt]]
+        branch = derive_branch(ctx.secret, tx.key + b"|%d" % tx.attempt)
+        via = ctx.via_egress[tx.egress - PRIVATE] + branch
         tx.out = tx.out.replace(tx.our_via, via, 1)
         tx.our_via = via
         tx.branch = branch
         tx.target = target.index
         tx.dest = target.addr
-        self.txs[branch] = tx
-        tx.step("retry")
-        s = self.s
+        calls.txs[branch] = tx
+        tx.step(TxEvent.RETRY)
+        s = ctx.s
         tx.a_interval = s.t1
-        tx.a_at = now + s.t1
-        self.timers.push(tx.a_at, "A", tx)
-        tx.b_at = now + s.invite_timeout
-        self.timers.push(tx.b_at, "B", tx)
-        tx.fo_at = 0.0
+        tx.a_timer = calls.arm(tx.a_timer, now + s.t1, TimerKind.RETRANSMIT, tx)
+        tx.b_timer = calls.arm(tx.b_timer, now + s.invite_timeout, TimerKind.TIMEOUT, tx)
+        calls.timers.cancel(tx.fo_timer)
+        tx.fo_timer = None
         if tx.attempt + 1 < len(tx.plan):
-            tx.fo_at = now + s.failover_timeout
-            self.timers.push(tx.fo_at, "F", tx)
-        dlg = self.dialogs.get(tx.call_id)
-        if dlg is not None:
-            dlg.backend = tx.dest
-        self.failovers[reason] += 1
+            tx.fo_timer = calls.arm(None, now + s.failover_timeout, TimerKind.FAILOVER, tx)
+        if tx.dialog is not None:
+            tx.dialog.backend = tx.dest
+        ctx.failovers[reason] += 1
         return [(tx.egress, tx.dest, tx.out)]
 
-    def _failover_due(self: Engine, tx: InviteTx, now: float, sends: list[Send]) -> None:
+    def failover_due(self, tx: InviteTx, now: float, sends: list[Send]) -> None:
         """The failover deadline: the current target sent nothing at all."""
-        self._health_failed(tx.target, now,
-                            f"INVITE unanswered for {self.s.failover_timeout:g} s")
-        if self._can_fail_over(tx):
-            sends.extend(self._fail_over(tx, now, "timeout", done=False))
+        tx.fo_timer = None
+        if tx.state is not TxState.CALLING:
+            return
+        self.ctx.health_failed(tx.target, now,
+                               f"INVITE unanswered for {self.ctx.s.failover_timeout:g} s")
+        if self.can_fail_over(tx):
+            sends.extend(self.fail_over(tx, now, "timeout", done=False))
 
-    def _forget_attempts(self: Engine, tx: InviteTx) -> None:
-        for attempt in tx.attempts or ():
-            if self.txs.get(attempt.branch) is tx:
-                del self.txs[attempt.branch]
-        if tx.branch != tx.key and self.txs.get(tx.branch) is tx:
-            del self.txs[tx.branch]
-
-    def _late_response(self: Engine, tx: InviteTx, branch: bytes, msg: Message,
-                       now: float) -> Verdict:
+    def late_response(self, tx: InviteTx, branch: bytes, msg: Message, now: float) -> Verdict:
         """A response from a target sbc has moved on from: never to the caller."""
+        ctx = self.ctx
         attempt = next((a for a in tx.attempts or () if a.branch == branch), None)
         if attempt is None:
             return Drop("late_response")
@@ -201,18 +178,14 @@ class FailoverSide:
             return Drop("late_response", [(tx.egress, attempt.dest, ack)])
         # A 2xx the caller must not see: ACK each copy, and end that call on
         # its target with a BYE, once (RFC 3261 §13.2.2.4, §15).
-        contact = _contact_uri(msg) or tx.uri
-        tag = hashlib.md5(self.secret + branch, usedforsecurity=False).hexdigest()[:16].encode()
-        via = self._via_egress[tx.egress - PRIVATE] + BYE_BRANCH + tag
+        contact = contact_uri(msg) or tx.uri
+        tag = hashlib.md5(ctx.secret + branch, usedforsecurity=False).hexdigest()[:16].encode()
+        via = ctx.via_egress[tx.egress - PRIVATE] + BYE_BRANCH + tag
         sends: list[Send] = [(tx.egress, attempt.dest, build.request(
             b"ACK", contact, via + b"a", [], tx.from_line, to_line, tx.call_id_line, tx.cseq))]
         if first:
             sends.append((tx.egress, attempt.dest, build.request(
                 b"BYE", contact, via + b"b", [], tx.from_line, to_line, tx.call_id_line,
                 tx.cseq + 1)))
-            self.failovers["late_2xx_ended"] += 1
+            ctx.failovers["late_2xx_ended"] += 1
         return Drop("late_response", sends)
-
-
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

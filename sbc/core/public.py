@@ -1,47 +1,50 @@
-# mypy: disable-error-code="misc"
-# (this module is one side of Engine, a mixin whose methods take `self: Engine`:
-# mypy reports that self type as not a supertype of the mixin; the rest is checked)
-"""Messages that arrive on the public side: identify the source, then proxy.
+"""Messages that arrive on the public side: match them to the state they
+claim, identify the source, then proxy to VOS3000.
 
 Admission, in order:
 1. state we created: retransmissions, the CANCEL and the non-2xx ACK of an
    INVITE transaction of ours (from the address that sent the INVITE);
-2. in-dialog requests from the peer of a dialog we record-routed;
+2. a request with a To-tag belongs to a dialog (RFC 3261 §12.2.2): found by
+   Call-ID and both tags, and sent by that dialog's own peer, or refused:
+   481 when no dialog has those identifiers, 403 (a gateway) or a silent
+   drop (anyone else) when another source borrows them;
 3. a gateway by source address (exact IP+port, then longest CIDR match);
 4. a digest account (RFC 3261 §22, RFC 8760): challenge, verify, or refuse.
 Anything else is an unknown source: dropped silently, or 403 when configured.
+Out of dialog only the methods in FORWARDED go on (methods are
+case-sensitive, §7.1: `invite` is not INVITE); an initial INVITE whose
+Call-ID and From-tag are those of a live call is never a second call.
+
 Replies to sources not yet authenticated go to the packet's source only and
 are capped by a reply budget, so sbc cannot be used to reflect traffic.
+Responses from the public side answer requests VOS3000 sent through sbc:
+they go on only when their branch is one sbc signed for the address they
+came from, and only to a VOS3000 address.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
-from ..sip import (
-    Message,
-    SipParseError,
-    build,
-    header_param,
-    header_value,
-    name_addr_uri,
-    parse_uri,
-    parse_via,
-    serialize,
-    split_values,
-)
+from ..sip import Message, SipParseError, build, header_param, header_value, parse_uri, parse_via, serialize
 from .auth import Account, AuthStatus
+from .context import BYE_BRANCH, TAG_PREFIX, Context, contact_uri
 from .dialogs import Dialog, DialogState
-from .transactions import InviteTx, TxState
-from .verdict import PRIVATE, Addr, Drop, Forward, Reply, Send, Source, Verdict
+from .failover import Failover
+from .routing import branch_is_for
+from .scan import Scan
+from .timers import TimerKind
+from .transactions import InviteTx, TxEvent, TxState
+from .verdict import PRIVATE, STREAMS, Addr, Drop, Forward, Reply, Send, Source, Verdict
 
-if TYPE_CHECKING:
-    from .engine import Engine, _Scan
-
-TAG_PREFIX = b"sbc-"
-BYE_BRANCH = b"z9hG4bKsbcbye"  # branches of the BYEs sbc sends itself (duration limit)
-PING_BRANCH = b"z9hG4bKsbcping"  # branches of sbc's OPTIONS pings to VOS3000
+# Out of dialog, the requests that go on to VOS3000 (ACK and CANCEL have
+# rules of their own). Anything else is answered 405, never forwarded.
+FORWARDED = frozenset(("INVITE", "REGISTER", "OPTIONS", "MESSAGE", "SUBSCRIBE", "NOTIFY", "PUBLISH"))
+# Requests that exist only inside a dialog: without a To-tag, 481.
+IN_DIALOG_ONLY = frozenset(("BYE", "UPDATE", "INFO", "PRACK", "REFER"))
+# In a dialog that has ended (lingering for retransmissions), only these.
+AFTER_END = frozenset(("BYE", "ACK"))
+ALLOW = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, REFER, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH, REGISTER"
 
 
 def _called(msg: Message) -> str:
@@ -57,27 +60,31 @@ def _called(msg: Message) -> str:
     return unquote_to_bytes(user.split(b";", 1)[0]).decode("utf-8", "replace")
 
 
-def _contact_uri(msg: Message) -> bytes:
-    contact = msg.get("contact")
-    if not contact:
-        return b""
-    try:
-        return name_addr_uri(split_values(contact)[0])
-    except SipParseError:
-        return b""
+def owns(dlg: Dialog, src: Source) -> bool:
+    """Whether `src` is the dialog's public-side peer: the same address and
+    port over UDP; over TCP/TLS the same host on the same transport (a peer
+    may open a new connection, and a connection's source is not forged)."""
+    if src.channel != dlg.peer_channel or src.host != dlg.peer[0]:
+        return False
+    return src.channel in STREAMS or src.port == dlg.peer[1]
 
 
 class PublicSide:
-    def _from_public(self: Engine, msg: Message, src: Source, now: float) -> Verdict:
+    def __init__(self, ctx: Context, failover: Failover) -> None:
+        self.ctx = ctx
+        self.failover = failover
+
+    def receive(self, msg: Message, src: Source, now: float) -> Verdict:
         if msg.method is None:
-            return self._public_response(msg, src, now)
-        vi, via, via_line = self._received_via(msg, src)
+            return self.response(msg, src, now)
+        ctx = self.ctx
+        vi, via, via_line = ctx.received_via(msg, src)
         method = msg.method
-        key = self._key(msg, via)
+        key = ctx.key(msg, via)
 
         # 1. Our own transactions.
         if method == "INVITE" or method == "CANCEL" or method == "ACK":
-            tx = self.txs.get(key)
+            tx = ctx.calls.txs.get(key)
             if tx is not None and tx.caller[0] == src.host:
                 if method == "INVITE":  # a retransmission: absorbed, answered with what we said last
                     if tx.state is TxState.ACCEPTED or not tx.last_response:
@@ -87,85 +94,125 @@ class PublicSide:
                     return self._cancel(msg, src, now, vi, via_line, tx)
                 if tx.state is TxState.COMPLETED:
                     tx.acked = True
+                    ctx.calls.timers.cancel(tx.g_timer)
+                    tx.g_timer = None
                     return Drop("ack_absorbed")
+            elif method == "INVITE" and ctx.calls.was_accepted(key, src.host):
+                return Drop("retransmission")  # of an INVITE already answered 2xx
             elif method == "CANCEL":
-                return self._refuse(481, self._scan(msg, vi, via_line), src, now)
+                return ctx.refuse(481, ctx.scan(msg, vi, via_line), src, now)
             elif method == "ACK" and tx is None:
                 to_tag = header_param(msg.get("to") or b"", b"tag")
                 if to_tag is not None and to_tag.startswith(TAG_PREFIX):
                     return Drop("ack_absorbed")  # ACK for a final answer we sent statelessly
 
-        scan = self._scan(msg, vi, via_line)
+        scan = ctx.scan(msg, vi, via_line)
         to_tag = header_param(header_value(scan.to_line), b"tag")
+        from_tag = header_param(header_value(scan.from_line), b"tag")
         gateway = self._gateway_of(src)
-        account: Account | None = None
-        dlg: Dialog | None = None
 
-        # 2. In-dialog requests.
+        # 2. In-dialog requests: the dialog they name, from its own peer.
         if to_tag is not None:
-            dlg = self.dialogs.get(msg.call_id)
-            if dlg is not None and dlg.peer[0] == src.host:
-                gateway = dlg.gateway
-                dlg.cseq_peer = max(dlg.cseq_peer, msg.cseq)
-            elif gateway is None:
-                return self._unknown(scan, src, now)
-        # 3./4. Out-of-dialog from an unknown address: digest or nothing.
-        elif gateway is None:
-            if self.auth is None or not self.auth.has_accounts:
-                return self._unknown(scan, src, now)
+            dlg = ctx.calls.dialogs.find(msg.call_id, from_tag, to_tag)
+            if dlg is None:
+                if gateway is None:
+                    return ctx.unknown(scan, src, now)
+                ctx.bans.offense(src.host, "no_dialog", now)
+                return ctx.refuse_gateway(481, scan, src, "no_dialog")
+            if not owns(dlg, src):
+                return self._not_owner(scan, src, now, gateway)
+            if dlg.state is DialogState.ENDED and method not in AFTER_END:
+                return ctx.refuse_gateway(481, scan, src, "dialog_ended")
+            if scan.loop:
+                return ctx.reply_stateless(482, scan, src)
+            if scan.mf_zero:
+                return ctx.reply_stateless(483, scan, src)
+            dlg.cseq_peer = max(dlg.cseq_peer, msg.cseq)
+            if method == "INVITE":  # a re-INVITE: where the dialog lives
+                return self._invite(msg, src, now, key, scan, dlg.gateway, dlg.egress, None, dlg)
+            if method == "BYE":  # the call ends on the request (RFC 3261 §15), whatever answers it
+                ctx.calls.end(dlg, now, "bye_caller" if not dlg.inbound else "bye_callee")
+            scan.lines[0] = ctx.via_egress[dlg.egress - PRIVATE] + key
+            out = serialize(msg.start, scan.lines, msg.body, msg.has_content_length)
+            return Forward([(dlg.egress, dlg.backend, out)])
+
+        # 3./4. Out of dialog: a gateway by address, or a digest account.
+        account: Account | None = None
+        if gateway is None:
+            if ctx.auth is None or not ctx.auth.has_accounts:
+                return ctx.unknown(scan, src, now)
             verdict_or_account = self._authenticate(msg, scan, src, now)
             if not isinstance(verdict_or_account, Account):
                 return verdict_or_account
             account = verdict_or_account
             gateway = account.gateway
 
+        if method not in FORWARDED:
+            if method in IN_DIALOG_ONLY:
+                return ctx.refuse_gateway(481, scan, src, "no_dialog")
+            return self._not_allowed(scan, src)
         if scan.loop:
-            return self._reply_stateless(482, scan, src)
+            return ctx.reply_stateless(482, scan, src)
         if scan.mf_zero:
-            return self._reply_stateless(483, scan, src)
-        info = self.gateway_info.get(gateway) if gateway is not None else None
-        if dlg is not None:  # in-dialog: where the dialog lives
-            egress, dest = dlg.egress, dlg.backend
-        else:
-            egress = PRIVATE + info.egress_index if info else PRIVATE
-            dest = self.health.first
+            return ctx.reply_stateless(483, scan, src)
+        info = ctx.gateway_info.get(gateway)
+        egress = PRIVATE + info.egress_index if info else PRIVATE
 
         if method == "INVITE":
-            if to_tag is None:
-                policy = self.policy
-                called = _called(msg) if policy.matches_numbers else ""
-                rejected = policy.check(gateway or "", called, self.dialogs.active(gateway or ""),
-                                        self.dialogs.active_total(), now)
-                if rejected is not None:
-                    extra: tuple[bytes, ...] = ()
-                    if rejected.status == 403:
-                        self.bans.offense(src.host, "blocked_destination", now)
-                    else:
-                        extra = (b"Retry-After: %d" % self.policy.retry_after,)
-                    return self._reject(key, rejected.status, scan, src, now, rejected.reason, extra)
-            return self._invite(msg, src, now, key, scan, gateway or "", egress, dest,
-                                to_tag is None)
-        if method == "REGISTER" and account is not None and self.registrar is not None:
+            live = ctx.calls.dialogs.get(msg.call_id, from_tag)
+            if live is not None and live.active:
+                # RFC 3261 §8.2.2.2: not a retransmission, yet the identity of
+                # a call in progress. Never a second call that escapes counting.
+                if not owns(live, src):
+                    return self._not_owner(scan, src, now, gateway)
+                return ctx.refuse_gateway(482, scan, src, "dialog_exists")
+            policy = ctx.policy
+            called = _called(msg) if policy.matches_numbers else ""
+            dialogs = ctx.calls.dialogs
+            rejected = policy.check(gateway, called, dialogs.active(gateway),
+                                    dialogs.active_total(), now)
+            if rejected is not None:
+                extra: tuple[bytes, ...] = ()
+                if rejected.status == 403:
+                    ctx.bans.offense(src.host, "blocked_destination", now)
+                else:
+                    extra = (b"Retry-After: %d" % policy.retry_after,)
+                return self._reject(key, rejected.status, scan, src, now, rejected.reason, extra)
+            return self._invite(msg, src, now, key, scan, gateway, egress, from_tag, None)
+        if method == "REGISTER" and account is not None and ctx.registrar is not None:
             return self._register(msg, scan, src, now, account)
-        if method == "OPTIONS" and to_tag is None and (info is None or info.options == "answer"):
-            return self._reply_stateless(200, scan, src)  # keepalive: VOS3000 never sees it
-        scan.lines[0] = self._via_egress[egress - PRIVATE] + key
+        if method == "OPTIONS" and (info is None or info.options == "answer"):
+            return ctx.reply_stateless(200, scan, src)  # keepalive: VOS3000 never sees it
+        scan.lines[0] = ctx.via_egress[egress - PRIVATE] + key
         out = serialize(msg.start, scan.lines, msg.body, msg.has_content_length)
-        return Forward([(egress, dest, out)])
+        return Forward([(egress, ctx.health.first, out)])
 
     # ------------------------------------------------------------------ admission
 
-    def _gateway_of(self: Engine, src: Source) -> str | None:
-        if self.gateways is None:
+    def _gateway_of(self, src: Source) -> str | None:
+        if self.ctx.gateways is None:
             return ""  # no gateway table: every source is admitted (in-memory tests)
-        return self.gateways.by_source(src.host, src.port)
+        return self.ctx.gateways.by_source(src.host, src.port)
 
-    def _authenticate(self: Engine, msg: Message, scan: _Scan, src: Source, now: float
+    def _not_owner(self, scan: Scan, src: Source, now: float, gateway: str | None) -> Verdict:
+        """A request with the identifiers of a dialog that is not the sender's."""
+        self.ctx.bans.offense(src.host, "dialog_not_owner", now)
+        if gateway is None:
+            return Drop("dialog_not_owner")
+        return self.ctx.refuse_gateway(403, scan, src, "dialog_not_owner")
+
+    def _not_allowed(self, scan: Scan, src: Source) -> Reply:
+        ctx = self.ctx
+        ctx.refusals["method_not_allowed"] += 1
+        return ctx.reply_stateless(405, scan, src, extra=(ALLOW,))
+
+    def _authenticate(self, msg: Message, scan: Scan, src: Source, now: float
                       ) -> Verdict | Account:
-        assert self.auth is not None
+        ctx = self.ctx
+        assert ctx.auth is not None
         register = msg.method == "REGISTER"
         creds = msg.get("authorization" if register else "proxy-authorization")
-        result = self.auth.verify(msg.method or "", creds, src.host, now)
+        result = ctx.auth.verify(msg.method or "", creds, src.host, now)
         status = result.status
         if status is AuthStatus.OK and result.account is not None:
             return result.account
@@ -174,49 +221,40 @@ class PublicSide:
             # RFC 3261 §22.1: 401 from a registrar, 407 from a proxy. A replayed
             # nonce-count is refused with a fresh nonce: it may be an honest
             # retransmission whose answer was lost.
-            lines = self.auth.challenge(src.host, now, proxy=not register,
-                                        stale=status is AuthStatus.STALE)
-            return self._refuse(401 if register else 407, scan, src, now, extra=tuple(lines),
-                                reason=str(status))
+            lines = ctx.auth.challenge(src.host, now, proxy=not register,
+                                       stale=status is AuthStatus.STALE)
+            return ctx.refuse(401 if register else 407, scan, src, now, extra=tuple(lines),
+                              reason=str(status))
         if status is AuthStatus.BAD_RESPONSE:
-            self.bans.offense(src.host, "digest_failure", now)
-            return self._refuse(403, scan, src, now, reason="digest_failure")
+            ctx.bans.offense(src.host, "digest_failure", now)
+            return ctx.refuse(403, scan, src, now, reason="digest_failure")
         if status is AuthStatus.MALFORMED:
-            self.bans.offense(src.host, "malformed", now)
+            ctx.bans.offense(src.host, "malformed", now)
             return Drop("malformed_credentials")
-        return self._unknown(scan, src, now)  # unknown account, or not from its allowed sources
+        return ctx.unknown(scan, src, now)  # unknown account, or not from its allowed sources
 
-    def _unknown(self: Engine, scan: _Scan, src: Source, now: float) -> Verdict:
-        if self.s.reject_unknown:
-            return self._refuse(403, scan, src, now, reason="unknown_source")
-        return Drop("unknown_source")
+    # ------------------------------------------------------------------ INVITE transactions
 
-    def _refuse(self: Engine, status: int, scan: _Scan, src: Source, now: float,
-                extra: tuple[bytes, ...] = (), reason: str = "refused") -> Verdict:
-        """A reply to a source that is not authenticated: to its address only, within the budget."""
-        if not self.reply_budget.take(now):
-            return Drop("reply_budget")
-        reply = self._reply_stateless(status, scan, src, extra=extra)
-        self.refusals[reason] += 1
-        return reply
-
-    # ------------------------------------------------------------------ methods
-
-    def _invite(self: Engine, msg: Message, src: Source, now: float, key: bytes, scan: _Scan,
-                gateway: str, egress: int, dest: Addr, initial: bool) -> Verdict:
+    def _invite(self, msg: Message, src: Source, now: float, key: bytes, scan: Scan,
+                gateway: str, egress: int, from_tag: bytes | None, dlg: Dialog | None) -> Verdict:
+        """An INVITE, transaction-stateful: the initial one of a call
+        (`dlg` None: a new dialog, a slot) or a re-INVITE in `dlg`."""
+        ctx = self.ctx
+        calls = ctx.calls
+        initial = dlg is None
         caller = (src.host, src.port)
-        if len(self.txs) >= self.s.max_transactions or (
-            initial and len(self.dialogs) >= self.s.max_dialogs and msg.call_id not in self.dialogs
+        if len(calls.txs) >= ctx.s.max_transactions or (
+            initial and len(calls.dialogs) >= ctx.s.max_dialogs
         ):
-            return self._reply_stateless(503, scan, src, extra=(b"Retry-After: 5",))
+            return ctx.reply_stateless(503, scan, src, extra=(b"Retry-After: 5",))
 
         tx = InviteTx(key, caller, src.channel, now)
         tx.initial = initial
         tx.egress = egress
-        if initial:
-            self._plan(tx, now)  # the first VOS3000 that is up; a deadline to move on
+        if dlg is None:
+            self.failover.plan(tx, now)  # the first VOS3000 that is up; a deadline to move on
         else:
-            tx.dest = dest
+            tx.dest = dlg.backend
         tx.call_id = msg.call_id
         tx.vias = scan.vias
         tx.from_line = scan.from_line
@@ -226,83 +264,128 @@ class PublicSide:
         tx.cseq = msg.cseq
         tx.uri = msg.uri
         lines = scan.lines
-        tx.our_via = lines[0] = self._via_egress[egress - PRIVATE] + key
+        tx.our_via = lines[0] = ctx.via_egress[egress - PRIVATE] + key
         if initial:
-            lines[1:1] = self._rr_outbound[(src.channel, egress)]
+            lines[1:1] = ctx.rr_outbound[(src.channel, egress)]
         tx.routes = [ln for ln in lines if ln[:6].lower() == b"route:"]
         tx.out = serialize(msg.start, lines, msg.body, msg.has_content_length)
         trying = build.response(100, scan.vias, scan.from_line, scan.to_line, scan.call_id_line,
                                 scan.cseq_line)
         tx.last_response = trying
-        self.txs[key] = tx
-        tx.a_interval = self.s.t1
-        tx.a_at = now + self.s.t1
-        self.timers.push(tx.a_at, "A", tx)
-        tx.b_at = now + self.s.invite_timeout
-        self.timers.push(tx.b_at, "B", tx)
-        if initial:
-            dlg = Dialog(msg.call_id, caller, src.channel, now, now + self.s.dialog_setup_timeout,
-                         gateway=gateway, egress=egress, backend=tx.dest)
+        calls.txs[key] = tx
+        tx.a_interval = ctx.s.t1
+        tx.a_timer = calls.arm(None, now + ctx.s.t1, TimerKind.RETRANSMIT, tx)
+        tx.b_timer = calls.arm(None, now + ctx.s.invite_timeout, TimerKind.TIMEOUT, tx)
+        if dlg is None:
+            dlg = Dialog(msg.call_id, caller, src.channel, now, now + ctx.s.dialog_setup_timeout,
+                         gateway=gateway, egress=egress, backend=tx.dest, tag=from_tag or b"")
             dlg.from_value = header_value(scan.from_line)
-            dlg.peer_contact = _contact_uri(msg)
+            dlg.peer_contact = contact_uri(msg)
             dlg.cseq_peer = msg.cseq
-            self.dialogs.add(dlg)
-            self.timers.push(dlg.expire_at, "D", dlg)
+            calls.add_dialog(dlg)
+            tx.dialog = dlg
         return Forward([(src.channel, caller, trying), (egress, tx.dest, tx.out)])
 
-    def _cancel(self: Engine, msg: Message, src: Source, now: float, vi: int, via_line: bytes,
+    def _reject(self, key: bytes, status: int, sc: Scan, src: Source, now: float,
+                reason: bytes | None = None, extra: tuple[bytes, ...] = ()) -> Reply:
+        """A final answer of ours to an INVITE, kept as a completed transaction:
+        retransmissions get the same answer (and are not judged again), the
+        ACK is absorbed, and a UDP caller gets it again until it ACKs."""
+        ctx = self.ctx
+        response = build.response(status, sc.vias, sc.from_line, sc.to_line, sc.call_id_line,
+                                  sc.cseq_line, to_tag=ctx.tag(key), reason=reason, extra=extra)
+        tx = InviteTx(key, (src.host, src.port), src.channel, now)
+        if ctx.calls.add_tx(tx):
+            tx.step(TxEvent.FINAL)
+            tx.last_response = response
+            ctx.calls.complete(tx, now)
+        return Reply([(src.channel, (src.host, src.port), response)])
+
+    def _cancel(self, msg: Message, src: Source, now: float, vi: int, via_line: bytes,
                 tx: InviteTx) -> Verdict:
-        scan = self._scan(msg, vi, via_line)
+        ctx = self.ctx
+        scan = ctx.scan(msg, vi, via_line)
         ok = build.response(200, scan.vias, scan.from_line, scan.to_line, scan.call_id_line,
-                            scan.cseq_line, to_tag=self._tag(tx.key))
+                            scan.cseq_line, to_tag=ctx.tag(tx.key))
         sends: list[Send] = [(src.channel, (src.host, src.port), ok)]
         if tx.final or tx.cancelled or tx.cancel_pending:
             return Reply(sends)
         if tx.state is TxState.PROCEEDING:
-            sends.append((tx.egress, tx.dest, self._cancel_request(tx)))  # the current attempt
+            sends.append((tx.egress, tx.dest, tx.cancel_request()))  # the current attempt
             tx.cancelled = True
         else:
             tx.cancel_pending = True  # RFC 3261 §9.1: not before a provisional
         # If VOS3000 never ends the INVITE, answer 487 ourselves (§9.1: 64*T1).
-        tx.b_at = now + 64 * self.s.t1
-        self.timers.push(tx.b_at, "B", tx)
+        tx.b_timer = ctx.calls.arm(tx.b_timer, now + 64 * ctx.s.t1, TimerKind.TIMEOUT, tx)
         return Forward(sends)
 
-    def _register(self: Engine, msg: Message, scan: _Scan, src: Source, now: float,
+    def give_up(self, tx: InviteTx, now: float, sends: list[Send]) -> None:
+        """Timer B or C ran out, or a CANCEL was never answered."""
+        ctx = self.ctx
+        tx.b_timer = None
+        if tx.final:
+            return
+        status = 487 if (tx.cancelled or tx.cancel_pending) else 408
+        if tx.state is TxState.CALLING and tx.target >= 0:
+            ctx.health_failed(tx.target, now, "INVITE unanswered until Timer B")
+        if tx.state is TxState.PROCEEDING and not tx.cancelled:
+            sends.append((tx.egress, tx.dest, tx.cancel_request()))
+            tx.cancelled = True
+        tx.step(TxEvent.TIMEOUT)
+        tx.last_response = build.response(status, tx.vias, tx.from_line, tx.to_line,
+                                          tx.call_id_line, tx.cseq_line, to_tag=ctx.tag(tx.key))
+        sends.append((tx.caller_channel, tx.caller, tx.last_response))
+        ctx.calls.complete(tx, now)
+        if tx.dialog is not None and tx.dialog.state is DialogState.EARLY:
+            ctx.calls.end(tx.dialog, now, "timeout" if status == 408 else "cancelled")
+
+    # ------------------------------------------------------------------ REGISTER
+
+    def _register(self, msg: Message, scan: Scan, src: Source, now: float,
                   account: Account) -> Verdict:
-        assert self.registrar is not None
-        result = self.registrar.register(msg, account.username, account.gateway,
-                                         (int(src.channel), src.host, src.port), now)
+        ctx = self.ctx
+        assert ctx.registrar is not None
+        result = ctx.registrar.register(msg, account.username, account.gateway,
+                                        (int(src.channel), src.host, src.port), now)
         if result.changed:
-            self.on_bindings(account.username, self.registrar.bindings(account.username))
+            ctx.on_bindings(account.username, ctx.registrar.bindings(account.username))
         reply = build.response(result.status, scan.vias, scan.from_line, scan.to_line,
-                               scan.call_id_line, scan.cseq_line, to_tag=self._local_tag(msg.call_id),
+                               scan.call_id_line, scan.cseq_line, to_tag=ctx.local_tag(msg.call_id),
                                extra=result.headers)
         return Reply([(src.channel, (src.host, src.port), reply)])
 
-    def _public_response(self: Engine, msg: Message, src: Source, now: float) -> Verdict:
+    # ------------------------------------------------------------------ responses
+
+    def response(self, msg: Message, src: Source, now: float) -> Verdict:
         """A peer answering a request VOS3000 sent through us: back to VOS3000 only."""
-        lines, branch, nxt = self._pop_our_via(msg, self._own_public[src.channel],
-                                               self._marker_public[src.channel])
+        ctx = self.ctx
+        lines, branch, nxt = ctx.pop_our_via(msg, ctx.own_public[src.channel],
+                                             ctx.marker_public[src.channel])
         if branch is None:
             return Drop("via_not_ours")
         if branch.startswith(BYE_BRANCH):
             return Drop("bye_answer")  # the answer to a BYE of our own
         if nxt is None:
             return Drop("no_next_via")
-        addr = parse_via(nxt).reply_address()
-        if addr[0] not in self.health.hosts:
+        addr: Addr = parse_via(nxt).reply_address()
+        if ctx.health.by_addr(addr) is None:
             return Drop("response_not_to_backend")
-        dlg = self.dialogs.get(msg.call_id)
+        if not branch_is_for(ctx.secret, branch, (src.host, src.port), addr):
+            return Drop("response_not_ours")  # nobody sbc sent this request to, or altered
+        from_tag = header_param(msg.get("from") or b"", b"tag")
+        to_tag = header_param(msg.get("to") or b"", b"tag")
+        dlg = ctx.calls.dialogs.get(msg.call_id, from_tag)
+        if dlg is None or not dlg.inbound:
+            dlg = ctx.calls.dialogs.find(msg.call_id, from_tag, to_tag)
         status = msg.status
-        if dlg is not None and msg.cseq_method == "INVITE" and dlg.state is DialogState.EARLY:
+        if dlg is not None and dlg.inbound and msg.cseq_method == "INVITE" \
+                and dlg.state is DialogState.EARLY and owns(dlg, src):
+            dlg.add_answer_tag(to_tag)
             if 200 <= status < 300:
                 dlg.to_value = msg.get("to") or b""
-                dlg.peer_contact = _contact_uri(msg)
-                self._confirm_dialog(dlg, now)
+                dlg.peer_contact = contact_uri(msg)
+                ctx.calls.confirm(dlg, now)
             elif status >= 300:
-                self._drop_dialog(msg.call_id, now, f"rejected_{status}")
-        elif msg.cseq_method == "BYE" and 200 <= status < 300:
-            self._end_dialog(msg.call_id, now, "bye_backend")
+                ctx.calls.end(dlg, now, f"rejected_{status}")
         egress = dlg.egress if dlg is not None else PRIVATE
         return Forward([(egress, addr, serialize(msg.start, lines, msg.body, msg.has_content_length))])

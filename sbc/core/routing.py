@@ -5,6 +5,7 @@ received/rport stamping, recognising and removing our own Route entries.
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 from ..sip import SipParseError, header_value, name_addr_uri, parse_uri, split_values
 
@@ -16,6 +17,30 @@ def derive_branch(secret: bytes, key: bytes) -> bytes:
     transaction upstream (RFC 3261 §16.11): a retransmission, and the CANCEL
     or non-2xx ACK of an INVITE, all map to the same branch."""
     return MAGIC + hashlib.md5(secret + key, usedforsecurity=False).hexdigest()[:24].encode()
+
+
+def signed_branch(secret: bytes, key: bytes, peer: tuple[str, int], origin: tuple[str, int]) -> bytes:
+    """Our branch for a request sent to a public-side `peer` on behalf of
+    `origin` (the VOS3000 address its answer must go back to): derived from
+    `key` like `derive_branch`, with a MAC over where it went and whom it is
+    for. A response is ours only if its branch checks out for the address it
+    came from (`branch_is_for`): no table, and no forged answer from anyone
+    else, nor one that points its answer at another address, gets through."""
+    base = hashlib.md5(secret + key, usedforsecurity=False).hexdigest()[:16].encode()
+    return MAGIC + base + _mac(secret, base, peer, origin)
+
+
+def branch_is_for(secret: bytes, branch: bytes, peer: tuple[str, int],
+                  origin: tuple[str, int]) -> bool:
+    if len(branch) != len(MAGIC) + 32 or not branch.startswith(MAGIC):
+        return False
+    base = branch[len(MAGIC) : len(MAGIC) + 16]
+    return hmac.compare_digest(branch[len(MAGIC) + 16 :], _mac(secret, base, peer, origin))
+
+
+def _mac(secret: bytes, base: bytes, peer: tuple[str, int], origin: tuple[str, int]) -> bytes:
+    material = b"%s|%s|%d|%s|%d" % (base, peer[0].encode(), peer[1], origin[0].encode(), origin[1])
+    return hashlib.blake2b(material, key=secret[:64], digest_size=8).hexdigest().encode()
 
 
 def stamp_via(value: bytes, host: str, port: int) -> bytes:

@@ -29,6 +29,10 @@ class ProxySettings:
     invite_timeout: float = 32.0  # Timer B
     proxy_timeout: float = 180.0  # Timer C
     linger: float = 32.0
+    # An ended dialog routes retransmitted BYEs and the ACK of a refused call
+    # for this long (T4, RFC 3261 §17.1.2.2); after it, a late BYE gets 481,
+    # which ends the dialog for its sender too (§15.1.1).
+    dialog_linger: float = 5.0
     max_transactions: int = 100_000
     max_dialogs: int = 200_000
     dialog_setup_timeout: float = 300.0

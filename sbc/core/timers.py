@@ -1,38 +1,99 @@
 """One heap of deadlines owned by the core.
 
-Entries are never removed early: an owner that no longer wants a deadline
-changes its own field, and the entry is discarded when it comes due and no
-longer matches (lazy cancellation). The transport runs a single loop timer for
-`next_deadline()`; there is no task or timer handle per call.
+Every deadline is an entry the owner keeps (`push` returns it) and cancels
+when it no longer wants it (`cancel`): a cancelled entry lets go of its
+object at once, and the heap compacts itself when most of its entries are
+cancelled, so an ended call leaves nothing behind, not even until its old
+deadline. The transport runs a single loop timer for `next_deadline()`;
+there is no task or timer handle per call.
+
+Timer kinds are named (`TimerKind`); the engine dispatches them by a table.
 """
 
 from __future__ import annotations
 
 import heapq
+from enum import StrEnum
 from itertools import count
 from typing import Any
 
 
+class TimerKind(StrEnum):
+    RETRANSMIT = "A"  # INVITE retransmission towards VOS3000 (RFC 3261 §17.1.1.2, Timer A)
+    TIMEOUT = "B"  # the INVITE's Timer B, or Timer C once it is ringing (§16.6 step 11)
+    RESPONSE = "G"  # a final answer retransmitted to a UDP caller until its ACK (Timer G)
+    FAILOVER = "F"  # the current VOS3000 stayed silent: try the next one
+    PING = "P"  # an OPTIONS ping to VOS3000 went unanswered
+    TX_EXPIRE = "X"  # a transaction's linger is over
+    DIALOG_EXPIRE = "D"  # a dialog's set-up timeout, maximum age or linger is over
+    DURATION = "L"  # a call reached its gateway's duration limit
+
+
+class Timer:
+    """An entry of the heap: ordered by deadline, then by push order."""
+
+    __slots__ = ("deadline", "kind", "obj", "seq")
+
+    def __init__(self, deadline: float, seq: int, kind: TimerKind, obj: Any) -> None:
+        self.deadline = deadline
+        self.seq = seq
+        self.kind = kind
+        self.obj = obj  # None once cancelled
+
+    def __lt__(self, other: Timer) -> bool:
+        return (self.deadline, self.seq) < (other.deadline, other.seq)
+
+
 class TimerHeap:
-    __slots__ = ("_heap", "_seq")
+    __slots__ = ("_dead", "_heap", "_seq")
+
+    COMPACT_MIN = 64  # below this many entries a rebuild is not worth it
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, str, Any]] = []
+        self._heap: list[Timer] = []
         self._seq = count()
+        self._dead = 0
 
     def __len__(self) -> int:
+        """Live entries: those neither due nor cancelled."""
+        return len(self._heap) - self._dead
+
+    @property
+    def size(self) -> int:
+        """Entries in the heap, cancelled ones not yet compacted away included."""
         return len(self._heap)
 
-    def push(self, deadline: float, kind: str, obj: Any) -> None:
-        heapq.heappush(self._heap, (deadline, next(self._seq), kind, obj))
+    def push(self, deadline: float, kind: TimerKind, obj: Any) -> Timer:
+        entry = Timer(deadline, next(self._seq), kind, obj)
+        heapq.heappush(self._heap, entry)
+        return entry
+
+    def cancel(self, entry: Timer | None) -> None:
+        if entry is None or entry.obj is None:
+            return
+        entry.obj = None
+        self._dead += 1
+        heap = self._heap
+        if self._dead * 2 > len(heap) and len(heap) >= self.COMPACT_MIN:
+            self._heap = [e for e in heap if e.obj is not None]
+            heapq.heapify(self._heap)
+            self._dead = 0
 
     def next_deadline(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
+        heap = self._heap
+        while heap and heap[0].obj is None:
+            heapq.heappop(heap)
+            self._dead -= 1
+        return heap[0].deadline if heap else None
 
-    def pop_due(self, now: float) -> list[tuple[float, str, Any]]:
+    def pop_due(self, now: float) -> list[tuple[float, TimerKind, Any]]:
         heap = self._heap
         due = []
-        while heap and heap[0][0] <= now:
-            deadline, _, kind, obj = heapq.heappop(heap)
-            due.append((deadline, kind, obj))
+        while heap and heap[0].deadline <= now:
+            entry = heapq.heappop(heap)
+            if entry.obj is None:
+                self._dead -= 1
+                continue
+            due.append((entry.deadline, entry.kind, entry.obj))
+            entry.obj = None  # fired: a later cancel of it is a no-op
         return due

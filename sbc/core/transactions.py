@@ -21,13 +21,16 @@ that late retransmissions, ACKs and CANCELs still find it.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import TYPE_CHECKING
 
+from ..sip import build
 from .verdict import Addr, Channel, ChannelNo
 
 if TYPE_CHECKING:
+    from .dialogs import Dialog
     from .failover import Attempt
+    from .timers import Timer
 
 
 class TxState(Enum):
@@ -37,36 +40,55 @@ class TxState(Enum):
     ACCEPTED = "accepted"
 
 
-# Which events each state accepts, and where they lead. Anything not listed
-# leaves the state as it is (the engine absorbs or ignores the message).
-TRANSITIONS: dict[TxState, dict[str, TxState]] = {
+class TxEvent(StrEnum):
+    PROVISIONAL = "provisional"  # a 101-199 from VOS3000 (100 too: it stops Timer A)
+    SUCCESS = "2xx"  # a 2xx passed to the caller (retransmissions included)
+    FINAL = "final"  # a non-2xx final answer, VOS3000's or our own
+    TIMEOUT = "timeout"  # Timer B or C ran out
+    RETRY = "retry"  # failover: the next VOS3000 gets the INVITE
+
+
+class IllegalTransition(Exception):
+    """An event the transaction's state does not take; the state is unchanged."""
+
+    def __init__(self, state: TxState, event: TxEvent) -> None:
+        super().__init__(f"{event} in {state.name}")
+        self.state = state
+        self.event = event
+
+
+# Which events each state takes, and where they lead. Anything not listed is
+# illegal there: `step` raises and leaves the state as it is; the engine asks
+# `can` first wherever a message may legitimately arrive late (a retransmitted
+# final answer, a provisional after the 2xx) and absorbs it.
+TRANSITIONS: dict[TxState, dict[TxEvent, TxState]] = {
     TxState.CALLING: {
-        "provisional": TxState.PROCEEDING,
-        "2xx": TxState.ACCEPTED,
-        "final": TxState.COMPLETED,
-        "timeout": TxState.COMPLETED,
-        "retry": TxState.CALLING,
+        TxEvent.PROVISIONAL: TxState.PROCEEDING,
+        TxEvent.SUCCESS: TxState.ACCEPTED,
+        TxEvent.FINAL: TxState.COMPLETED,
+        TxEvent.TIMEOUT: TxState.COMPLETED,
+        TxEvent.RETRY: TxState.CALLING,
     },
     TxState.PROCEEDING: {
-        "provisional": TxState.PROCEEDING,
-        "2xx": TxState.ACCEPTED,
-        "final": TxState.COMPLETED,
-        "timeout": TxState.COMPLETED,
-        "retry": TxState.CALLING,
+        TxEvent.PROVISIONAL: TxState.PROCEEDING,
+        TxEvent.SUCCESS: TxState.ACCEPTED,
+        TxEvent.FINAL: TxState.COMPLETED,
+        TxEvent.TIMEOUT: TxState.COMPLETED,
+        TxEvent.RETRY: TxState.CALLING,
     },
-    TxState.ACCEPTED: {"2xx": TxState.ACCEPTED},
+    TxState.ACCEPTED: {TxEvent.SUCCESS: TxState.ACCEPTED},
     TxState.COMPLETED: {},
 }
 
 
 class InviteTx:
     __slots__ = (
-        "a_at",
         "a_interval",
+        "a_timer",
         "acked",
         "attempt",
         "attempts",
-        "b_at",
+        "b_timer",
         "branch",
         "call_id",
         "call_id_line",
@@ -77,12 +99,13 @@ class InviteTx:
         "cseq",
         "cseq_line",
         "dest",
+        "dialog",
         "egress",
         "expire_at",
-        "fo_at",
+        "fo_timer",
         "from_line",
-        "g_at",
         "g_interval",
+        "g_timer",
         "h_at",
         "initial",
         "key",
@@ -97,6 +120,7 @@ class InviteTx:
         "to_line",
         "uri",
         "vias",
+        "x_timer",
     )
 
     def __init__(self, key: bytes, caller: Addr, caller_channel: ChannelNo, now: float) -> None:
@@ -117,11 +141,14 @@ class InviteTx:
         self.our_via = b""
         self.out = b""
         self.last_response = b""
-        self.a_at = 0.0
         self.a_interval = 0.0
-        self.b_at = 0.0
-        self.g_at = 0.0
         self.g_interval = 0.0
+        # The live deadline of each timer kind, None when not armed.
+        self.a_timer: Timer | None = None
+        self.b_timer: Timer | None = None
+        self.g_timer: Timer | None = None
+        self.fo_timer: Timer | None = None
+        self.x_timer: Timer | None = None
         self.h_at = 0.0
         self.egress: int = Channel.PRIVATE  # the private channel the INVITE went out on
         self.expire_at = 0.0
@@ -134,16 +161,44 @@ class InviteTx:
         self.plan: tuple[int, ...] = ()  # targets to try, in order (initial INVITEs)
         self.attempt = 0  # index into plan
         self.branch = key  # our branch towards the current attempt
-        self.fo_at = 0.0  # failover deadline of the current attempt, 0: none
         self.attempts: list[Attempt] | None = None  # earlier attempts, once there are some
+        self.dialog: Dialog | None = None  # the call an initial INVITE set up
 
-    def step(self, event: str) -> bool:
-        """Apply `event`; False (state unchanged) when this state does not take it."""
+    def can(self, event: TxEvent) -> bool:
+        return event in TRANSITIONS[self.state]
+
+    def step(self, event: TxEvent) -> None:
+        """Apply `event`; IllegalTransition (state unchanged) when this state does not take it."""
         nxt = TRANSITIONS[self.state].get(event)
         if nxt is None:
-            return False
+            raise IllegalTransition(self.state, event)
         self.state = nxt
-        return True
+
+    def cancel_request(self) -> bytes:
+        """Our CANCEL of the current attempt (RFC 3261 §9.1: the INVITE's branch and route)."""
+        return build.request(b"CANCEL", self.uri, self.our_via, self.routes, self.from_line,
+                             self.to_line, self.call_id_line, self.cseq)
+
+    def ack_request(self, to_line: bytes) -> bytes:
+        """The hop-by-hop ACK of a non-2xx final answer (§17.1.1.3)."""
+        return build.request(b"ACK", self.uri, self.our_via, self.routes, self.from_line, to_line,
+                             self.call_id_line, self.cseq)
+
+    def timers(self) -> tuple[Timer | None, ...]:
+        return (self.a_timer, self.b_timer, self.g_timer, self.fo_timer, self.x_timer)
+
+    def settle(self) -> None:
+        """Final: what only an INVITE in flight needs is let go (the request's
+        bytes; after a 2xx also the last response and the Via stack)."""
+        self.out = b""
+        if self.state is TxState.ACCEPTED:
+            self.last_response = b""
+            self.vias = []
+            self.dialog = None
+            if self.attempts is None:  # nothing left to ACK, CANCEL or BYE: only retransmissions to absorb
+                self.from_line = self.to_line = self.call_id_line = self.cseq_line = b""
+                self.uri = self.our_via = b""
+                self.routes = []
 
     @property
     def final(self) -> bool:

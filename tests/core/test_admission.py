@@ -24,11 +24,11 @@ EGRESS_ACME = ("127.0.0.1", 5081)
 def request(method: str = "INVITE", src_port: int = 5061, host: str = "127.0.0.2",
             call_id: str = "c1", cseq: int = 1, branch: str = "z9hG4bK-1", extra: str = "",
             via_host: str | None = None, ruri: str = "sip:1000@127.0.0.1:5060",
-            to: str = "<sip:1000@127.0.0.1:5060>") -> bytes:
+            to: str = "<sip:1000@127.0.0.1:5060>", from_tag: str = "f1") -> bytes:
     return (
         f"{method} {ruri} SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP {via_host or host}:{src_port};branch={branch}\r\n"
-        f"From: <sip:1001@127.0.0.1>;tag=f1\r\nTo: {to}\r\n"
+        f"From: <sip:1001@127.0.0.1>;tag={from_tag}\r\nTo: {to}\r\n"
         f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n"
         f"Contact: <sip:1001@{host}:{src_port}>\r\n{extra}Content-Length: 0\r\n\r\n"
     ).encode()
@@ -126,7 +126,7 @@ def test_digest_invite_challenge_then_forward_without_credentials() -> None:
     assert v.kind == "forward"
     (out,) = [s[2] for s in v.sends if s[0] >= PRIVATE]
     assert b"Authorization" not in out and b"Digest" not in out
-    assert eng.dialogs.get(b"c1").gateway == "phones"  # type: ignore[union-attr]
+    assert eng.dialogs.with_call_id(b"c1")[0].gateway == "phones"  # type: ignore[union-attr]
 
 
 def test_digest_wrong_password_403_and_offense() -> None:
@@ -182,7 +182,7 @@ def test_register_then_call_from_backend_reaches_binding() -> None:
     assert v.sends[0][0] == PRIVATE and v.sends[0][1] == ("127.0.0.1", 5070)
     # The phone's BYE is admitted by the dialog, though its address is no gateway.
     bye = request(method="BYE", host="127.0.0.77", src_port=40000, call_id="in1", cseq=1,
-                  branch="z9hG4bK-bye", to="<sip:555@127.0.0.1>;tag=v")
+                  branch="z9hG4bK-bye", to="<sip:555@127.0.0.1>;tag=v", from_tag="p")
     assert eng.receive(bye, src, 5.0).kind == "forward"
 
 

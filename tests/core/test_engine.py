@@ -7,10 +7,10 @@ import pytest
 
 from sbc.core.engine import Engine
 from sbc.core.settings import ProxySettings
-from sbc.core.transactions import TxState
 from sbc.core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_UDP, Source
 from sbc.sip import header_param, name_addr_uri, parse_message, parse_via, split_values
 from sbc.standin import answer
+from sbc.standin import tag as standin_tag
 
 SETTINGS = ProxySettings(t1=0.5, invite_timeout=32.0, proxy_timeout=180.0, linger=32.0)
 CALLER = Source(PUBLIC_UDP, "127.0.0.1", 5061)
@@ -94,7 +94,9 @@ def test_full_call_caller_hangs_up(engine: Engine) -> None:
     assert ringing[1] == ok[1] == ("127.0.0.1", 5061)
     okmsg = parse_message(ok[2])
     assert len(okmsg.get_all("via")) == 1
-    assert engine.txs[next(iter(engine.txs))].state is TxState.ACCEPTED
+    # Accepted (RFC 6026): only a compact entry that absorbs retransmitted INVITEs.
+    assert not engine.txs and len(engine.ctx.calls.accepted) == 1
+    assert engine.receive(invite(), CALLER, 0.015).reason == "retransmission"  # type: ignore[union-attr]
     assert events == ["call_setup"]
 
     # ACK for 2xx goes end to end, our Route entries removed.
@@ -121,7 +123,7 @@ def test_backend_hangs_up_reaches_caller_only_through_dialog(engine: Engine) -> 
         "BYE sip:alice@127.0.0.1:5061 SIP/2.0\r\n"
         "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKvos1\r\n"
         "Route: <sip:127.0.0.1:5080;lr;r2=on>, <sip:127.0.0.1:5060;lr;r2=on>\r\n"
-        "From: <sip:1000@127.0.0.1>;tag=vos\r\nTo: \"Alice\" <sip:alice@127.0.0.1>;tag=a1\r\n"
+        f"From: <sip:1000@127.0.0.1>;tag={standin_tag(fwd.call_id).decode()}\r\nTo: \"Alice\" <sip:alice@127.0.0.1>;tag=a1\r\n"
         f"Call-ID: {fwd.call_id.decode()}\r\nCSeq: 5 BYE\r\nContent-Length: 0\r\n\r\n"
     ).encode()
     v = engine.receive(bye, BACKEND, 1.0)
@@ -192,7 +194,7 @@ def test_silent_backend_retransmits_then_408(engine: Engine) -> None:
     final = only(sends, PUBLIC_UDP)[2]
     assert final.startswith(b"SIP/2.0 408")
     assert header_param(parse_message(final).get("to") or b"", b"tag") is not None
-    assert len(engine.dialogs) == 0
+    assert engine.dialogs.active_total() == 0
     # The caller's ACK for our 408 is absorbed; Timer G stops.
     ack = invite().replace(b"INVITE sip", b"ACK sip").replace(b"1 INVITE", b"1 ACK")
     v = engine.receive(ack, CALLER, 32.1)
@@ -230,7 +232,7 @@ def test_cancel_before_answer(engine: Engine) -> None:
     ack = parse_message(only(v.sends, PRIVATE)[2])
     assert ack.method == "ACK" and ack.cseq == 1
     assert only(v.sends, PUBLIC_UDP)[2].startswith(b"SIP/2.0 487")
-    assert len(engine.dialogs) == 0
+    assert engine.dialogs.active_total() == 0
 
 
 def test_cancel_without_transaction_gets_481(engine: Engine) -> None:
@@ -285,7 +287,7 @@ def test_tables_expire(engine: Engine) -> None:
     assert engine.txs == {}
     assert len(engine.dialogs) == 1
     engine.on_timer(SETTINGS.dialog_max_age + 1)
-    assert len(engine.dialogs) == 0
+    assert engine.dialogs.active_total() == 0
 
 
 def test_transaction_table_cap_gives_503() -> None:

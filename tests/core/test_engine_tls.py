@@ -10,6 +10,7 @@ from sbc.core.settings import ProxySettings
 from sbc.core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP, Source
 from sbc.sip import parse_message, parse_via, split_values
 from sbc.standin import answer
+from sbc.standin import tag as standin_tag
 
 from .test_engine import in_dialog, invite, only
 
@@ -65,7 +66,8 @@ def test_backend_bye_goes_back_over_tls_with_our_tls_via(engine: Engine) -> None
         "BYE sip:alice@127.0.0.1:41000;transport=tls SIP/2.0\r\n"
         "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKvos1\r\n"
         "Route: <sip:127.0.0.1:5080;lr;r2=on>, <sip:127.0.0.1:5061;transport=tls;lr;r2=on>\r\n"
-        "From: <sip:1000@127.0.0.1>;tag=vos\r\nTo: \"Alice\" <sip:alice@127.0.0.1>;tag=a1\r\n"
+        f"From: <sip:1000@127.0.0.1>;tag={standin_tag(parse_message(out).call_id).decode()}\r\n"
+        "To: \"Alice\" <sip:alice@127.0.0.1>;tag=a1\r\n"
         f"Call-ID: {parse_message(out).call_id.decode()}\r\nCSeq: 5 BYE\r\n"
         "Content-Length: 0\r\n\r\n"
     ).encode()

@@ -12,6 +12,7 @@ from sbc.core.transactions import TxState
 from sbc.core.verdict import PRIVATE, PUBLIC_UDP, Source
 from sbc.sip import build, parse_message, parse_via, split_values
 from sbc.standin import answer
+from sbc.standin import tag as standin_tag
 
 from .test_engine import CALLER, in_dialog, invite, only
 
@@ -56,7 +57,7 @@ def test_503_tries_the_next_target_and_the_call_lives_there(engine: Engine) -> N
     v = engine.receive(invite(), CALLER, 0.0)
     (inv1,) = to_backend(v.sends, FIRST)
     assert [first_line(d) for d in to_caller(v.sends)] == [b"SIP/2.0 100 Trying"]
-    assert engine.dialogs.get(b"c1@x").backend == FIRST
+    assert engine.dialogs.with_call_id(b"c1@x")[0].backend == FIRST
 
     # 503 from the first: sbc ACKs it (same branch, hop by hop), the caller hears nothing,
     # the INVITE goes to the second with a fresh branch.
@@ -68,7 +69,7 @@ def test_503_tries_the_next_target_and_the_call_lives_there(engine: Engine) -> N
     assert first_line(inv2) == first_line(inv1) and top_branch(inv2) != top_branch(inv1)
     assert inv2.replace(top_branch(inv2), b"") == inv1.replace(top_branch(inv1), b"")
     assert engine.failovers == {"status_503": 1}
-    assert engine.dialogs.get(b"c1@x").backend == SECOND
+    assert engine.dialogs.with_call_id(b"c1@x")[0].backend == SECOND
 
     # A retransmitted 503 from the first is ACKed again, and goes no further.
     v = engine.receive(respond(inv1, 503), B1, 0.2)
@@ -80,7 +81,7 @@ def test_503_tries_the_next_target_and_the_call_lives_there(engine: Engine) -> N
     assert to_caller(engine.receive(ringing, B2, 0.3).sends)
     (ok_out,) = to_caller(engine.receive(ok, B2, 0.4).sends)
     assert first_line(ok_out) == b"SIP/2.0 200 OK"
-    dlg = engine.dialogs.get(b"c1@x")
+    dlg = engine.dialogs.with_call_id(b"c1@x")[0]
     assert dlg.state is DialogState.CONFIRMED and dlg.backend == SECOND
     assert engine.dialogs.active_total() == 1 and len(engine.dialogs) == 1
 
@@ -107,7 +108,7 @@ def test_every_target_refuses_the_caller_gets_the_last_answer(engine: Engine) ->
     assert first_line(final) == b"SIP/2.0 503 Service Unavailable" and b"tag=v2" in final
     assert b"z9hG4bK" in final and top_branch(final) == b"z9hG4bK-1"  # the caller's own Via only
     assert engine.failovers == {"status_500": 1}
-    assert b"c1@x" not in engine.dialogs
+    assert not any(d.active for d in engine.dialogs.with_call_id(b"c1@x"))
 
 
 def test_a_status_not_listed_goes_to_the_caller(engine: Engine) -> None:
@@ -159,7 +160,7 @@ def test_silent_target_fails_over_at_the_deadline_and_late_answers_are_ended(
     # Meanwhile the call completes on the second.
     *_, ok2 = answer(inv2, *SECOND)
     assert first_line(to_caller(engine.receive(ok2, B2, 3.5).sends)[0]) == b"SIP/2.0 200 OK"
-    assert engine.dialogs.get(b"c1@x").backend == SECOND
+    assert engine.dialogs.with_call_id(b"c1@x")[0].backend == SECOND
 
 
 def test_the_last_target_silent_gives_408_at_timer_b(engine: Engine) -> None:
@@ -226,7 +227,8 @@ def test_requests_from_a_standby_reach_the_caller_and_strangers_are_refused(
         "BYE sip:alice@127.0.0.1:5061 SIP/2.0\r\n"
         "Via: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bK-vbye\r\n"
         f"Route: {fwd.get_all('record-route')[0].decode()}\r\n"
-        "From: <sip:1000@127.0.0.1:5060>;tag=x\r\nTo: \"Alice\" <sip:alice@127.0.0.1>;tag=a1\r\n"
+        f"From: <sip:1000@127.0.0.1:5060>;tag={standin_tag(b'c1@x').decode()}\r\n"
+        "To: \"Alice\" <sip:alice@127.0.0.1>;tag=a1\r\n"
         "Call-ID: c1@x\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
     ).encode()
     assert engine.receive(bye, Source(PRIVATE, "127.0.0.9", 5070), 1.0).reason == "not_backend"
