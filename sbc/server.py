@@ -50,6 +50,8 @@ class Server:
         self.tcp_conns = self.conns[PUBLIC_TCP]
         self.tls_conns = self.conns[PUBLIC_TLS]
         self.conn_counts = SourceCounts()  # TCP and TLS, per source address
+        # Proof of return routability, for offenses a forged datagram can cause.
+        self.engine.bans.proved = self.proved
         self.conn_limits = conn_limits(cfg)
         self.tls_context: ssl.SSLContext | None = None
         self.tls_clients: dict[str, GatewayTls] = tls_clients(cfg)
@@ -357,9 +359,14 @@ class Server:
                        "cps": e.policy.current_cps(name, now),
                        **e.policy.figures.get(name, {})} for name in sorted(names)}
 
+    def proved(self, host: str, now: float) -> bool:
+        """A source at its address: the engine's proofs, or an open TCP/TLS connection."""
+        return self.conn_counts.get(host) > 0 or self.engine.proved(host, now)
+
     def stats(self) -> dict[str, Any]:
         e = self.engine
         return {
+            "offenses_spared": dict(e.bans.spared),
             "verdicts": dict(e.verdicts),
             "drops": dict(e.drops),
             "screen_drops": self.screen_drop_counts(),

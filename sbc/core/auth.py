@@ -236,6 +236,10 @@ class DigestAuth:
     # ------------------------------------------------------------------
     # Challenge
 
+    @property
+    def nonce_ttl(self) -> float:
+        return self._ttl
+
     def challenge(
         self, source_host: str, now: float, *, proxy: bool, stale: bool = False
     ) -> list[bytes]:

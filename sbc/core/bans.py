@@ -14,7 +14,7 @@ hard cap (`max_entries`) and expiry. Ban and unban events go to `listener`
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -64,13 +64,16 @@ class BanTable:
         "max_entries",
         "max_offenses",
         "offenses",
+        "proved",
+        "spared",
     )
 
     def __init__(self, *, max_offenses: int = 5, findtime: float = 600.0, bantime: float = 600.0,
                  increment: float = 2.0, max_bantime: float = 604_800.0, max_entries: int = 100_000,
                  exempt: Callable[[str], bool] | None = None,
                  counted: frozenset[str] | None = None,
-                 listener: Listener | None = None) -> None:
+                 listener: Listener | None = None,
+                 proved: Callable[[str, float], bool] | None = None) -> None:
         self.max_offenses = max_offenses
         self.bantime = bantime
         self.increment = increment
@@ -79,6 +82,12 @@ class BanTable:
         self.exempt = exempt or (lambda host: False)
         self.counted = counted  # offense kinds that count; None: all
         self.listener = listener or _no_listener
+        # Whether a source has shown it is really at its address (a live
+        # registration, a confirmed dialog, a recent authenticated request, an
+        # open connection): such a source is never banned for what a forged
+        # UDP datagram can cause. Those offenses are only counted, by kind.
+        self.proved = proved or (lambda host, now: False)
+        self.spared: Counter[str] = Counter()
         self.bans: OrderedDict[str, Ban] = OrderedDict()
         # how many times a source was banned (recidive), oldest first
         self.levels: OrderedDict[str, int] = OrderedDict()
@@ -92,13 +101,18 @@ class BanTable:
         ban = self.bans.get(host)
         return ban is not None and now < ban.expires_at
 
-    def offense(self, host: str, kind: str, now: float) -> Ban | None:
-        """Record an offense; the Ban if this one earned it."""
+    def offense(self, host: str, kind: str, now: float, spoofable: bool = False) -> Ban | None:
+        """Record an offense; the Ban if this one earned it. `spoofable`: the
+        packet came over UDP and proves nothing about its source address
+        (a scanner signature, a rate-limit hit, a malformed datagram)."""
         if host in self.bans and now < self.bans[host].expires_at:
             return None
         if self.counted is not None and kind not in self.counted:
             return None
         if self.exempt(host):
+            return None
+        if spoofable and self.proved(host, now):
+            self.spared[kind] += 1
             return None
         rec = self.offenses.record(host, kind, now)
         if rec.total < self.max_offenses:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .dialogs import Dialog, DialogEvent, DialogState, DialogTable
+from .dialogs import Dialog, DialogState, DialogTable
 from .settings import ProxySettings
 from .timers import Timer, TimerHeap, TimerKind
 from .transactions import InviteTx, TxEvent, TxState
@@ -139,7 +139,7 @@ class CallState:
 
     def confirm(self, dlg: Dialog, now: float) -> None:
         s, sinks = self.s, self.sinks
-        dlg.step(DialogEvent.ANSWERED)
+        self.dialogs.confirm(dlg)
         dlg.confirmed_at = now
         dlg.expire_at = now + s.dialog_max_age
         dlg.expire_timer = self.arm(dlg.expire_timer, dlg.expire_at, TimerKind.DIALOG_EXPIRE, dlg)

@@ -32,7 +32,8 @@ from .bans import BanTable
 from .callstate import CallState
 from .health import Health, HealthTable
 from .limits import CallPolicy
-from .ratelimit import TokenBucket
+from .proofs import Proofs
+from .ratelimit import SourceBudget, TokenBucket
 from .routing import OwnAddresses, derive_branch, stamp_via
 from .scan import Scan, scan_request
 from .settings import ProxySettings
@@ -113,10 +114,12 @@ class Context:
         self.registrar = registrar
         self.bans = bans if bans is not None else BanTable()
         self.reply_budget = TokenBucket(s.reply_budget_rate, s.reply_budget_burst)
+        self.reply_per_source = SourceBudget(s.reply_budget_per_source, s.reply_budget_per_net)
         self.backend: Addr = s.backend  # the primary VOS3000
         self.health = HealthTable(s.targets, down_after=s.down_after, up_after=s.up_after,
                                   interval=s.ping_interval, timeout=s.ping_timeout)
         self.calls = CallState(s, self)
+        self.proofs = Proofs()
         self.failovers: Counter[str] = Counter()  # calls sent on to the next VOS3000, by why
         self.drops: Counter[str] = Counter()
         self.parse_errors: Counter[str] = Counter()
@@ -166,6 +169,12 @@ class Context:
             self.own.exact.add(rr_egress[rr_egress.index(b"<") + 1 : -1])
         for rr in rr_public.values():
             self.own.exact.add(rr[rr.index(b"<") + 1 : -1])
+
+    def proved(self, host: str, now: float) -> bool:
+        """Whether `host` answered what sbc sent it: a live registration, a
+        confirmed dialog, or a request authenticated with a nonce bound to it."""
+        return (self.calls.dialogs.confirmed_peer(host) or self.proofs.has(host, now)
+                or (self.registrar is not None and self.registrar.has_host(host, now)))
 
     # ------------------------------------------------------------------ requests
 
@@ -233,6 +242,8 @@ class Context:
     def refuse(self, status: int, scan: Scan, src: Source, now: float,
                extra: tuple[bytes, ...] = (), reason: str = "refused") -> Verdict:
         """A reply to a source that is not authenticated: to its address only, within the budget."""
+        if not self.reply_per_source.take(src.host, now):
+            return Drop("reply_budget_source")
         if not self.reply_budget.take(now):
             return Drop("reply_budget")
         reply = self.reply_stateless(status, scan, src, extra=extra)

@@ -140,12 +140,13 @@ class Dialog:
 
 
 class DialogTable:
-    __slots__ = ("_active", "_by_key", "_peers")
+    __slots__ = ("_active", "_by_key", "_confirmed", "_peers")
 
     def __init__(self) -> None:
         self._by_key: dict[DialogKey, Dialog] = {}
         self._active: dict[str, dict[DialogKey, Dialog]] = {}  # gateway -> its calls in progress
         self._peers: dict[str, int] = {}  # peer address -> dialogs with it, ended ones included
+        self._confirmed: dict[str, int] = {}  # peer address -> its confirmed dialogs
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -183,9 +184,28 @@ class DialogTable:
         self._peers[host] = self._peers.get(host, 0) + 1
         if dlg.active:
             self._active.setdefault(dlg.gateway, {})[dlg.key] = dlg
+        if dlg.state is DialogState.CONFIRMED:
+            self._count_confirmed(dlg.peer[0], 1)
+
+    def confirm(self, dlg: Dialog) -> None:
+        """The answer came: the peer is confirmed to be at its address."""
+        dlg.step(DialogEvent.ANSWERED)
+        self._count_confirmed(dlg.peer[0], 1)
+
+    def _count_confirmed(self, host: str, delta: int) -> None:
+        left = self._confirmed.get(host, 0) + delta
+        if left > 0:
+            self._confirmed[host] = left
+        else:
+            self._confirmed.pop(host, None)
+
+    def confirmed_peer(self, host: str) -> bool:
+        return host in self._confirmed
 
     def end(self, dlg: Dialog) -> None:
         """The call is over: its slot is free, once (later calls are no-ops)."""
+        if dlg.state is DialogState.CONFIRMED:
+            self._count_confirmed(dlg.peer[0], -1)
         if dlg.state is not DialogState.ENDED:
             dlg.step(DialogEvent.ENDED)
         calls = self._active.get(dlg.gateway)
@@ -199,6 +219,8 @@ class DialogTable:
         if self._by_key.get(dlg.key) is not dlg:
             return False
         del self._by_key[dlg.key]
+        if dlg.state is DialogState.CONFIRMED:
+            self._count_confirmed(dlg.peer[0], -1)
         calls = self._active.get(dlg.gateway)
         if calls is not None and calls.get(dlg.key) is dlg:
             del calls[dlg.key]

@@ -39,7 +39,7 @@ from .public import PublicSide
 from .settings import ProxySettings
 from .timers import TimerHeap, TimerKind
 from .transactions import InviteTx, TxState
-from .verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, Addr, Drop, Send, Source, Verdict
+from .verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP, Addr, Drop, Send, Source, Verdict
 
 if TYPE_CHECKING:
     from .auth import DigestAuth
@@ -152,7 +152,7 @@ class Engine:
         except SipParseError as e:
             ctx.parse_errors[e.reason] += 1
             if src.channel < PRIVATE:
-                ctx.bans.offense(src.host, "malformed", now)
+                ctx.bans.offense(src.host, "malformed", now, spoofable=src.channel == PUBLIC_UDP)
             verdict = Drop("malformed")
         except Exception as e:  # a bug of ours must cost one packet, not the process
             verdict = Drop("internal_error")
@@ -173,6 +173,9 @@ class Engine:
             self._on_timer[kind](now, obj, sends)
         calls.expire_accepted(now)
         return sends
+
+    def proved(self, host: str, now: float) -> bool:
+        return self.ctx.proved(host, now)
 
     def pings(self, now: float) -> list[Send]:
         return self.failover.pings(now)

@@ -146,6 +146,8 @@ class PublicSide:
                 return verdict_or_account
             account = verdict_or_account
             gateway = account.gateway
+            # The nonce was bound to this address: it answered us.
+            ctx.proofs.note(src.host, now + ctx.auth.nonce_ttl)
 
         if method not in FORWARDED:
             if method in IN_DIALOG_ONLY:

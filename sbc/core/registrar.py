@@ -95,6 +95,7 @@ class Registrar:
     __slots__ = (
         "_count",
         "_deadlines",
+        "_hosts",
         "_table",
         "default_expires",
         "max_aors",
@@ -117,6 +118,7 @@ class Registrar:
         self.max_aors = max_aors
         self._table: dict[str, list[Binding]] = {}
         self._count = 0
+        self._hosts: dict[str, int] = {}  # bindings by the host they registered from
         # (expires_at, aor) per binding ever stored; entries for bindings since
         # refreshed or removed are skipped when they come up, and the heap is
         # rebuilt when they outnumber the live ones.
@@ -245,6 +247,11 @@ class Registrar:
             heapq.heapify(self._deadlines)
         return changed
 
+    def has_host(self, host: str, now: float) -> bool:
+        """Whether an account registered from `host` (a live binding): proof
+        that the address answers what is sent to it (the nonce was bound to it)."""
+        return host in self._hosts
+
     def next_deadline(self) -> float | None:
         """When `expire` may next have something to do, or None."""
         return self._deadlines[0][0] if self._deadlines else None
@@ -252,6 +259,15 @@ class Registrar:
     def _store(self, aor: str, new: list[Binding]) -> None:
         old = self._table.get(aor)
         self._count += len(new) - (len(old) if old else 0)
+        hosts = self._hosts
+        for b in old or ():
+            left = hosts.get(b.source[1], 0) - 1
+            if left > 0:
+                hosts[b.source[1]] = left
+            else:
+                hosts.pop(b.source[1], None)
+        for b in new:
+            hosts[b.source[1]] = hosts.get(b.source[1], 0) + 1
         if new:
             self._table[aor] = new
             known = {id(b) for b in old} if old else set()

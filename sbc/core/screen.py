@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from itertools import islice
 
 from .bans import BanTable
+from .ratelimit import net_key
 from .gateways import GatewayTable
 
 # (tokens, stamp): a tuple of floats, which the garbage collector stops
@@ -92,18 +93,20 @@ class Screen:
         self.per_net: OrderedDict[str, Bucket] = OrderedDict()
         self.per_gw: OrderedDict[str, Bucket] = OrderedDict()
 
-    def check(self, data: bytes, host: str, port: int, now: float) -> str | None:
-        """A drop reason, or None when the datagram may be parsed."""
+    def check(self, data: bytes, host: str, port: int, now: float,
+              stream: bool = False) -> str | None:
+        """A drop reason, or None when the datagram may be parsed. `stream`:
+        the message came over a TCP/TLS connection, whose source is not forged."""
         ban = self.bans.bans.get(host)
         if ban is not None and now < ban.expires_at:
             return "banned"
         gateways = self.gateways
         is_gateway = gateways is None or gateways.by_source(host, port) is not None
-        over = self._rate(host, is_gateway, now)
+        over = self._rate(host, is_gateway, now, not stream)
         if over is not None:
             return over
         if self._sig is not None and (not is_gateway or self.apply_to_gateways) and self._scanner(data):
-            self.bans.offense(host, "scanner", now)
+            self.bans.offense(host, "scanner", now, spoofable=not stream)
             return "scanner"
         if not is_gateway:
             if data.startswith(b"OPTIONS "):
@@ -119,20 +122,21 @@ class Screen:
         or None when the connection may be accepted."""
         gateways = self.gateways
         return self._rate(host, gateways is None or gateways.by_source(host, port) is not None,
-                          now)
+                          now, False)
 
-    def _rate(self, host: str, is_gateway: bool, now: float) -> str | None:
+    def _rate(self, host: str, is_gateway: bool, now: float, spoofable: bool) -> str | None:
         """Step 2: one token of the source's buckets; a rate-limit hit of a
-        source that is no gateway is an offense."""
+        source that is no gateway is an offense (one a proved source is
+        spared when it came in a datagram: see BanTable.offense)."""
         if is_gateway:
             if not self._take(self.per_gw, host, self.rate_gw, self.burst_gw, now):
                 return "rate_per_gateway"
             return None
         if not self._take(self.per_ip, host, self.rate_ip, self.burst_ip, now):
-            self.bans.offense(host, "rate_limit", now)
+            self.bans.offense(host, "rate_limit", now, spoofable)
             return "rate_per_ip"
-        if not self._take(self.per_net, _net(host), self.rate_net, self.burst_net, now):
-            self.bans.offense(host, "rate_limit", now)
+        if not self._take(self.per_net, net_key(host), self.rate_net, self.burst_net, now):
+            self.bans.offense(host, "rate_limit", now, spoofable)
             return "rate_per_net"
         return None
 
@@ -182,18 +186,3 @@ class Screen:
             stale = [k for k, b in islice(table.items(), budget) if now - b[1] > full_after]
             for key in stale:
                 del table[key]
-
-
-def _net(host: str) -> str:
-    """The /24 of an IPv4 address, the /64 of an IPv6 one, as a key."""
-    if ":" not in host:
-        return host.rpartition(".")[0]
-    groups = host.split(":")
-    if "" in groups[:4]:  # '::' early: expand properly
-        import ipaddress
-
-        try:
-            return ipaddress.IPv6Address(host).exploded[:19]
-        except ValueError:
-            return host
-    return ":".join(groups[:4])

@@ -88,7 +88,7 @@ class TcpConnection(asyncio.Protocol):
             if not frame:  # RFC 5626 keepalive ping: pong
                 self.write(b"\r\n")
                 continue
-            reason = screen.check(frame, src.host, src.port, now)
+            reason = screen.check(frame, src.host, src.port, now, stream=True)
             if reason is not None:
                 server.screen_drop(reason, src.host)
                 if reason == "banned":

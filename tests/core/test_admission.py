@@ -101,11 +101,29 @@ def test_reply_budget_caps_replies_to_unauthenticated_sources() -> None:
     eng = make_engine(reject_unknown=True, budget=(10, 20), accounts=False)
     replies = sum(
         bool(eng.receive(request(method="MESSAGE", call_id=f"b{i}", branch=f"z9hG4bK{i}"),
-                         Source(PUBLIC_UDP, "127.0.0.66", 5060), i * 0.001).sends)
+                         Source(PUBLIC_UDP, f"127.{i % 200}.{i // 200}.66", 5060), i * 0.001).sends)
         for i in range(500)
     )
     assert 20 <= replies <= 20 + 10 * 0.5 + 1
     assert eng.drops["reply_budget"] == 500 - replies
+
+
+def test_one_source_or_one_network_cannot_spend_the_whole_reply_budget() -> None:
+    """500 spoofed requests a second from one address, and from its /24, leave
+    the budget for a phone elsewhere: every one of its attempts is answered."""
+    eng = make_engine(reject_unknown=True, budget=(50, 100), accounts=False)
+    answered = 0
+    for i in range(2500):  # five seconds: 500 pps from 127.0.9.x, two attempts a second from the phone
+        now = i * 0.002
+        flooder = Source(PUBLIC_UDP, f"127.0.9.{i % 2 + 1}", 5060)
+        eng.receive(request(method="MESSAGE", call_id=f"f{i}", branch=f"z9hG4bKf{i}"), flooder, now)
+        if i % 250 == 0:
+            phone = Source(PUBLIC_UDP, "127.0.7.10", 5062)
+            v = eng.receive(request(method="MESSAGE", call_id=f"p{i}", branch=f"z9hG4bKp{i}"),
+                            phone, now)
+            answered += bool(v.sends)
+    assert answered == 10
+    assert eng.drops["reply_budget_source"] > 2400  # the flooders' own budgets ran dry
 
 
 def test_digest_invite_challenge_then_forward_without_credentials() -> None:
