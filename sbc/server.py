@@ -17,7 +17,7 @@ from .config import Config, ConfigError, load_config, summary
 from .config_tls import GatewayTls, server_context
 from .core.conns import ConnLimits, SourceCounts, overdue
 from .core.engine import Engine
-from .core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP, Addr, Channel, Send
+from .core.verdict import MAPPED, PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP, Addr, Channel, Send
 from .logsetup import configure_logging, flush_logs, get_logger
 from .transport.tcp import TcpConnection
 from .transport.tls import TlsConnection
@@ -57,6 +57,9 @@ class Server:
         self.tls_clients: dict[str, GatewayTls] = tls_clients(cfg)
         self.counters: Counter[str] = Counter()
         self._public_udp: asyncio.DatagramTransport | None = None
+        # A dual-stack IPv6 socket reaches IPv4 peers by their mapped address;
+        # the core knows them unmapped (verdict.unmapped).
+        self._public_v6 = _family(cfg.public.host) == socket.AF_INET6
         self._egress: list[asyncio.DatagramTransport] = []
         self._public_proto: Any = None
         self._tcp_server: asyncio.base_events.Server | None = None
@@ -216,6 +219,8 @@ class Server:
                 self._egress[channel - PRIVATE].sendto(data, addr)
         elif channel == PUBLIC_UDP:
             if self._public_udp is not None:
+                if self._public_v6 and ":" not in addr[0]:
+                    addr = (MAPPED + addr[0], addr[1])
                 self._public_udp.sendto(data, addr)
         else:
             conn = self.conns[channel].get(addr)  # type: ignore[index]

@@ -119,3 +119,50 @@ async def test_udp_datagram_over_cap_is_dropped(env) -> None:
     assert data.startswith(b"SIP/2.0 100")
     assert server.engine.parse_errors["too_large"] == 1
     client.close()
+
+
+async def test_dual_stack_listener_knows_ipv4_peers_by_their_own_address(tmp_path) -> None:
+    """Listening on '::', an IPv4 caller arrives as ::ffff:a.b.c.d; sbc names it
+    a.b.c.d everywhere (its per-source rate, its /24, its ban) and answers it."""
+    pub, priv, back = free_port(), free_port(), free_port()
+    cfg = parse_config(
+        "gateways: [{name: loopback, ip: [127.0.0.1/32]}]\n"
+        "admin: {enabled: false}\n"
+        f"state: {{path: {tmp_path / 'state.sqlite'}}}\n"
+        f"public: {{host: '::', port: {pub}, advertise_host: 127.0.0.1}}\n"
+        f"private: {{host: 127.0.0.1, port: {priv}}}\n"
+        f"backend: {{host: 127.0.0.1, port: {back}}}\n"
+        "screen: {rate_per_ip: {rate: 1, burst: 2}}\n"
+    )
+    backend = await asyncio_dgram.bind(("127.0.0.1", back))
+    server = Server(cfg)
+    await server.start()
+    caller = await asyncio_dgram.bind(("127.0.0.9", 0))
+    try:
+        for n in range(3):  # from an address that is no gateway: over its rate at the third
+            await caller.send(
+                f"MESSAGE sip:1@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5062;branch=z9hG4bK{n}\r\n"
+                f"From: <sip:a@127.0.0.9>;tag={n}\r\nTo: <sip:1@127.0.0.1>\r\nCall-ID: m{n}\r\n"
+                "CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n".encode(), ("127.0.0.1", pub))
+        deadline = asyncio.get_running_loop().time() + 5
+        while not server.screen_drop_counts().get("rate_per_ip"):
+            assert asyncio.get_running_loop().time() < deadline, server.stats()
+            await asyncio.sleep(0.01)
+        assert list(server.screen.per_ip) == ["127.0.0.9"]
+        assert list(server.screen.per_net) == ["127.0.0"]  # its /24, not one /64 for all of IPv4
+        # A gateway on IPv4 gets its answer through the IPv6 socket.
+        gw = await asyncio_dgram.bind(("127.0.0.1", 0))
+        try:
+            port = gw.sockname[1]
+            await gw.send(
+                f"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKo\r\n"
+                "From: <sip:gw@127.0.0.1>;tag=o\r\nTo: <sip:127.0.0.1>\r\nCall-ID: o1\r\n"
+                "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n".encode(), ("127.0.0.1", pub))
+            data, _ = await asyncio.wait_for(gw.recv(), 5)
+            assert data.startswith(b"SIP/2.0 200")
+        finally:
+            gw.close()
+    finally:
+        caller.close()
+        await server.stop()
+        backend.close()

@@ -33,6 +33,17 @@ Addr = tuple[str, int]
 ChannelNo = int
 
 
+MAPPED = "::ffff:"  # an IPv4 peer on a dual-stack IPv6 socket (RFC 4291 §2.5.5.2)
+
+
+def unmapped(host: str) -> str:
+    """`::ffff:a.b.c.d` as `a.b.c.d`: one address has one name in every table,
+    limit, ban, log line and metric, whichever socket it came in on."""
+    if host[:7] == MAPPED and "." in host:
+        return host[7:]
+    return host
+
+
 class Source(NamedTuple):
     channel: ChannelNo
     host: str

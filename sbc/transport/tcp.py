@@ -17,7 +17,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from ..core.conns import FRAMING, OFFENSES, ConnClock
-from ..core.verdict import PUBLIC_TCP, Addr, Channel, Source
+from ..core.verdict import PUBLIC_TCP, Addr, Channel, Source, unmapped
 from ..sip import SipParseError, StreamFramer
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class TcpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
-        self.addr = (peer[0], peer[1])
+        self.addr = (unmapped(peer[0]), peer[1])
         server = self.server
         now = server.loop.time()
         self.clock = ConnClock(now, ready=self.ready_on_connect)

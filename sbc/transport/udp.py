@@ -12,7 +12,7 @@ import socket
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from ..core.verdict import Channel, Source
+from ..core.verdict import MAPPED, Channel, Source, unmapped
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -58,21 +58,24 @@ class UdpProtocol(asyncio.DatagramProtocol):
         server = self.server
         now = server.loop.time()
         self.received += 1
+        host = addr[0]
+        if host[:7] == MAPPED:
+            host = unmapped(host)
         if self.screened:
             # A banned source is the bulk of a flood: decided here, in two lookups.
-            ban = server.banned.get(addr[0])
+            ban = server.banned.get(host)
             if ban is not None and now < ban.expires_at:
                 server.banned_drops += 1
                 return
-            reason = server.screen.check(data, addr[0], addr[1], now)
+            reason = server.screen.check(data, host, addr[1], now)
             if reason is not None:
-                server.screen_drop(reason, addr[0])
+                server.screen_drop(reason, host)
                 return
         if self.received & 7:
-            verdict = server.engine.receive(data, Source(self.channel, addr[0], addr[1]), now)
+            verdict = server.engine.receive(data, Source(self.channel, host, addr[1]), now)
         else:  # one message in eight is timed, for the processing-time histogram
             started = perf_counter()
-            verdict = server.engine.receive(data, Source(self.channel, addr[0], addr[1]), now)
+            verdict = server.engine.receive(data, Source(self.channel, host, addr[1]), now)
             server.timer.observe(perf_counter() - started)
         if verdict.sends:
             server.send_all(verdict.sends)
