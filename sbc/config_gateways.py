@@ -370,6 +370,13 @@ def _check_username(value: str) -> str:
             f"{value!r}: a user name is 1 to 128 characters without spaces, "
             "quotes, backslashes or control characters"
         )
+    if "@" in value:
+        # A digest user name sent as user@domain is the account `user`
+        # (sbc.core.auth), so an account named with an "@" is never found.
+        raise problem(
+            f"{value!r}: a user name has no '@'; clients that send "
+            f"{value.partition('@')[0]!r}@domain are account {value.partition('@')[0]!r}"
+        )
     return value
 
 
@@ -424,7 +431,9 @@ class DigestAccount(Section):
     ha1_sha256: Annotated[SecretStr | None, _ha1(64, "SHA-256")] = None
     realm: Realm | None = None  # None: auth.realm (see Config.realm_for)
     from_cidrs: Networks = ()
-
+    # Requests must carry the user name as the From URI's user (else 403, an
+    # offense). Off by default: a trunk presents many caller IDs.
+    from_must_match: Annotated[bool, Field(strict=True)] = False
 
     @model_validator(mode="after")
     def _one_kind_of_secret(self) -> Self:
@@ -514,9 +523,11 @@ class AuthConfig(Section):
 
     realm: Realm = "sbc"
     nonce_ttl_s: Seconds = 300.0
+    # The challenges go out in this order (RFC 8760 §2.4: the server's
+    # preference). MD5 first, for the clients that read only the first one.
     algorithms: Annotated[
         tuple[Annotated[DigestAlgorithm, BeforeValidator(_upper)], ...], Field(min_length=1)
-    ] = (DigestAlgorithm.SHA_256, DigestAlgorithm.MD5)
+    ] = (DigestAlgorithm.MD5, DigestAlgorithm.SHA_256)
     unknown_source: Annotated[UnknownSource, BeforeValidator(lower)] = UnknownSource.DROP
     reply_budget_per_s: Annotated[float, Field(strict=True, ge=1, allow_inf_nan=False)] = 50.0
     reply_budget_burst: Count = 100

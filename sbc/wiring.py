@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 from .banstate import BanKeeper
 from .config import Config
-from .core.auth import Account, DigestAuth, account_from_ha1, account_from_password
+from .core.auth import (
+    DIGEST_OFFENSES,
+    Account,
+    DigestAuth,
+    account_from_ha1,
+    account_from_password,
+)
 from .core.bans import BanTable
 from .core.conns import OFFENSES as CONNECTION_OFFENSES
 from .core.dialogs import DialogTable
@@ -80,12 +86,14 @@ def accounts(cfg: Config) -> list[Account]:
             cidrs = tuple(ipaddress.ip_network(c) for c in acc.from_cidrs)
             if acc.password is not None:
                 out.append(account_from_password(acc.username, realm, gw.name,
-                                                 acc.password.get_secret_value(), cidrs))
+                                                 acc.password.get_secret_value(), cidrs,
+                                                 from_must_match=acc.from_must_match))
             else:
                 out.append(account_from_ha1(
                     acc.username, realm, gw.name,
                     acc.ha1_md5.get_secret_value() if acc.ha1_md5 else None,
-                    acc.ha1_sha256.get_secret_value() if acc.ha1_sha256 else None, cidrs))
+                    acc.ha1_sha256.get_secret_value() if acc.ha1_sha256 else None, cidrs,
+                    from_must_match=acc.from_must_match))
     return out
 
 
@@ -143,6 +151,7 @@ def reconfigure(parts: Components, cfg: Config) -> Screen:
     engine.reply_budget.rate = engine.s.reply_budget_rate
     engine.reply_budget.burst = engine.s.reply_budget_burst
     parts.screen = make_screen(cfg, bans, table, engine.dialogs)
+    share_signatures(engine, parts.screen)
     return parts.screen
 
 
@@ -162,6 +171,7 @@ def build_components(cfg: Config, loop: asyncio.AbstractEventLoop) -> Components
     engine = Engine(settings, gateways=table, gateway_info={i.name: i for i in infos},
                     auth=auth, registrar=registrar, bans=bans, policy=call_policy(cfg))
     screen = make_screen(cfg, bans, table, engine.dialogs)
+    share_signatures(engine, screen)
     kernel = kernel_set(cfg)
     keeper = BanKeeper(bans, store, loop.time, kernel=kernel)
     if kernel is not None:
@@ -173,6 +183,12 @@ def build_components(cfg: Config, loop: asyncio.AbstractEventLoop) -> Components
     log.info("state_loaded", path=cfg.state.path, bindings=len(registrar),
              gateways=len(table), accounts=len(accounts(cfg)))
     return parts
+
+
+def share_signatures(engine: Engine, screen: Screen) -> None:
+    """The engine checks the screen's signatures again after the parse."""
+    engine.ctx.signatures = screen.signatures
+    engine.ctx.signatures_on_gateways = screen.apply_to_gateways
 
 
 def ban_table(cfg: Config, gateways: GatewayTable) -> BanTable:
@@ -188,6 +204,8 @@ def ban_table(cfg: Config, gateways: GatewayTable) -> BanTable:
     counted = frozenset(kind for kind, on in b.offenses.model_dump().items() if on)
     if b.offenses.connection:  # one switch for every way a connection breaks a limit
         counted |= CONNECTION_OFFENSES
+    if b.offenses.digest_failure:  # and one for every way a digest answer is refused
+        counted |= DIGEST_OFFENSES
     return BanTable(max_offenses=b.max_offenses, findtime=b.findtime_s, bantime=b.bantime_s,
                     increment=b.increment, max_bantime=b.max_bantime_s,
                     max_entries=b.max_entries, exempt=exempt, counted=counted)

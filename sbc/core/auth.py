@@ -9,7 +9,14 @@ Nonces are stateless: a nonce carries the time it was issued and a MAC over
 that time and the address it was issued to, so a flood of unauthenticated
 requests costs no memory. The only table is the nonce-count memory for
 replay protection (RFC 7616 §3.3, §5.5), and only a verified response adds to
-it; it is bounded all the same.
+it; it is bounded all the same, and when it is full it fails closed: a new
+nonce is not admitted (the client is challenged again) rather than a live
+one forgotten, so no answer is ever accepted twice.
+
+An answer is bound to its request: its `uri` must be the Request-URI (RFC
+7616 §3.4.6). An unknown user name, an account used from a source it is not
+allowed from, and a wrong password are one status to the outside (the engine
+answers all three alike), and cost the same hashing.
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ import math
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
+from urllib.parse import unquote
 
 from ..sip.digest import (
     ALGORITHMS,
@@ -32,9 +40,12 @@ from ..sip.digest import (
     challenge_line,
     expected_response,
     ha1,
+    hash_hex,
     parse_credentials,
+    same_uri,
 )
 from ..sip.errors import SipParseError
+from ..sip.headers import name_addr_uri, parse_uri
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -42,6 +53,17 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # clock as it runs; treat it like an expired one.
 FUTURE_SKEW = 5.0
 MIN_SECRET_SIZE = 16
+
+# The order of the challenges when the configuration gives none. MD5 first:
+# clients that read only the first challenge and know only MD5 (baresip 1.0
+# as Debian ships it, sipsak, SIPp 3.6, many older phones) then authenticate;
+# clients that know SHA-256 pick it from the second one. RFC 8760 §2.4 lets
+# the server list the algorithms in its own order of preference.
+DEFAULT_ALGORITHMS = ("MD5", "SHA-256")
+
+# The offense kinds this policy gives rise to (recorded by the engine); they
+# count towards a ban under the `bans.offenses.digest_failure` switch.
+DIGEST_OFFENSES = frozenset(("digest_failure", "digest_uri_mismatch", "digest_from_mismatch"))
 
 _NONCE_TS = 8
 _NONCE_MAC = 16
@@ -54,13 +76,48 @@ _HEX = re.compile(r"[0-9A-Fa-f]{32}|[0-9A-Fa-f]{64}")
 class Account:
     """A digest identity and the gateway it belongs to. `ha1` maps an
     algorithm name (one of sbc.sip.digest.ALGORITHMS) to the HA1 in hex, so
-    the password itself need not be stored."""
+    the password itself need not be stored. `password` is kept only for an
+    account configured with one: it is what answers to the `user@domain`
+    spelling of the user name, whose HA1 covers that whole spelling.
+    `from_must_match`: requests must also carry the user name in the From URI
+    (see `caller_allowed`)."""
 
     username: str
     realm: str
     gateway: str
     ha1: Mapping[str, str]
     from_cidrs: tuple[Network, ...] = ()  # empty = any source
+    from_must_match: bool = False
+    password: str | None = field(default=None, repr=False, compare=False)
+
+    def ha1_for(self, algorithm: str, sent_username: str) -> str | None:
+        """The HA1 an answer with `sent_username` was computed with, or None
+        when this account cannot tell. HA1 covers the user name as sent
+        (RFC 7616 §3.4.2): `101@host` hashes differently from `101`, so only
+        an account with a password can check that spelling (as Kamailio does
+        from a plain-text password)."""
+        if sent_username == self.username:
+            return self.ha1.get(algorithm)
+        if self.password is None or algorithm not in ALGORITHMS:
+            return None
+        return ha1(algorithm, sent_username, self.realm, self.password)
+
+    def caller_allowed(self, from_value: bytes) -> bool:
+        """Whether a request whose From header value is `from_value` may use
+        this account: always, unless `from_must_match`; then the user part of
+        the From URI, escapes decoded, must be the user name (with case, as
+        RFC 3261 §19.1.4 compares users)."""
+        if not self.from_must_match:
+            return True
+        try:
+            user = parse_uri(name_addr_uri(from_value)).user
+        except SipParseError:
+            return False
+        if user is None:
+            return False
+        # The user part ends where a password would begin (RFC 3261 §19.1.1).
+        text = user.split(b":", 1)[0].decode("utf-8", "surrogateescape")
+        return unquote(text, errors="surrogateescape") == self.username
 
 
 def account_from_password(
@@ -69,10 +126,13 @@ def account_from_password(
     gateway: str,
     password: str,
     from_cidrs: Iterable[Network] = (),
+    *,
+    from_must_match: bool = False,
 ) -> Account:
     """An account that can answer with every supported algorithm."""
     hashes = {alg: ha1(alg, username, realm, password) for alg in ALGORITHMS}
-    return Account(username, realm, gateway, MappingProxyType(hashes), tuple(from_cidrs))
+    return Account(username, realm, gateway, MappingProxyType(hashes), tuple(from_cidrs),
+                   from_must_match, password)
 
 
 def account_from_ha1(
@@ -82,6 +142,8 @@ def account_from_ha1(
     ha1_md5: str | None,
     ha1_sha256: str | None,
     from_cidrs: Iterable[Network] = (),
+    *,
+    from_must_match: bool = False,
 ) -> Account:
     """An account from stored HA1 values; it can answer only with the
     algorithms it has an HA1 for."""
@@ -94,12 +156,15 @@ def account_from_ha1(
         hashes[alg] = value.lower()
     if not hashes:
         raise ValueError("an account needs at least one HA1")
-    return Account(username, realm, gateway, MappingProxyType(hashes), tuple(from_cidrs))
+    return Account(username, realm, gateway, MappingProxyType(hashes), tuple(from_cidrs),
+                   from_must_match)
 
 
 class AuthStatus(enum.StrEnum):
     OK = "ok"
     NO_CREDENTIALS = "no_credentials"
+    # Three statuses, one answer outside (403): which one it was is for
+    # counters and logs only.
     UNKNOWN_ACCOUNT = "unknown_account"
     SOURCE_NOT_ALLOWED = "source_not_allowed"
     BAD_RESPONSE = "bad_response"
@@ -107,6 +172,12 @@ class AuthStatus(enum.StrEnum):
     REPLAY = "replay"
     BAD_NONCE = "bad_nonce"
     MALFORMED = "malformed"
+    # The answer names another resource than the request (RFC 7616 §3.4.6):
+    # 400, whatever the password.
+    URI_MISMATCH = "uri_mismatch"
+    # A right answer on a nonce the replay table has no room for: challenged
+    # again like a stale one, never admitted unrecorded.
+    NONCE_TABLE_FULL = "nonce_table_full"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +222,12 @@ class DigestAuth:
     __slots__ = (
         "_accounts",
         "_algorithms",
+        "_decoy",
         "_max_entries",
         "_realm",
         "_secret",
         "_seen",
+        "_sweep_after",
         "_ttl",
     )
 
@@ -165,7 +238,7 @@ class DigestAuth:
         secret: bytes,
         realm: str,
         nonce_ttl: float = 300.0,
-        algorithms: Sequence[str] = ("SHA-256", "MD5"),
+        algorithms: Sequence[str] = DEFAULT_ALGORITHMS,
         max_nonce_entries: int = 100_000,
     ) -> None:
         if len(secret) < MIN_SECRET_SIZE:
@@ -174,17 +247,17 @@ class DigestAuth:
             raise ValueError("nonce_ttl must be positive")
         if max_nonce_entries < 1:
             raise ValueError("max_nonce_entries must be at least 1")
-        chosen: set[str] = set()
+        chosen: dict[str, None] = {}
         for name in algorithms:
             alg = canonical_algorithm(name)
             if alg is None:
                 raise ValueError(f"unsupported digest algorithm {name!r}")
-            chosen.add(alg)
+            chosen[alg] = None
         if not chosen:
             raise ValueError("at least one digest algorithm is needed")
-        # RFC 8760 §2.4: one challenge per algorithm, most preferred first,
-        # whatever order the configuration listed them in.
-        self._algorithms = tuple(alg for alg in ALGORITHMS if alg in chosen)
+        # RFC 8760 §2.4: one challenge per algorithm, in the server's order
+        # of preference, which is the configured order (see DEFAULT_ALGORITHMS).
+        self._algorithms = tuple(chosen)
         self._accounts: dict[tuple[str, str], Account] = {}
         for account in accounts:
             key = (account.username, account.realm)
@@ -197,11 +270,22 @@ class DigestAuth:
         self._max_entries = max_nonce_entries
         # (username, nonce) -> (highest nc verified, deadline when the nonce
         # expires). Insertion order is oldest first.
-        self._seen: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str, str], tuple[int, float]] = OrderedDict()
+        # No entry of the table expires before this (a lower bound, exact
+        # after a sweep): a full table is swept only once one may have.
+        self._sweep_after = math.inf
+        # What an unknown user's answer is checked against, so that it costs
+        # what a wrong password costs.
+        self._decoy = {alg: hash_hex(alg, secret.hex() + alg) for alg in ALGORITHMS}
 
     @property
     def has_accounts(self) -> bool:
         return bool(self._accounts)
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        """The algorithms challenged with, in the order of the challenges."""
+        return self._algorithms
 
     @property
     def nonce_entries(self) -> int:
@@ -243,9 +327,9 @@ class DigestAuth:
     def challenge(
         self, source_host: str, now: float, *, proxy: bool, stale: bool = False
     ) -> list[bytes]:
-        """Challenge header lines (without CRLF), one per configured algorithm,
-        SHA-256 first (RFC 8760 §2.4): Proxy-Authenticate for a 407 when
-        `proxy`, else WWW-Authenticate for a 401 (REGISTER)."""
+        """Challenge header lines (without CRLF), one per configured algorithm
+        in the configured order (RFC 8760 §2.4): Proxy-Authenticate for a 407
+        when `proxy`, else WWW-Authenticate for a 401 (REGISTER)."""
         header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         nonce = self.make_nonce(source_host, now)
         return [
@@ -257,10 +341,16 @@ class DigestAuth:
     # Verify
 
     def verify(
-        self, method: str, credentials: bytes | None, source_host: str, now: float
+        self,
+        method: str,
+        request_uri: str,
+        credentials: bytes | None,
+        source_host: str,
+        now: float,
     ) -> AuthResult:
         """Judge an Authorization / Proxy-Authorization value (None when the
-        request carried none) sent by `source_host` with a `method` request."""
+        request carried none) sent by `source_host` with a `method` request
+        for `request_uri` (its Request-URI)."""
         if credentials is None:
             return AuthResult(AuthStatus.NO_CREDENTIALS)
         try:
@@ -274,67 +364,72 @@ class DigestAuth:
         if username is None or realm is None or nonce is None or response is None:
             return AuthResult(AuthStatus.MALFORMED)
 
+        # Only a source that got our nonce at its address gets further: from
+        # here on a refusal can count against the address without a forged
+        # datagram earning someone else a ban.
         issued = self._nonce_time(nonce, source_host)
         if issued is None:
             return AuthResult(AuthStatus.BAD_NONCE)
 
-        account = self._accounts.get((username, realm))
-        if account is None:
-            return AuthResult(AuthStatus.UNKNOWN_ACCOUNT)
-        if not _source_allowed(source_host, account.from_cidrs):
-            return AuthResult(AuthStatus.SOURCE_NOT_ALLOWED, account)
+        # RFC 7616 §3.4.6: the answer is for the resource of this request.
+        # Otherwise an answer seen on the way (or sent ahead of its request)
+        # would admit a request to another destination. Judged before the
+        # account, so the answer does not depend on the user name.
+        uri = params.get("uri")
+        if uri is None or not same_uri(uri, request_uri):
+            return AuthResult(AuthStatus.URI_MISMATCH)
 
-        bad = AuthResult(AuthStatus.BAD_RESPONSE, account)
+        # `101@host` (some phones) and `101@` (sipsak) name account 101, as
+        # Kamailio reads them; the HA1 still covers what was sent.
+        account = self._accounts.get((username.partition("@")[0], realm))
+
         algorithm = canonical_algorithm(params.get("algorithm"))
-        if algorithm is None or algorithm not in self._algorithms:
-            return bad
-        account_ha1 = account.ha1.get(algorithm)
-        if account_ha1 is None:
-            return bad
         # RFC 7616 §3.4 requires qop; the RFC 2069 form without it has no
         # client nonce and no count, so it could be replayed at will.
         qop = params.get("qop")
         nc = params.get("nc")
         cnonce = params.get("cnonce")
-        if qop != "auth" or nc is None or not _NC.fullmatch(nc):
-            return bad
-        if not cnonce:
-            return bad
-        # The digest covers the `uri` parameter as the client sent it; it is
-        # not compared with the Request-URI byte for byte, because proxies and
-        # NAT devices on the way may rewrite the Request-URI (RFC 3261 §16.6)
-        # while the credentials travel unchanged. The response still binds
-        # whatever uri the client hashed, so it must be there.
-        uri = params.get("uri")
-        if not uri:
-            return bad
-
-        expected = expected_response(algorithm, account_ha1, nonce, method, uri, qop, nc, cnonce)
-        if not hmac.compare_digest(
-            expected.encode("ascii"), response.lower().encode("utf-8", "surrogatepass")
-        ):
-            return bad
+        matched = False
+        if (algorithm is not None and algorithm in self._algorithms and qop == "auth"
+                and nc is not None and _NC.fullmatch(nc) and cnonce):
+            account_ha1 = account.ha1_for(algorithm, username) if account is not None else None
+            # An unknown user is checked against a decoy: the same work, and
+            # the same answer, as a wrong password.
+            key = account_ha1 if account_ha1 is not None else self._decoy[algorithm]
+            expected = expected_response(algorithm, key, nonce, method, uri, qop, nc, cnonce)
+            same = hmac.compare_digest(
+                expected.encode("ascii"), response.lower().encode("utf-8", "surrogatepass")
+            )
+            matched = same and account_ha1 is not None
+        if account is None:
+            return AuthResult(AuthStatus.UNKNOWN_ACCOUNT)
+        if not _source_allowed(source_host, account.from_cidrs):
+            return AuthResult(AuthStatus.SOURCE_NOT_ALLOWED, account)
+        if not matched or nc is None:
+            return AuthResult(AuthStatus.BAD_RESPONSE, account)
 
         if now - issued > self._ttl or issued - now > FUTURE_SKEW:
             # The client knows the password but used an old nonce: ask again
             # with stale=true so it retries without prompting (RFC 7616 §3.3).
             return AuthResult(AuthStatus.STALE, account)
 
-        if not self._count(username, nonce, int(nc, 16), issued + self._ttl, now):
-            return AuthResult(AuthStatus.REPLAY, account)
-        return AuthResult(AuthStatus.OK, account)
+        key_seen = (account.username, account.realm, nonce)
+        return AuthResult(self._count(key_seen, int(nc, 16), issued + self._ttl, now), account)
 
-    def _count(self, username: str, nonce: str, nc: int, deadline: float, now: float) -> bool:
-        """Record a verified nonce-count; False when it is not above the
-        highest one seen for this nonce (a replay, RFC 7616 §3.4.5)."""
+    def _count(
+        self, key: tuple[str, str, str], nc: int, deadline: float, now: float
+    ) -> AuthStatus:
+        """Record a verified nonce-count: OK; REPLAY when it is not above the
+        highest one seen for this account and nonce (RFC 7616 §3.4.5);
+        NONCE_TABLE_FULL when the nonce is new and the table has no room
+        that an expired entry frees."""
         seen = self._seen
-        key = (username, nonce)
         entry = seen.get(key)
         if entry is not None:
             if nc <= entry[0]:
-                return False
+                return AuthStatus.REPLAY
             seen[key] = (nc, entry[1])
-            return True
+            return AuthStatus.OK
         # Lazy expiry from the old end: an entry whose nonce has expired can
         # never again produce OK, so forgetting it opens no replay.
         while seen:
@@ -342,7 +437,21 @@ class DigestAuth:
             if first_deadline >= now:
                 break
             seen.popitem(last=False)
+        if len(seen) >= self._max_entries and now > self._sweep_after:
+            self._sweep(now)
         if len(seen) >= self._max_entries:
-            seen.popitem(last=False)
+            # Fail closed: forgetting a live nonce's count would let its
+            # answers be accepted again.
+            return AuthStatus.NONCE_TABLE_FULL
         seen[key] = (nc, deadline)
-        return True
+        self._sweep_after = min(self._sweep_after, deadline)
+        return AuthStatus.OK
+
+    def _sweep(self, now: float) -> None:
+        """Forget every expired entry, wherever it is: entries are in the
+        order they were first verified, and an old nonce verified late
+        expires before younger ones verified earlier."""
+        seen = self._seen
+        for key in [k for k, (_, deadline) in seen.items() if deadline < now]:
+            del seen[key]
+        self._sweep_after = min((deadline for _, deadline in seen.values()), default=math.inf)

@@ -13,6 +13,7 @@ each other's, and never the engine.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -120,6 +121,9 @@ class Context:
                                   interval=s.ping_interval, timeout=s.ping_timeout)
         self.calls = CallState(s, self)
         self.proofs = Proofs()
+        # The screen's scanner signatures, checked again on the parsed message.
+        self.signatures: re.Pattern[bytes] | None = None
+        self.signatures_on_gateways = False
         self.failovers: Counter[str] = Counter()  # calls sent on to the next VOS3000, by why
         self.drops: Counter[str] = Counter()
         self.parse_errors: Counter[str] = Counter()

@@ -5,9 +5,12 @@ token bucket over initial INVITEs (retransmissions, re-INVITEs and in-dialog
 requests never reach it), a concurrent-call limit read from the dialog table
 (never a counter of its own), a maximum call duration, and the same limits
 for all gateways together. Over a limit: 503 with Retry-After and a reason
-phrase naming the limit. Destinations are matched after normalisation (tech
-prefixes stripped, then '+' or '00'), for matching only: the request goes on
-unchanged. A blocked destination gets 403 and counts as an offense.
+phrase naming the limit. Destinations are matched on the called number as
+sbc.core.numbers reads it (separators dropped, tech prefixes stripped, then
+'+' or '00'), for matching only: the request goes on unchanged. A blocked
+destination gets 403 and counts as an offense; so does a call to a gateway
+under a list whose Request-URI names no number that can be read (the lists
+fail closed: an odd spelling must not walk past them).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .numbers import longest_first, matched
+from .numbers import normalise as normalise  # re-exported: prefixes and tests use it
 from .ratelimit import TokenBucket
 
 
@@ -39,21 +44,6 @@ class PrefixSet:
         return None
 
 
-def normalise(number: str, tech: Iterable[str] = ()) -> str:
-    """The number as matched: tech prefixes stripped (longest first), then an
-    international '+' or '00', and visual separators."""
-    for t in sorted(tech, key=len, reverse=True):
-        if t and number.startswith(t):
-            number = number[len(t):]
-            break
-    number = number.replace("-", "").replace(".", "").replace(" ", "")
-    if number.startswith("+"):
-        return number[1:]
-    if number.startswith("00"):
-        return number[2:]
-    return number
-
-
 @dataclass
 class GatewayPolicy:
     cps: float = 0.0  # 0: unlimited
@@ -74,6 +64,8 @@ class Rejection:
 
 BLOCKED = Rejection(403, b"Destination Blocked", "blocked_destination")
 NOT_ALLOWED = Rejection(403, b"Destination Not Allowed", "not_allowed_destination")
+# A list applies and the Request-URI names no number it can be matched on.
+UNREADABLE = Rejection(403, b"Destination Unreadable", "unreadable_destination")
 GATEWAY_CPS = Rejection(503, b"Gateway CPS Limit", "gateway_cps")
 GATEWAY_CONCURRENT = Rejection(503, b"Gateway Concurrent Call Limit", "gateway_concurrent")
 GLOBAL_CPS = Rejection(503, b"CPS Limit", "global_cps")
@@ -97,20 +89,37 @@ class CallPolicy:
         # Whether any prefix rule exists: if not, the called number is not even read.
         self.matches_numbers = bool(self.blocked) or any(
             p.blocked or p.allowed for p in self.gateways.values())
+        # The gateways a list applies to, with their tech prefixes longest
+        # first; a gateway not named here is under the global list alone.
+        self._tech = {name: longest_first((*self.tech, *p.tech))
+                      for name, p in self.gateways.items()
+                      if self.blocked or p.blocked or p.allowed}
+        self._default_tech = longest_first(self.tech) if self.blocked else None
         self._second: dict[str, tuple[int, int, int]] = {}  # gateway -> (second, count, last full second)
 
     def policy(self, gateway: str) -> GatewayPolicy | None:
         return self.gateways.get(gateway)
 
-    def check(self, gateway: str, called: str, active_gateway: int, active_total: int,
-              now: float) -> Rejection | None:
-        """None admits the call (and spends its CPS tokens); else why not."""
+    def check(self, gateway: str, called: tuple[str, ...], active_gateway: int,
+              active_total: int, now: float) -> Rejection | None:
+        """None admits the call (and spends its CPS tokens); else why not.
+        `called`: every reading of the dialled number (sbc.core.numbers.dialled),
+        () when the Request-URI names none."""
         p = self.gateways.get(gateway)
-        if self.matches_numbers:
-            number = normalise(called, (*self.tech, *(p.tech if p else ())))
-            if self.blocked.match(number) or (p is not None and p.blocked.match(number)):
-                return self._count(gateway, BLOCKED)
-            if p is not None and p.allowed and not p.allowed.match(number):
+        tech = self._tech.get(gateway, self._default_tech)
+        if tech is not None:  # a list applies: the number must be read, every reading judged
+            not_allowed = False
+            for dialled in called:
+                number = matched(dialled, tech)
+                if number is None:
+                    return self._count(gateway, UNREADABLE)
+                if self.blocked.match(number) or (p is not None and p.blocked.match(number)):
+                    return self._count(gateway, BLOCKED)  # whichever reading it is
+                if p is not None and p.allowed and not p.allowed.match(number):
+                    not_allowed = True
+            if not called:
+                return self._count(gateway, UNREADABLE)
+            if not_allowed:
                 return self._count(gateway, NOT_ALLOWED)
         if p is not None and p.max_concurrent and active_gateway >= p.max_concurrent:
             return self._count(gateway, GATEWAY_CONCURRENT)

@@ -31,11 +31,13 @@ from .auth import Account, AuthStatus
 from .context import BYE_BRANCH, TAG_PREFIX, Context, contact_uri
 from .dialogs import Dialog, DialogState
 from .failover import Failover
+from .numbers import dialled
 from .routing import branch_is_for
 from .scan import Scan
+from .screen import signature_in
 from .timers import TimerKind
 from .transactions import InviteTx, TxEvent, TxState
-from .verdict import PRIVATE, STREAMS, Addr, Drop, Forward, Reply, Send, Source, Verdict
+from .verdict import PRIVATE, PUBLIC_UDP, STREAMS, Addr, Drop, Forward, Reply, Send, Source, Verdict
 
 # Out of dialog, the requests that go on to VOS3000 (ACK and CANCEL have
 # rules of their own). Anything else is answered 405, never forwarded.
@@ -47,17 +49,11 @@ AFTER_END = frozenset(("BYE", "ACK"))
 ALLOW = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, REFER, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH, REGISTER"
 
 
-def _called(msg: Message) -> str:
-    """The called number: the user part of the Request-URI, without parameters,
-    with %XX escapes decoded (RFC 3261 §19.1.4 compares URIs unescaped, so
-    `%39%30%30` is 900 to the next hop too)."""
-    try:
-        user = parse_uri(msg.uri).user
-    except SipParseError:
-        return ""
-    if not user:
-        return ""
-    return unquote_to_bytes(user.split(b";", 1)[0]).decode("utf-8", "replace")
+def _called(msg: Message) -> tuple[str, ...]:
+    """The called number, every way the Request-URI can be read (sip:, sips:
+    or tel:, escapes decoded, parameters removed: sbc.core.numbers.dialled);
+    () when it names none, which a destination list refuses."""
+    return dialled(msg.uri)
 
 
 def owns(dlg: Dialog, src: Source) -> bool:
@@ -110,11 +106,18 @@ class PublicSide:
         to_tag = header_param(header_value(scan.to_line), b"tag")
         from_tag = header_param(header_value(scan.from_line), b"tag")
         gateway = self._gateway_of(src)
+        sig = ctx.signatures
+        if sig is not None and (gateway is None or ctx.signatures_on_gateways) \
+                and signature_in(sig, msg):
+            ctx.bans.offense(src.host, "scanner", now, spoofable=src.channel == PUBLIC_UDP)
+            return Drop("scanner")
 
         # 2. In-dialog requests: the dialog they name, from its own peer.
         if to_tag is not None:
             dlg = ctx.calls.dialogs.find(msg.call_id, from_tag, to_tag)
             if dlg is None:
+                if method == "ACK":  # never answered (§17.1.1.3); the ACK of our own 481 is one
+                    return Drop("no_dialog")
                 if gateway is None:
                     return ctx.unknown(scan, src, now)
                 ctx.bans.offense(src.host, "no_dialog", now)
@@ -169,7 +172,7 @@ class PublicSide:
                     return self._not_owner(scan, src, now, gateway)
                 return ctx.refuse_gateway(482, scan, src, "dialog_exists")
             policy = ctx.policy
-            called = _called(msg) if policy.matches_numbers else ""
+            called = _called(msg) if policy.matches_numbers else ()
             dialogs = ctx.calls.dialogs
             rejected = policy.check(gateway, called, dialogs.active(gateway),
                                     dialogs.active_total(), now)
@@ -214,26 +217,38 @@ class PublicSide:
         assert ctx.auth is not None
         register = msg.method == "REGISTER"
         creds = msg.get("authorization" if register else "proxy-authorization")
-        result = ctx.auth.verify(msg.method or "", creds, src.host, now)
+        request_uri = msg.uri.decode("utf-8", "surrogateescape")
+        result = ctx.auth.verify(msg.method or "", request_uri, creds, src.host, now)
         status = result.status
-        if status is AuthStatus.OK and result.account is not None:
-            return result.account
+        account = result.account
+        if status is AuthStatus.OK and account is not None:
+            if not account.caller_allowed(header_value(scan.from_line)):
+                # A trunk presents many caller IDs; an account that must not
+                # says so (from_must_match), and then only its own name goes.
+                ctx.bans.offense(src.host, "digest_from_mismatch", now)
+                return ctx.refuse(403, scan, src, now, reason="digest_from_mismatch")
+            return account
         if status in (AuthStatus.NO_CREDENTIALS, AuthStatus.BAD_NONCE, AuthStatus.STALE,
-                      AuthStatus.REPLAY):
+                      AuthStatus.REPLAY, AuthStatus.NONCE_TABLE_FULL):
             # RFC 3261 §22.1: 401 from a registrar, 407 from a proxy. A replayed
             # nonce-count is refused with a fresh nonce: it may be an honest
-            # retransmission whose answer was lost.
-            lines = ctx.auth.challenge(src.host, now, proxy=not register,
-                                       stale=status is AuthStatus.STALE)
+            # retransmission whose answer was lost. A right answer the replay
+            # table has no room for is asked again as if stale (fail closed).
+            stale = status is AuthStatus.STALE or status is AuthStatus.NONCE_TABLE_FULL
+            lines = ctx.auth.challenge(src.host, now, proxy=not register, stale=stale)
             return ctx.refuse(401 if register else 407, scan, src, now, extra=tuple(lines),
                               reason=str(status))
-        if status is AuthStatus.BAD_RESPONSE:
-            ctx.bans.offense(src.host, "digest_failure", now)
-            return ctx.refuse(403, scan, src, now, reason="digest_failure")
+        if status is AuthStatus.URI_MISMATCH:
+            # RFC 7616 §3.4.6: the answer is for another resource.
+            ctx.bans.offense(src.host, "digest_uri_mismatch", now)
+            return ctx.refuse(400, scan, src, now, reason="digest_uri_mismatch")
         if status is AuthStatus.MALFORMED:
             ctx.bans.offense(src.host, "malformed", now)
             return Drop("malformed_credentials")
-        return ctx.unknown(scan, src, now)  # unknown account, or not from its allowed sources
+        # A wrong password, an unknown user name, an account used from outside
+        # its from_cidrs: one answer, so that guessing names teaches nothing.
+        ctx.bans.offense(src.host, "digest_failure", now)
+        return ctx.refuse(403, scan, src, now, reason="digest_failure")
 
     # ------------------------------------------------------------------ INVITE transactions
 

@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from itertools import islice
 
+from ..sip import Message
 from .bans import BanTable
 from .ratelimit import net_key
 from .gateways import GatewayTable
@@ -46,6 +47,20 @@ _MARKERS = (
     (b"\nf:", True),
     (b"\nt:", True),
 )
+
+
+def signature_in(sig: re.Pattern[bytes], msg: Message) -> bool:
+    """The same signatures on the parsed message: whatever the byte check
+    missed (a space before the colon, a folded line, a second header of the
+    same name, a compact form) the parser has put right."""
+    for name, display_only in (("user-agent", False), ("from", True), ("to", True)):
+        for value in msg.get_all(name):
+            low = value.lower()
+            if display_only:
+                low = low.split(b"<", 1)[0]
+            if low and sig.search(low) is not None:
+                return True
+    return False
 
 
 class Screen:
@@ -92,6 +107,10 @@ class Screen:
         self.per_ip: OrderedDict[str, Bucket] = OrderedDict()
         self.per_net: OrderedDict[str, Bucket] = OrderedDict()
         self.per_gw: OrderedDict[str, Bucket] = OrderedDict()
+
+    @property
+    def signatures(self) -> re.Pattern[bytes] | None:
+        return self._sig
 
     def check(self, data: bytes, host: str, port: int, now: float,
               stream: bool = False) -> str | None:

@@ -6,19 +6,27 @@ response), and writing a challenge line. It decides nothing: which nonces,
 accounts and algorithms are acceptable is the verifier's business
 (`sbc.core.auth`).
 
-Only the algorithms SIP actually uses are supported: SHA-256 (RFC 8760 §2.2,
-preferred) and MD5 (RFC 3261 §22.4, what most deployed phones and gateways
-still send). The `-sess` variants and qop=auth-int are not.
+Only the algorithms SIP actually uses are supported: SHA-256 (RFC 8760 §2.2)
+and MD5 (RFC 3261 §22.4, what most deployed phones and gateways still send).
+The `-sess` variants and qop=auth-int are not.
+
+It also owns the URI comparison that binds an answer to its request (RFC 7616
+§3.4.6: the `uri` parameter names the Request-URI), with the equivalence
+rules of RFC 3261 §19.1.4.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
+from dataclasses import dataclass
 
 from .errors import SipParseError
 
-# Most preferred first: challenges are sent in this order (RFC 8760 §2.4).
+# The supported algorithms. The order of the challenges is the configured
+# one (RFC 8760 §2.4 lets the server list them in its own preference); see
+# sbc.core.auth.DEFAULT_ALGORITHMS.
 ALGORITHMS = ("SHA-256", "MD5")
 
 MAX_CREDENTIALS_SIZE = 4096
@@ -179,3 +187,133 @@ def challenge_line(
     if stale:
         parts.append("stale=true")
     return f"{header}: Digest {', '.join(parts)}".encode()
+
+
+# --------------------------------------------------------------------------
+# URI equivalence (RFC 3261 §19.1.4)
+
+# RFC 2396 §2.2 "reserved": escaped, these are not the same as written out.
+_RESERVED = frozenset(b";/?:@&=+$,")
+_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+# A parameter that, present in one URI only, makes the two differ (§19.1.4:
+# user, ttl, method and maddr; transport too, as the section's own examples
+# `sip:bob@biloxi.com` / `sip:bob@biloxi.com;transport=udp` show).
+_SIGNIFICANT_PARAMS = frozenset((b"user", b"ttl", b"method", b"maddr", b"transport"))
+
+
+def _unescape(text: bytes) -> bytes:
+    """%XX escapes decoded, except those of reserved characters, which stay
+    escaped with upper-case hex (§19.1.4: `%61lice` is `alice`, `%40` is not `@`)."""
+
+    def one(m: re.Match[bytes]) -> bytes:
+        byte = int(m.group(1), 16)
+        if byte in _RESERVED:
+            return b"%" + m.group(1).upper()
+        return bytes((byte,))
+
+    return _ESCAPE.sub(one, text) if b"%" in text else text
+
+
+@dataclass(frozen=True, slots=True)
+class _UriKey:
+    scheme: bytes
+    userinfo: bytes | None
+    host: bytes
+    port: int | None
+    params: dict[bytes, bytes | None]
+    headers: frozenset[tuple[bytes, bytes]]
+
+
+def _host_key(host: bytes) -> bytes:
+    """A host compared without case; an IP address in one spelling
+    (`[::1]` is `[0:0::1]`). A name never equals an address (§19.1.4)."""
+    host = _unescape(host).lower()
+    literal = host[1:-1] if host.startswith(b"[") and host.endswith(b"]") else host
+    try:
+        return ipaddress.ip_address(literal.decode("ascii")).compressed.encode()
+    except (ValueError, UnicodeDecodeError):
+        return host
+
+
+def _sip_uri_key(scheme: bytes, rest: bytes) -> _UriKey | None:
+    """What §19.1.4 compares of a sip/sips URI, or None when it does not parse."""
+    # userinfo ends at an "@" that comes before any "?" (headers may carry an
+    # unescaped "@", as in `?to=sip:bob@biloxi.com`).
+    at, q = rest.find(b"@"), rest.find(b"?")
+    userinfo: bytes | None = None
+    if at >= 0 and (q < 0 or at < q):
+        userinfo, rest = _unescape(rest[:at]), rest[at + 1 :]
+    rest, _, header_part = rest.partition(b"?")
+    hostport, _, param_part = rest.partition(b";")
+    if hostport.startswith(b"["):
+        close = hostport.find(b"]")
+        host, port_part = hostport[: close + 1], hostport[close + 1 :]
+        if close < 0 or (port_part and not port_part.startswith(b":")):
+            return None
+        port_part = port_part[1:]
+        has_port = bool(hostport[close + 1 :])
+    else:
+        host, colon, port_part = hostport.partition(b":")
+        has_port = bool(colon)
+    if not host:
+        return None
+    port: int | None = None
+    if has_port:
+        if not port_part.isdigit() or len(port_part) > 5 or not 0 < int(port_part) < 65536:
+            return None
+        port = int(port_part)
+    params: dict[bytes, bytes | None] = {}
+    for part in param_part.split(b";") if param_part else ():
+        name, eq, value = part.partition(b"=")
+        name = _unescape(name).lower()
+        if not name or name in params:
+            return None
+        params[name] = _unescape(value).lower() if eq else None
+    headers: set[tuple[bytes, bytes]] = set()
+    for part in header_part.split(b"&") if header_part else ():
+        name, _, value = part.partition(b"=")
+        headers.add((_unescape(name).lower(), _unescape(value)))
+    return _UriKey(scheme, userinfo, _host_key(host), port, params, frozenset(headers))
+
+
+def same_uri(a: str, b: str) -> bool:
+    """Whether two URIs are equivalent by RFC 3261 §19.1.4.
+
+    sip and sips never match each other. The scheme and host are compared
+    without case, the userinfo (user and password) with case; escapes of
+    unreserved characters equal the characters themselves. A port present in
+    one URI only is a difference (no default is assumed). Parameters are
+    compared without order and, values included, without case: any present in
+    both must agree; user, ttl, method, maddr and transport present in one
+    only are a difference; any other present in one only is ignored. Headers
+    must be the same set. Other schemes (tel:, ...) match when equal after the
+    scheme's case and escapes are normalised. A sip URI that does not parse
+    equals only the very same text.
+    """
+    if a == b:
+        return True
+    raw_a = a.encode("utf-8", "surrogatepass")
+    raw_b = b.encode("utf-8", "surrogatepass")
+    scheme_a, colon_a, rest_a = raw_a.partition(b":")
+    scheme_b, colon_b, rest_b = raw_b.partition(b":")
+    scheme_a, scheme_b = scheme_a.lower(), scheme_b.lower()
+    if not (colon_a and colon_b) or scheme_a != scheme_b:
+        return False
+    if scheme_a not in (b"sip", b"sips"):
+        return _unescape(rest_a) == _unescape(rest_b)
+    key_a = _sip_uri_key(scheme_a, rest_a)
+    key_b = _sip_uri_key(scheme_b, rest_b)
+    if key_a is None or key_b is None:
+        return False
+    if (key_a.userinfo, key_a.host, key_a.port, key_a.headers) != (
+        key_b.userinfo, key_b.host, key_b.port, key_b.headers
+    ):
+        return False
+    pa, pb = key_a.params, key_b.params
+    for name in pa.keys() | pb.keys():
+        if name in pa and name in pb:
+            if pa[name] != pb[name]:
+                return False
+        elif name in _SIGNIFICANT_PARAMS:
+            return False
+    return True

@@ -1,5 +1,7 @@
 """Who gets in, in memory: gateways by IP and IP+port, digest accounts, the
-registrar, egress identity, and replies that never reflect."""
+registrar, egress identity, and replies that never reflect. The digest tests
+play the attacker: an answer moved to another destination, guessed user
+names, a borrowed caller ID, a full replay table."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from sbc.core.engine import Engine
 from sbc.core.gateways import GatewayInfo, GatewayTable
 from sbc.core.registrar import Registrar
 from sbc.core.settings import ProxySettings
-from sbc.core.verdict import PRIVATE, PUBLIC_UDP, Source
+from sbc.core.verdict import PRIVATE, PUBLIC_UDP, Source, Verdict
 from sbc.sip import parse_message, parse_via
 from sbc.sip.digest import expected_response, ha1
 from sbc.standin import answer
@@ -35,7 +37,8 @@ def request(method: str = "INVITE", src_port: int = 5061, host: str = "127.0.0.2
 
 
 def make_engine(reject_unknown: bool = False, budget: tuple[float, float] = (50, 100),
-                accounts: bool = True) -> Engine:
+                accounts: bool = True, from_must_match: bool = False,
+                max_nonce_entries: int = 100_000) -> Engine:
     settings = ProxySettings(egresses=(EGRESS_ACME,), reject_unknown=reject_unknown,
                              reply_budget_rate=budget[0], reply_budget_burst=budget[1])
     table = GatewayTable([
@@ -45,21 +48,24 @@ def make_engine(reject_unknown: bool = False, budget: tuple[float, float] = (50,
     ])
     infos = {"acme": GatewayInfo("acme", 1, "answer"), "pbx": GatewayInfo("pbx", 0, "pass"),
              "phones": GatewayInfo("phones", 0, "answer")}
-    auth = DigestAuth([account_from_password("1001", "sbc", "phones", "secret")] if accounts else [],
-                      secret=b"s" * 32, realm="sbc", nonce_ttl=300)
+    account = account_from_password("1001", "sbc", "phones", "secret",
+                                    from_must_match=from_must_match)
+    auth = DigestAuth([account] if accounts else [], secret=b"s" * 32, realm="sbc",
+                      nonce_ttl=300, max_nonce_entries=max_nonce_entries)
     return Engine(settings, secret=b"k" * 16, gateways=table, gateway_info=infos, auth=auth,
                   registrar=Registrar())
 
 
 def authorize(challenge: bytes, method: str, uri: str, password: str = "secret", nc: int = 1,
-              header: str = "Proxy-Authorization", algorithm: str = "SHA-256") -> str:
+              header: str = "Proxy-Authorization", algorithm: str = "SHA-256",
+              username: str = "1001") -> str:
     lines = [ln for ln in challenge.split(b"\r\n") if b"Authenticate:" in ln]
     line = next(ln for ln in lines if f"algorithm={algorithm}".encode() in ln).decode()
     nonce = re.search(r'nonce="([^"]+)"', line).group(1)  # type: ignore[union-attr]
-    h1 = ha1(algorithm, "1001", "sbc", password)
+    h1 = ha1(algorithm, username, "sbc", password)
     ncs = f"{nc:08x}"
     resp = expected_response(algorithm, h1, nonce, method, uri, "auth", ncs, "abc")
-    return (f'{header}: Digest username="1001", realm="sbc", nonce="{nonce}", uri="{uri}", '
+    return (f'{header}: Digest username="{username}", realm="sbc", nonce="{nonce}", uri="{uri}", '
             f'response="{resp}", algorithm={algorithm}, qop=auth, nc={ncs}, cnonce="abc"\r\n')
 
 
@@ -133,7 +139,8 @@ def test_digest_invite_challenge_then_forward_without_credentials() -> None:
     ((_, to, chal),) = v.sends
     assert to == ("127.0.0.77", 5062) and chal.startswith(b"SIP/2.0 407")
     auth_lines = [ln for ln in chal.split(b"\r\n") if ln.startswith(b"Proxy-Authenticate:")]
-    assert len(auth_lines) == 2 and b"SHA-256" in auth_lines[0] and b"MD5" in auth_lines[1]
+    # The default order: MD5 first, for clients that read only the first one.
+    assert len(auth_lines) == 2 and b"MD5" in auth_lines[0] and b"SHA-256" in auth_lines[1]
     assert all(b'qop="auth"' in ln for ln in auth_lines)
     # The ACK for the 407 is absorbed.
     ack = request(method="ACK", host="127.0.0.77", src_port=5062, to="<sip:1000@127.0.0.1:5060>;tag=sbc-0")
@@ -147,15 +154,141 @@ def test_digest_invite_challenge_then_forward_without_credentials() -> None:
     assert eng.dialogs.with_call_id(b"c1")[0].gateway == "phones"  # type: ignore[union-attr]
 
 
+PHONE = Source(PUBLIC_UDP, "127.0.0.77", 5062)
+RURI = "sip:1000@127.0.0.1:5060"
+
+
+def _challenge(eng: Engine, now: float = 0.0, call_id: str = "c1") -> bytes:
+    v = eng.receive(request(host="127.0.0.77", src_port=5062, call_id=call_id), PHONE, now)
+    ((_, _, chal),) = v.sends
+    assert chal.startswith(b"SIP/2.0 407"), chal
+    return chal
+
+
+def _answered(eng: Engine, creds: str, now: float = 0.1, cseq: int = 2, call_id: str = "c1",
+              ruri: str = RURI) -> Verdict:
+    return eng.receive(request(host="127.0.0.77", src_port=5062, cseq=cseq, call_id=call_id,
+                               branch=f"z9hG4bK-{cseq}", extra=creds, ruri=ruri), PHONE, now)
+
+
+def _status_line_and_kinds(eng: Engine, v: Verdict, now: float) -> tuple[bytes, dict[str, int]]:
+    assert [s for s in v.sends if s[0] >= PRIVATE] == [], "something reached VOS3000"
+    ((_, to, reply),) = v.sends
+    assert to == (PHONE.host, PHONE.port)
+    rec = eng.bans.offenses.get(PHONE.host, now)
+    return reply.split(b"\r\n", 1)[0], dict(rec.kinds) if rec else {}
+
+
 def test_digest_wrong_password_403_and_offense() -> None:
     eng = make_engine()
-    src = Source(PUBLIC_UDP, "127.0.0.77", 5062)
-    chal = eng.receive(request(host="127.0.0.77", src_port=5062), src, 0.0).sends[0][2]
-    creds = authorize(chal, "INVITE", "sip:1000@127.0.0.1:5060", password="wrong")
-    v = eng.receive(request(host="127.0.0.77", src_port=5062, cseq=2, branch="z9hG4bK-2",
-                            extra=creds), src, 0.1)
+    creds = authorize(_challenge(eng), "INVITE", RURI, password="wrong")
+    v = _answered(eng, creds)
     assert v.sends[0][2].startswith(b"SIP/2.0 403")
     assert eng.bans.offenses.count("127.0.0.77", 0.1) == 1
+
+
+def test_unknown_user_looks_like_a_wrong_password() -> None:
+    """A scanner guessing user names learns nothing: an unknown name gets
+    what a known name with a wrong password gets (403 and an offense),
+    not a silent drop that would tell the two apart."""
+    seen = []
+    for username, password in (("1001", "wrong"), ("1002", "secret"), ("admin", "admin")):
+        eng = make_engine()
+        creds = authorize(_challenge(eng), "INVITE", RURI, password=password, username=username)
+        v = _answered(eng, creds)
+        seen.append(_status_line_and_kinds(eng, v, 0.1))
+        assert eng.refusals["digest_failure"] == 1
+    assert seen == [(b"SIP/2.0 403 Forbidden", {"digest_failure": 1})] * 3
+
+
+def test_unknown_user_on_register_looks_like_a_wrong_password() -> None:
+    replies = []
+    for username, password in (("1001", "wrong"), ("9999", "secret")):
+        eng = make_engine()
+        reg = request(method="REGISTER", ruri="sip:127.0.0.1:5060", host="127.0.0.77",
+                      src_port=5062, to="<sip:1001@127.0.0.1>", call_id="r1")
+        chal = eng.receive(reg, PHONE, 0.0).sends[0][2]
+        creds = authorize(chal, "REGISTER", "sip:127.0.0.1:5060", password=password,
+                          header="Authorization", username=username)
+        reg2 = request(method="REGISTER", ruri="sip:127.0.0.1:5060", host="127.0.0.77",
+                       src_port=5062, to="<sip:1001@127.0.0.1>", call_id="r1", cseq=2,
+                       branch="z9hG4bK-r2", extra=creds)
+        replies.append(_status_line_and_kinds(eng, eng.receive(reg2, PHONE, 0.1), 0.1))
+    assert replies == [(b"SIP/2.0 403 Forbidden", {"digest_failure": 1})] * 2
+
+
+def test_answer_moved_to_another_destination_is_400_and_an_offense() -> None:
+    """The attacker takes an answer made for one number and puts it on an
+    INVITE to another (RFC 7616 §3.4.6): 400, an offense, nothing to VOS3000."""
+    eng = make_engine()
+    creds = authorize(_challenge(eng), "INVITE", RURI)
+    v = _answered(eng, creds, ruri="sip:00882123456@127.0.0.1:5060")
+    assert _status_line_and_kinds(eng, v, 0.1) == (b"SIP/2.0 400 Bad Request",
+                                                   {"digest_uri_mismatch": 1})
+    assert eng.refusals["digest_uri_mismatch"] == 1
+    # The answer for the number it was made for still goes through.
+    assert _answered(eng, creds, now=0.2, cseq=3).kind == "forward"
+
+
+def test_answer_for_an_equivalent_request_uri_goes_through() -> None:
+    eng = make_engine()
+    creds = authorize(_challenge(eng), "INVITE", "sip:1000@127.0.0.1:5060;transport=UDP")
+    assert _answered(eng, creds, ruri="SIP:1000@127.0.0.1:5060;transport=udp").kind == "forward"
+
+
+@pytest.mark.parametrize("username", ["1001@", "1001@127.0.0.1"])
+def test_user_at_domain_registers_as_the_account(username: str) -> None:
+    # sipsak sends `1001@`, some phones `1001@host`: the account is 1001.
+    eng = make_engine()
+    reg = request(method="REGISTER", ruri="sip:127.0.0.1:5060", host="127.0.0.77", src_port=5062,
+                  to="<sip:1001@127.0.0.1>", call_id="r1")
+    chal = eng.receive(reg, PHONE, 0.0).sends[0][2]
+    creds = authorize(chal, "REGISTER", "sip:127.0.0.1:5060", header="Authorization",
+                      algorithm="MD5", username=username)
+    reg2 = request(method="REGISTER", ruri="sip:127.0.0.1:5060", host="127.0.0.77",
+                   src_port=5062, to="<sip:1001@127.0.0.1>", call_id="r1", cseq=2,
+                   branch="z9hG4bK-r2", extra=creds + "Expires: 600\r\n")
+    ((_, _, ok),) = eng.receive(reg2, PHONE, 0.1).sends
+    assert ok.startswith(b"SIP/2.0 200"), ok
+    assert eng.registrar is not None and len(eng.registrar.bindings("1001")) == 1
+
+
+@pytest.mark.parametrize("from_must_match", [True, False])
+def test_from_must_match_refuses_a_borrowed_caller_id(from_must_match: bool) -> None:
+    """A phone's account used to call as somebody else: refused (403, an
+    offense) when the account says so; a trunk's account lets it pass."""
+    eng = make_engine(from_must_match=from_must_match)
+    creds = authorize(_challenge(eng), "INVITE", RURI)
+    spoof = "<sip:+4420794960000@127.0.0.1>;tag=f1"
+    v = eng.receive(request(host="127.0.0.77", src_port=5062, cseq=2, branch="z9hG4bK-2",
+                            extra=creds).replace(b"From: <sip:1001@127.0.0.1>;tag=f1",
+                                                 b"From: " + spoof.encode()), PHONE, 0.1)
+    if not from_must_match:
+        assert v.kind == "forward"
+        return
+    assert _status_line_and_kinds(eng, v, 0.1) == (b"SIP/2.0 403 Forbidden",
+                                                   {"digest_from_mismatch": 1})
+    # Its own name goes through.
+    creds = authorize(_challenge(eng, 0.2, call_id="c2"), "INVITE", RURI)
+    assert _answered(eng, creds, now=0.3, cseq=3, call_id="c2").kind == "forward"
+
+
+def test_full_replay_table_asks_again_and_never_admits_twice() -> None:
+    """The replay table (one entry here) is full: a right answer on a new
+    nonce is challenged again with stale=true, and the answer already
+    admitted is still refused when replayed."""
+    eng = make_engine(max_nonce_entries=1)
+    first = authorize(_challenge(eng), "INVITE", RURI)
+    assert _answered(eng, first).kind == "forward"
+    second = authorize(_challenge(eng, 0.2, call_id="c2"), "INVITE", RURI)
+    v = _answered(eng, second, now=0.3, cseq=3, call_id="c2")
+    ((_, _, again),) = v.sends
+    assert again.startswith(b"SIP/2.0 407")
+    assert all(b"stale=true" in ln for ln in again.split(b"\r\n") if b"Authenticate:" in ln)
+    assert eng.refusals["nonce_table_full"] == 1
+    replay = _answered(eng, first, now=0.4, cseq=4, call_id="c3")
+    assert [s for s in replay.sends if s[0] >= PRIVATE] == []
+    assert replay.sends[0][2].startswith(b"SIP/2.0 407")
 
 
 def test_register_then_call_from_backend_reaches_binding() -> None:

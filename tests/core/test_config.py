@@ -78,7 +78,7 @@ def test_empty_text_gives_defaults(text: str) -> None:
     assert cfg.gateways == ()
     assert cfg.auth.realm == "sbc"
     assert cfg.auth.nonce_ttl_s == 300.0
-    assert cfg.auth.algorithms == (DigestAlgorithm.SHA_256, DigestAlgorithm.MD5)
+    assert cfg.auth.algorithms == (DigestAlgorithm.MD5, DigestAlgorithm.SHA_256)
     assert cfg.auth.unknown_source is UnknownSource.DROP
     assert (cfg.auth.reply_budget_per_s, cfg.auth.reply_budget_burst) == (50.0, 100)
     assert (cfg.registrar.min_expires_s, cfg.registrar.max_expires_s) == (60, 3600)

@@ -21,6 +21,7 @@ from sbc.sip.digest import (
     ha1,
     hash_hex,
     parse_credentials,
+    same_uri,
 )
 
 # See tests/core/test_fuzz.py: keep hypothesis's patch writer from turning a
@@ -282,3 +283,101 @@ def test_challenge_line_parses_back(algorithm: str) -> None:
 def test_challenge_line_rejects(header: str, realm: str, algorithm: str) -> None:
     with pytest.raises(ValueError):
         challenge_line(header, realm, "n", algorithm)
+
+
+# --------------------------------------------------------------------------
+# same_uri: RFC 3261 §19.1.4
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        # The equivalent pairs of RFC 3261 §19.1.4.
+        ("sip:%61lice@atlanta.com;transport=TCP", "sip:alice@AtLanTa.CoM;Transport=tcp"),
+        ("sip:carol@chicago.com", "sip:carol@chicago.com;newparam=5"),
+        ("sip:carol@chicago.com", "sip:carol@chicago.com;security=on"),
+        ("sip:carol@chicago.com;newparam=5", "sip:carol@chicago.com;security=on"),
+        ("sip:biloxi.com;transport=tcp;method=REGISTER?to=sip:bob%40biloxi.com",
+         "sip:biloxi.com;method=REGISTER;transport=tcp?to=sip:bob%40biloxi.com"),
+        ("sip:alice@atlanta.com?subject=project%20x&priority=urgent",
+         "sip:alice@atlanta.com?priority=urgent&subject=project%20x"),
+        # And what the same rules give otherwise.
+        ("SIP:1001@127.0.0.1:5060", "sip:1001@127.0.0.1:5060"),
+        ("sip:1001@[::1]:5060", "sip:1001@[0:0::1]:5060"),
+        ("sip:1001@[2001:DB8::1]", "sip:1001@[2001:db8::1]"),
+        ("sip:%31001@host", "sip:1001@host"),
+        ("sip:1001@host;user=phone", "sip:1001@host;USER=Phone"),
+        ("sip:1001@host;lr", "sip:1001@host;LR"),
+        ("sip:alice:pw@host", "sip:%61lice:pw@host"),
+        ("sip:+15551234567;npdi@host", "sip:+15551234567;npdi@host"),
+        ("tel:+15551234567", "TEL:+15551234567"),
+        ("sip:host;x=%41", "sip:host;x=a"),
+    ],
+)
+def test_same_uri_equivalent(a: str, b: str) -> None:
+    assert same_uri(a, b)
+    assert same_uri(b, a)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        # The pairs RFC 3261 §19.1.4 says are not equivalent.
+        ("SIP:ALICE@AtLanTa.CoM;Transport=udp", "sip:alice@AtLanTa.CoM;Transport=UDP"),
+        ("sip:bob@biloxi.com", "sip:bob@biloxi.com:5060"),
+        ("sip:bob@biloxi.com", "sip:bob@biloxi.com;transport=udp"),
+        ("sip:bob@biloxi.com", "sip:bob@biloxi.com:6000;transport=tcp"),
+        ("sip:carol@chicago.com", "sip:carol@chicago.com?Subject=next%20meeting"),
+        ("sip:bob@phone21.boxesbybob.com", "sip:bob@192.0.2.4"),
+        # Each rule on its own.
+        ("sip:1001@host", "sips:1001@host"),
+        ("sip:1001@host", "sip:1002@host"),
+        ("sip:1001@host", "sip:host"),
+        ("sip:1001@host:5060", "sip:1001@host:5061"),
+        ("sip:1001@host", "sip:1001@other"),
+        ("sip:alice:pw@host", "sip:alice:PW@host"),
+        ("sip:alice:pw@host", "sip:alice@host"),
+        ("sip:1001@host;transport=tcp", "sip:1001@host;transport=udp"),
+        ("sip:1001@host;user=phone", "sip:1001@host"),
+        ("sip:1001@host;ttl=1", "sip:1001@host"),
+        ("sip:1001@host;method=INVITE", "sip:1001@host"),
+        ("sip:1001@host;maddr=192.0.2.1", "sip:1001@host"),
+        ("sip:1001@host;x=1", "sip:1001@host;x=2"),
+        ("sip:a%40b@host", "sip:a@b@host"),  # an escaped reserved character stays itself
+        ("sip:host?a=1", "sip:host?a=1&b=2"),
+        ("sip:host?a=x", "sip:host?a=X"),
+        ("tel:+15551234567", "sip:+15551234567@host"),
+        ("tel:+15551234567", "tel:+15551234568"),
+        # Garbage equals only itself.
+        ("sip:", "SIP:"),
+        ("sip:1001@host:99999", "sip:1001@host:99999;x"),
+        ("sip:1001@[::1", "sip:1001@[::1;x"),
+        ("sip:host;x;x", "sip:host;x"),
+        ("", "sip:host"),
+        ("sip:host", "host"),
+    ],
+)
+def test_same_uri_different(a: str, b: str) -> None:
+    assert not same_uri(a, b)
+    assert not same_uri(b, a)
+
+
+@FUZZ
+@given(st.text(max_size=60), st.text(max_size=60))
+def test_same_uri_any_text(a: str, b: str) -> None:
+    """Never raises; reflexive and symmetric for any text."""
+    assert same_uri(a, a)
+    assert same_uri(a, b) == same_uri(b, a)
+
+
+_URI_PART = st.sampled_from(["sip:", "SIP:", "sips:", "1001", "%31", "@", ":", "5060", ";",
+                             "transport=", "TCP", "udp", "lr", "?", "&", "=", "[::1]",
+                             "host", "HOST", "%40", "user=phone", "x"])
+
+
+@FUZZ
+@given(st.lists(_URI_PART, max_size=12), st.lists(_URI_PART, max_size=12))
+def test_same_uri_token_soup(a: list[str], b: list[str]) -> None:
+    x, y = "".join(a), "".join(b)
+    assert same_uri(x, x)
+    assert same_uri(x, y) == same_uri(y, x)

@@ -7,6 +7,7 @@ import pytest
 from sbc.core.engine import Engine
 from sbc.core.gateways import GatewayInfo, GatewayTable
 from sbc.core.limits import CallPolicy, GatewayPolicy, PrefixSet, normalise
+from sbc.core.verdict import Verdict
 from sbc.core.settings import ProxySettings
 from sbc.core.verdict import PRIVATE, PUBLIC_UDP, Source
 from sbc.sip import parse_message
@@ -80,8 +81,8 @@ def test_concurrency_comes_from_the_dialog_table() -> None:
     assert eng.dialogs.active("acme") == 1
     assert eng.receive(invite(4), CALLER, 1.1).kind == "forward"
     # A failed call (486) frees its slot too; nothing goes below zero.
-    out = [s[2] for s in eng.receive(invite(5), CALLER, 1.2).sends if s[0] >= PRIVATE]
-    assert out == []  # over the limit again: 2 active
+    forwarded = [s[2] for s in eng.receive(invite(5), CALLER, 1.2).sends if s[0] >= PRIVATE]
+    assert forwarded == []  # over the limit again: 2 active
     assert eng.dialogs.active("acme") == 2
 
 
@@ -130,6 +131,103 @@ def test_blocked_prefixes_after_normalisation(number: str) -> None:
     ack = ack.replace(b"To: <sip:" + number.encode() + b"@127.0.0.1>",
                       b"To: <sip:" + number.encode() + b"@127.0.0.1>;tag=sbc-0")
     assert eng.receive(ack, CALLER, 0.1).reason == "ack_absorbed"  # type: ignore[union-attr]
+
+
+def invite_to(n: int, uri: str) -> bytes:
+    """An initial INVITE with `uri` as its Request-URI (and To)."""
+    return invite(n).replace(b"sip:1000@127.0.0.1:5060", uri.encode(), 1).replace(
+        b"To: <sip:1000@127.0.0.1>", b"To: <" + uri.encode() + b">")
+
+
+def to_vos(v: Verdict) -> list[bytes]:
+    return [s[2] for s in v.sends if s[0] >= PRIVATE]
+
+
+def refused(eng: Engine, uri: str, reason: bytes, n: int = 1) -> None:
+    """`uri` refused with 403 `reason`, to the caller only: VOS3000 sees nothing."""
+    v = eng.receive(invite_to(n, uri), CALLER, 0.0)
+    assert v.kind == "reply" and to_vos(v) == []
+    assert [s[:2] for s in v.sends] == [(PUBLIC_UDP, ("127.0.0.2", 5061))]
+    assert v.sends[0][2].startswith(b"SIP/2.0 403 " + reason + b"\r\n")
+    assert eng.dialogs.active("acme") == 0 and len(eng.dialogs) == 0
+
+
+def listed() -> Engine:
+    """acme under the global block on 900, with the tech prefix 9999#."""
+    return Engine(ProxySettings(), secret=b"k" * 16,
+                  gateways=GatewayTable([("acme", ["127.0.0.2"], [])]),
+                  policy=CallPolicy({"acme": GatewayPolicy(tech=("9999#",))},
+                                    blocked=["900"]))
+
+
+@pytest.mark.parametrize("uri", [
+    # issue 14 item 7: each of these used to reach VOS3000.
+    "tel:900123", "tel:+900123", "sip:(900)123@127.0.0.1", "sip:++900123@127.0.0.1",
+    "sips:+900123@127.0.0.1", "TEL:+9.0.0-123", "sip:+900123;isub=1@127.0.0.1;user=phone",
+    "sip:900123:secret@127.0.0.1", "sip:9999%23(900)123@127.0.0.1",
+    "tel:123;phone-context=+900", "sip:123;phone-context=+9-00@127.0.0.1;user=phone",
+])
+def test_blocked_in_any_spelling_of_the_request_uri(uri: str) -> None:
+    eng = listed()
+    refused(eng, uri, b"Destination Blocked")
+    assert eng.policy.figures["acme"]["rejected_blocked_destination"] == 1
+    assert eng.bans.offenses.count("127.0.0.2", 0.0) == 1
+    # Its retransmission gets the same 403; nothing reaches VOS3000 then either.
+    again = eng.receive(invite_to(1, uri), CALLER, 0.5)
+    assert to_vos(again) == [] and again.sends[0][2].startswith(b"SIP/2.0 403 Destination Blocked")
+    assert eng.policy.figures["acme"]["rejected_blocked_destination"] == 1
+
+
+@pytest.mark.parametrize("uri", [
+    "sip:127.0.0.1",  # no user part
+    "sip:;user=phone@127.0.0.1",  # an empty one
+    "sip:alice@127.0.0.1",  # letters where digits are expected
+    "sip:900%3B123@127.0.0.1",
+    "sip:-.()@127.0.0.1",  # nothing left once separators are dropped
+    "sip:+00900123@127.0.0.1",  # two international prefixes
+    "sip:77#900123@127.0.0.1",  # a tech prefix acme does not have
+    "tel:123;phone-context=",
+    "sip:900123@[::1",  # a URI that does not parse
+    "urn:service:sos",  # a scheme that carries no number
+])
+def test_unreadable_destination_is_refused_when_a_list_applies(uri: str) -> None:
+    eng = listed()
+    refused(eng, uri, b"Destination Unreadable")
+    assert eng.policy.figures["acme"]["rejected_unreadable_destination"] == 1
+    assert eng.policy.figures["acme"]["admitted"] == 0
+    assert eng.bans.offenses.count("127.0.0.2", 0.0) == 1  # counted like a blocked one
+
+
+def test_allowed_list_alone_also_fails_closed() -> None:
+    eng = Engine(ProxySettings(), secret=b"k" * 16,
+                 gateways=GatewayTable([("acme", ["127.0.0.2"], [])]),
+                 policy=CallPolicy({"acme": GatewayPolicy(allowed=PrefixSet(["86"]))}))
+    refused(eng, "sip:alice@127.0.0.1", b"Destination Unreadable")
+    refused(eng, "sip:127.0.0.1", b"Destination Unreadable", n=2)
+    # Allowed on one reading is not enough: 86123 to a next hop that ignores
+    # the context, 4486123 to one that reads it.
+    refused(eng, "tel:86123;phone-context=+44", b"Destination Not Allowed", n=3)
+    for n, uri in enumerate(["tel:+86-138", "sip:++86138@127.0.0.1", "sip:(0086)138@127.0.0.1"]):
+        assert to_vos(eng.receive(invite_to(10 + n, uri), CALLER, 0.0)), uri
+
+
+def test_unreadable_destination_passes_where_no_list_applies() -> None:
+    # Only gw "cn" has a list: acme's calls are not read at all, as before.
+    eng = Engine(ProxySettings(), secret=b"k" * 16,
+                 gateways=GatewayTable([("acme", ["127.0.0.2"], []), ("cn", ["127.0.0.3"], [])]),
+                 policy=CallPolicy({"acme": GatewayPolicy(),
+                                    "cn": GatewayPolicy(allowed=PrefixSet(["86"]))}))
+    v = eng.receive(invite_to(1, "sip:127.0.0.1"), CALLER, 0.0)
+    assert v.kind == "forward" and len(to_vos(v)) == 1
+    assert to_vos(v)[0].startswith(b"INVITE sip:127.0.0.1 SIP/2.0\r\n")  # unchanged
+    assert eng.policy.figures["acme"]["admitted"] == 1
+
+
+def test_admitted_request_uri_goes_on_unchanged() -> None:
+    eng = listed()
+    uri = "sip:+(800)-123;isub=1@127.0.0.1;user=phone"
+    out = to_vos(eng.receive(invite_to(1, uri), CALLER, 0.0))
+    assert len(out) == 1 and out[0].startswith(b"INVITE " + uri.encode() + b" SIP/2.0\r\n")
 
 
 def test_allowed_prefixes_only() -> None:

@@ -103,3 +103,21 @@ def test_a_confirmed_dialog_is_proof_and_its_end_takes_the_proof_away() -> None:
            b"\r\nCall-ID: d1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n")
     assert eng.receive(bye, caller, 1.0).kind == "forward"
     assert not eng.proved("127.0.0.55", 1.1)
+
+
+def test_signatures_missed_before_the_parse_are_caught_after_it() -> None:
+    """`User-Agent : friendly-scanner` and a folded line pass the byte check;
+    the parsed message is checked again, counted under the same reason."""
+    import re
+
+    eng = make_engine()
+    eng.ctx.signatures = re.compile(b"friendly-scanner")
+    bans = BanTable(max_offenses=2)
+    eng.bans = bans
+    spaced = request(host=SCANNER, extra="User-Agent : friendly-scanner\r\n")
+    folded = request(host=SCANNER, branch="z9hG4bK-2", extra="User-Agent: sip\r\n friendly-scanner\r\n")
+    screen = screen_for(BanTable())
+    for data in (spaced, folded):
+        assert screen.check(data, SCANNER, 5061, 0.0) is None  # the byte check misses it
+        assert eng.receive(data, Source(PUBLIC_UDP, SCANNER, 5061), 0.0).reason == "scanner"  # type: ignore[union-attr]
+    assert eng.drops["scanner"] == 2 and bans.is_banned(SCANNER, 0.0)
