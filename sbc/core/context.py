@@ -246,7 +246,7 @@ class Context:
     def refuse(self, status: int, scan: Scan, src: Source, now: float,
                extra: tuple[bytes, ...] = (), reason: str = "refused") -> Verdict:
         """A reply to a source that is not authenticated: to its address only, within the budget."""
-        if not self.reply_per_source.take(src.host, now):
+        if not self.reply_per_source.take(src.host, now) and not self.proved(src.host, now):
             return Drop("reply_budget_source")
         if not self.reply_budget.take(now):
             return Drop("reply_budget")

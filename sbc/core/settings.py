@@ -44,8 +44,8 @@ class ProxySettings:
     reply_budget_rate: float = 50.0
     reply_budget_burst: float = 100.0
     # (rate per second, burst) of replies to one unauthenticated source, and to one /24 or /64
-    reply_budget_per_source: tuple[float, float] = (2.0, 5.0)
-    reply_budget_per_net: tuple[float, float] = (20.0, 40.0)
+    reply_budget_per_source: tuple[float, float] = (10.0, 20.0)
+    reply_budget_per_net: tuple[float, float] = (50.0, 100.0)
 
     @property
     def backend(self) -> tuple[str, int]:
