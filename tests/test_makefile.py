@@ -14,8 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def _plan(target: str, venv: Path, *extra: str) -> list[str]:
     make = shutil.which("make")
     assert make, "make is needed to run the README's commands"
-    out = subprocess.run([make, "-n", target, f"VENV={venv}", "PYTHON=/usr/bin/python3", *extra],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
+    # Under `make test` the suite runs inside make: its MAKEFLAGS and MAKELEVEL
+    # would make this make print "Entering/Leaving directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"}}
+    out = subprocess.run([make, "--no-print-directory", "-n", target, f"VENV={venv}",
+                          "PYTHON=/usr/bin/python3", *extra],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True).stdout
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
