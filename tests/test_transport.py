@@ -108,13 +108,16 @@ async def test_bad_stream_closes_connection(env, junk: bytes) -> None:
     writer.close()
 
 
-async def test_udp_datagram_over_cap_is_dropped(env) -> None:
+async def test_udp_datagram_over_cap_is_refused_never_forwarded(env) -> None:
     server, pub, backend = env
     client = await asyncio_dgram.connect(("127.0.0.1", pub))
     big = INVITE.format(port=1).replace("Content-Length: 0", "X-Pad: " + "p" * 20000 + "\r\nContent-Length: 0")
     await client.send(big.encode())
     small = INVITE.format(port=client.sockname[1]).replace("tcp-1@test", "udp-1@test").replace("TCP", "UDP")
     await client.send(small.encode())
+    # The caller is a gateway: told why (RFC 3261 §21.5.14), then served as usual.
+    data, _ = await asyncio.wait_for(client.recv(), 5)
+    assert data.startswith(b"SIP/2.0 513 Message Too Large\r\n") and b"tcp-1@test" in data
     data, _ = await asyncio.wait_for(client.recv(), 5)
     assert data.startswith(b"SIP/2.0 100")
     assert server.engine.parse_errors["too_large"] == 1

@@ -39,7 +39,18 @@ from .public import PublicSide
 from .settings import ProxySettings
 from .timers import TimerHeap, TimerKind
 from .transactions import InviteTx, TxState
-from .verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP, Addr, Drop, Send, Source, Verdict
+from .verdict import (
+    PRIVATE,
+    PUBLIC_TCP,
+    PUBLIC_TLS,
+    PUBLIC_UDP,
+    Addr,
+    Drop,
+    Reply,
+    Send,
+    Source,
+    Verdict,
+)
 
 if TYPE_CHECKING:
     from .auth import DigestAuth
@@ -144,16 +155,13 @@ class Engine:
         stream = src.channel == PUBLIC_TCP or src.channel == PUBLIC_TLS
         try:
             msg = parse_message(data, ctx.s.max_tcp_message if stream else ctx.s.max_datagram,
-                                stream=stream)
+                                stream=stream, strict=src.channel < PRIVATE)
             if src.channel >= PRIVATE:
                 verdict = self.private.receive(msg, src, now)
             else:
                 verdict = self.public.receive(msg, src, now)
         except SipParseError as e:
-            ctx.parse_errors[e.reason] += 1
-            if src.channel < PRIVATE:
-                ctx.bans.offense(src.host, "malformed", now, spoofable=src.channel == PUBLIC_UDP)
-            verdict = Drop("malformed")
+            verdict = self._malformed(data, src, e, now)
         except Exception as e:  # a bug of ours must cost one packet, not the process
             verdict = Drop("internal_error")
             if ctx.drops["internal_error"] % 1000 == 0:
@@ -162,6 +170,16 @@ class Engine:
         if verdict.kind == "drop":
             ctx.drops[verdict.reason] += 1  # type: ignore[union-attr]
         return verdict
+
+    def refuse_unframed(self, data: bytes, src: Source, err: SipParseError, now: float) -> list[Send]:
+        """What to send before closing a stream whose framing failed (`err`
+        from the StreamFramer, `data` what it held): the refusal to an
+        address-identified gateway, else nothing. The transport counts the
+        framing error and the offense, and closes the connection: after a
+        Content-Length it cannot read, nothing more on it can be framed
+        (RFC 3261 §18.3, RFC 4475 §3.1.2.3)."""
+        reply = self._refusal(data, src, err)
+        return [] if reply is None else [(src.channel, (src.host, src.port), reply)]
 
     def next_deadline(self) -> float | None:
         return self.ctx.calls.next_deadline()
@@ -192,6 +210,43 @@ class Engine:
         dlg.tag = initiator
         dlg.add_answer_tag(header_param(dlg.to_value, b"tag"))
         ctx.calls.restore(dlg, now)
+
+    # ------------------------------------------------------------------ malformed input
+
+    def _malformed(self, data: bytes, src: Source, err: SipParseError, now: float) -> Verdict:
+        """A message sbc refuses to read (sbc.sip.validate: RFC 3261 §16.3 and
+        the RFC 4475 torture tests). It is never forwarded, and nothing of it
+        is kept, so nothing is ever retransmitted. From the public side it is
+        an offense of its source (spared for a proved source over UDP, where
+        the address may be forged); an address-identified gateway gets a
+        stateless reply naming the fault (400, 416, 420, 505, 513), anyone
+        else a silent drop: a scanner learns nothing from silence."""
+        ctx = self.ctx
+        ctx.parse_errors[err.reason] += 1
+        if src.channel >= PRIVATE:
+            return Drop("malformed")
+        ctx.bans.offense(src.host, "malformed", now, spoofable=src.channel == PUBLIC_UDP)
+        reply = self._refusal(data, src, err)
+        if reply is None:
+            return Drop("malformed")
+        return Reply([(src.channel, (src.host, src.port), reply)])
+
+    def _refusal(self, data: bytes, src: Source, err: SipParseError) -> bytes | None:
+        """The reply for `err` when `src` is a gateway by its address (a
+        digest account is not known before its request is read), or None: a
+        stranger, a response, an ACK (RFC 3261 §17.1.1.3: never answered), a
+        request whose Via cannot be read back."""
+        ctx = self.ctx
+        gateways = ctx.gateways
+        if src.channel >= PRIVATE or (
+                gateways is not None and gateways.by_source(src.host, src.port) is None):
+            return None  # (no gateway table: every source is admitted, in-memory tests only)
+        # The To-tag depends on the bytes only, so a retransmission gets the
+        # same answer (§8.2.6.2), and its ACK is absorbed as ours (TAG_PREFIX).
+        reply = err.refusal(data, ctx.local_tag(data))
+        if reply is not None:
+            ctx.refusals["malformed"] += 1
+        return reply
 
     # ------------------------------------------------------------------ timers, by kind
 

@@ -54,7 +54,8 @@ def scan_request(msg: Message, vi: int, via_line: bytes, own: OwnAddresses) -> S
         elif name == "max-forwards" and not mf_seen:
             mf_seen = True
             value = header_value(raw)
-            if not value.isdigit() or len(value) > 3:
+            # Leading zeros are allowed: "0068" is 68 (RFC 4475 §3.1.1.1).
+            if not value.isdigit() or len(value.lstrip(b"0")) > 3:
                 raise SipParseError("bad_max_forwards")
             hops = int(value)
             if hops <= 0:

@@ -12,8 +12,11 @@ REASONS = {
     401: b"Unauthorized",
     403: b"Forbidden",
     404: b"Not Found",
+    405: b"Method Not Allowed",
     407: b"Proxy Authentication Required",
     408: b"Request Timeout",
+    416: b"Unsupported URI Scheme",
+    420: b"Bad Extension",
     423: b"Interval Too Brief",
     480: b"Temporarily Unavailable",
     481: b"Call/Transaction Does Not Exist",
@@ -22,6 +25,7 @@ REASONS = {
     487: b"Request Terminated",
     500: b"Server Internal Error",
     503: b"Service Unavailable",
+    505: b"Version Not Supported",
     513: b"Message Too Large",
 }
 

@@ -73,14 +73,19 @@ class TcpConnection(asyncio.Protocol):
     def received(self, data: bytes, now: float) -> None:
         """Bytes of SIP (decrypted, on TLS): frame them and hand each message on."""
         server = self.server
+        src = Source(self.channel, self.addr[0], self.addr[1])
         try:
             frames = self.framer.feed(data)
         except SipParseError as e:
             server.count(f"{FRAMING}_{e.reason}")
-            self.abort(FRAMING, counted=False)
+            # A gateway is told why (400 Bad Content-Length, ...) before the
+            # close; anyone else is cut off at once.
+            refusal = server.engine.refuse_unframed(self.framer.pending, src, e, now)
+            for _channel, _addr, reply in refusal:
+                self.write(reply)
+            self.abort(FRAMING, counted=False, flush=bool(refusal))
             return
         self.clock.fed(now, len(frames), self.framer.buffered)
-        src = Source(self.channel, self.addr[0], self.addr[1])
         screen = server.screen
         for frame in frames:
             if self.closed:
@@ -103,14 +108,18 @@ class TcpConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def abort(self, reason: str, counted: bool = True) -> None:
-        """Close for breaking a limit: counted by `reason`, an offense when it is one."""
+    def abort(self, reason: str, counted: bool = True, flush: bool = False) -> None:
+        """Close for breaking a limit: counted by `reason`, an offense when it
+        is one; at once, or (`flush`) once what was written is sent."""
         server = self.server
         if counted:
             server.count(reason)
         if reason in OFFENSES:
             server.engine.bans.offense(self.addr[0], reason, server.loop.time())
-        self._drop()
+        if flush:
+            self.close()
+        else:
+            self._drop()
 
     def _drop(self) -> None:
         """Close at once, without waiting for queued data (the peer misbehaved)."""

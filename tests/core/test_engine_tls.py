@@ -98,4 +98,7 @@ def test_stream_framing_rules_apply_to_tls(engine: Engine) -> None:
     # On a stream a message without Content-Length is malformed (RFC 3261 §18.3).
     no_length = invite(transport="TLS", port=41000).replace(b"Content-Length: 0\r\n", b"")
     v = engine.receive(no_length, CALLER, 0.0)
-    assert v.kind == "drop" and v.reason == "malformed"
+    # Refused, to the caller on its TLS flow (no gateway table: a gateway), never forwarded.
+    assert v.kind == "reply" and [s[:2] for s in v.sends] == [(PUBLIC_TLS, ("127.0.0.1", 41000))]
+    assert v.sends[0][2].startswith(b"SIP/2.0 400 Missing Content-Length\r\n")
+    assert engine.parse_errors["missing_content_length"] == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from sbc.core.engine import Engine
@@ -188,7 +190,6 @@ def test_blocked_in_any_spelling_of_the_request_uri(uri: str) -> None:
     "sip:77#900123@127.0.0.1",  # a tech prefix acme does not have
     "tel:123;phone-context=",
     "sip:900123@[::1",  # a URI that does not parse
-    "urn:service:sos",  # a scheme that carries no number
 ])
 def test_unreadable_destination_is_refused_when_a_list_applies(uri: str) -> None:
     eng = listed()
@@ -196,6 +197,19 @@ def test_unreadable_destination_is_refused_when_a_list_applies(uri: str) -> None
     assert eng.policy.figures["acme"]["rejected_unreadable_destination"] == 1
     assert eng.policy.figures["acme"]["admitted"] == 0
     assert eng.bans.offenses.count("127.0.0.2", 0.0) == 1  # counted like a blocked one
+
+
+@pytest.mark.parametrize("eng", [listed, lambda: Engine(
+    ProxySettings(), secret=b"k" * 16, gateways=GatewayTable([("acme", ["127.0.0.2"], [])]))],
+    ids=["with_lists", "without_lists"])
+def test_a_scheme_sbc_does_not_serve_is_416_before_any_list(eng: Callable[[], Engine]) -> None:
+    # RFC 3261 §16.3 step 2 (RFC 4475 §3.3.2): refused as unreadable, whether
+    # or not a destination list applies, and never sent to VOS3000.
+    e = eng()
+    v = e.receive(invite_to(1, "urn:service:sos"), CALLER, 0.0)
+    assert v.kind == "reply" and to_vos(v) == []
+    assert v.sends[0][2].startswith(b"SIP/2.0 416 Unsupported URI Scheme\r\n")
+    assert e.parse_errors["unsupported_uri_scheme"] == 1 and len(e.dialogs) == 0
 
 
 def test_allowed_list_alone_also_fails_closed() -> None:

@@ -292,9 +292,17 @@ def test_udp_body_longer_than_content_length_is_truncated() -> None:
     assert msg.to_bytes() == INVITE
 
 
-def test_first_content_length_wins() -> None:
+def test_a_second_content_length_is_refused_not_ignored() -> None:
+    # Two readers that each take another Content-Length cut another message
+    # out of the same bytes (RFC 4475 §3.3.9): one is refused, never chosen.
     data = OK_200.replace(b"Content-Length: 0", b"Content-Length: 0\r\nl: 5", 1)
-    assert parse_message(data).body == b""
+    for stream in (False, True):
+        with pytest.raises(SipParseError) as info:
+            parse_message(data, stream=stream)
+        assert info.value.reason == "duplicate_content_length"
+    with pytest.raises(SipParseError) as info:
+        StreamFramer().feed(data)
+    assert info.value.reason == "duplicate_content_length"
 
 
 def test_body_may_contain_blank_lines() -> None:
@@ -370,11 +378,11 @@ BAD: list[tuple[str, bytes, bool, str, int]] = [
      "bad_request_line", 400),
     ("request_line_four_parts", _replace(b"INVITE sip:bob@biloxi.example.com SIP/2.0",
                                          b"INVITE sip:bob@biloxi.example.com x SIP/2.0"), False,
-     "bad_request_line", 400),
+     "request_uri_space", 400),
     ("request_line_double_space", _replace(b"INVITE sip:", b"INVITE  sip:"), False,
-     "bad_request_line", 400),
+     "request_line_spaces", 400),
     ("request_line_version", _replace(b"example.com SIP/2.0\r\n", b"example.com SIP/3.0\r\n"),
-     False, "bad_request_line", 400),
+     False, "bad_sip_version", 505),
     ("request_line_bad_method", _replace(b"INVITE sip:", b"INV(TE sip:"), False,
      "bad_request_line", 400),
     ("request_line_uri_no_colon", _replace(b"INVITE sip:bob@biloxi.example.com SIP/2.0",
@@ -415,6 +423,82 @@ BAD: list[tuple[str, bytes, bool, str, int]] = [
     ("bare_lf_in_fold", _replace(b"Max-Forwards: 70", b"Max-Forwards:\r\n 70\n"), False,
      "bad_line_break", 400),
     ("too_large", INVITE, False, "too_large", 513),
+    # Strict validation before anything leaves for VOS3000 (issue 14 item 6;
+    # RFC 3261 §16.3, RFC 4475 §3.1.2 and §3.3). The old parser let each through.
+    # A header that may appear once, twice (either spelling the second time).
+    ("duplicate_call_id", _replace(b"CSeq:", b"i: other@x\r\nCSeq:"), False, "duplicate_call_id",
+     400),
+    ("duplicate_cseq", _replace(b"Contact:", b"CSeq: 1 INVITE\r\nContact:"), False,
+     "duplicate_cseq", 400),
+    ("duplicate_from", _replace(b"Contact:", b"f: <sip:eve@x>;tag=9\r\nContact:"), False,
+     "duplicate_from", 400),
+    ("duplicate_to", _replace(b"Contact:", b"To: <sip:eve@x>\r\nContact:"), False,
+     "duplicate_to", 400),
+    ("duplicate_max_forwards", _replace(b"Contact:", b"Max-Forwards: 5\r\nContact:"), False,
+     "duplicate_max_forwards", 400),
+    ("duplicate_content_length", _replace(b"Contact:", b"Content-Length: 5\r\nContact:"), False,
+     "duplicate_content_length", 400),
+    ("duplicate_content_length_stream", _replace(b"Contact:", b"l: %d\r\nContact:" % len(SDP)),
+     True, "duplicate_content_length", 400),
+    # Control octets where the grammar has none.
+    ("nul_in_header", _replace(b"Max-Forwards: 70", b"Max-Forwards: 70\r\nX-A: a\x00b"), False,
+     "control_char", 400),
+    ("nul_in_request_uri", _replace(b"sip:bob@", b"sip:b\x00ob@"), False, "control_char", 400),
+    ("esc_in_call_id", _replace(b"Call-ID: a84b", b"Call-ID: a\x1b84b"), False, "control_char",
+     400),
+    ("del_in_to", _replace(b"To: Bob", b"To: B\x7fob"), False, "control_char", 400),
+    ("nul_in_quoted_pair_outside_name_addr", _replace(b"Max-Forwards: 70",
+                                                      b'Max-Forwards: 70\r\nSubject: "\\\x00"'),
+     False, "control_char", 400),
+    # The Request-URI.
+    ("request_uri_in_brackets", _replace(b"INVITE sip:bob@biloxi.example.com SIP/2.0",
+                                         b"INVITE <sip:bob@biloxi.example.com> SIP/2.0"), False,
+     "request_uri_brackets", 400),
+    ("request_uri_with_space", _replace(b"INVITE sip:bob@biloxi.example.com SIP/2.0",
+                                        b"INVITE sip:bob@biloxi.example.com; lr SIP/2.0"), False,
+     "request_uri_space", 400),
+    ("request_line_trailing_space", _replace(b"example.com SIP/2.0\r\n", b"example.com SIP/2.0 \r\n"),
+     False, "request_line_spaces", 400),
+    ("request_uri_with_tab", _replace(b"sip:bob@", b"sip:b\tob@"), False, "bad_request_line", 400),
+    ("request_uri_headers", _replace(b"sip:bob@biloxi.example.com SIP", b"sip:bob@biloxi.example.com"
+                                     b"?Route=%3Csip:x%3E SIP"), False, "request_uri_headers", 400),
+    ("request_uri_unknown_scheme", _replace(b"sip:bob@biloxi.example.com SIP", b"urn:service:sos SIP"),
+     False, "unsupported_uri_scheme", 416),
+    ("request_uri_non_ascii", _replace(b"sip:bob@", "sip:böb@".encode()), False, "bad_request_uri",
+     400),
+    # The SIP version.
+    ("response_version", _replace(b"SIP/2.0 200 OK", b"SIP/3.0 200 OK", OK_200), False,
+     "bad_sip_version", 505),
+    ("request_version_lower_case", _replace(b"example.com SIP/2.0\r\n", b"example.com sip/2.0\r\n"),
+     False, "bad_sip_version", 505),
+    # What a proxy refuses before it forwards (RFC 3261 §16.3 step 5).
+    ("proxy_require", _replace(b"Contact:", b"Proxy-Require: foo, bar\r\nContact:"), False,
+     "proxy_require", 420),
+    # Header values that do not take their grammar.
+    ("via_empty_params", _replace(b";branch=z9hG4bK776asdhds", b";;,;,,"), False, "bad_via", 400),
+    ("via_trailing_semicolon", _replace(b";branch=z9hG4bK776asdhds", b";branch=z9hG4bK776asdhds;"),
+     False, "bad_via", 400),
+    ("via_bare_cookie", _replace(b"branch=z9hG4bK776asdhds", b"branch=z9hG4bK"), False,
+     "bad_branch", 400),
+    ("to_unterminated_quote", _replace(b"To: Bob <sip:", b'To: "Mr. Bob <sip:'), False,
+     "bad_quoted_string", 400),
+    ("to_spaces_inside_brackets", _replace(b"To: Bob <sip:bob@biloxi.example.com>",
+                                           b"To: Bob < sip:bob@biloxi.example.com >"), False,
+     "bad_name_addr", 400),
+    ("from_display_name_not_token", _replace(b"From: Alice <", b"From: Liddell, Alice <"), False,
+     "bad_display_name", 400),
+    ("contact_addr_spec_with_headers", _replace(b"Contact: <sip:alice@pc33.atlanta.example.com>",
+                                                b"Contact: sip:alice@pc33.atlanta.example.com?Route"
+                                                b"=%3Csip:x%3E"), False, "bad_name_addr", 400),
+    ("contact_empty_params", _replace(b"pc33.atlanta.example.com>\r\nContent-Type",
+                                      b"pc33.atlanta.example.com>;;;;\r\nContent-Type"), False,
+     "bad_name_addr", 400),
+    ("max_forwards_over_255", _replace(b"Max-Forwards: 70", b"Max-Forwards: 300"), False,
+     "bad_max_forwards", 400),
+    ("date_not_gmt", _replace(b"Max-Forwards: 70", b"Max-Forwards: 70\r\n"
+                              b"Date: Fri, 01 Jan 2010 16:00:00 EST"), False, "bad_date", 400),
+    ("call_id_with_space", _replace(b"Call-ID: a84b4c76e66710@", b"Call-ID: a84b4c76e66710 @"),
+     False, "bad_call_id", 400),
 ]
 
 
@@ -598,3 +682,25 @@ def test_framer_limits_are_inclusive() -> None:
     framer = StreamFramer(max_message=len(INVITE), max_buffer=len(INVITE))
     assert framer.feed(INVITE) == [INVITE]
     assert framer.feed(INVITE) == [INVITE]
+
+
+def test_strict_false_skips_value_shapes_but_nothing_else() -> None:
+    """What VOS3000 sends (parse_message(strict=False)) is not held to the
+    shapes of its header values; framing, control octets, single-value
+    headers and CSeq are checked all the same."""
+    odd = _replace(b"From: Alice <", b"From: Liddell, Alice <", OK_200)  # RFC 4475 §3.1.2.15
+    odd = _replace(b";received=192.0.2.3", b";;", odd)  # §3.1.2.1
+    odd = _replace(b"Content-Length: 0", b"Date: Fri, 01 Jan 2010 16:00:00 EST\r\n"
+                   b"Content-Length: 0", odd)  # §3.1.2.12
+    with pytest.raises(SipParseError):
+        parse_message(odd)
+    assert parse_message(odd, strict=False).to_bytes() == odd
+    for bad, reason in (
+        (odd.replace(b"CSeq: 314159 INVITE", b"CSeq: 314159 INVITE\r\nCSeq: 1 INVITE"),
+         "duplicate_cseq"),
+        (odd.replace(b"Call-ID: a84b", b"Call-ID: a\x00b"), "control_char"),
+        (odd.replace(b"SIP/2.0 200", b"SIP/3.0 200"), "bad_sip_version"),
+    ):
+        with pytest.raises(SipParseError) as info:
+            parse_message(bad, strict=False)
+        assert info.value.reason == reason
