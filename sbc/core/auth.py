@@ -325,16 +325,23 @@ class DigestAuth:
         return self._ttl
 
     def challenge(
-        self, source_host: str, now: float, *, proxy: bool, stale: bool = False
+        self, source_host: str, now: float, *, proxy: bool, stale: bool = False,
+        single: bool = False,
     ) -> list[bytes]:
         """Challenge header lines (without CRLF), one per configured algorithm
         in the configured order (RFC 8760 §2.4): Proxy-Authenticate for a 407
-        when `proxy`, else WWW-Authenticate for a 401 (REGISTER)."""
+        when `proxy`, else WWW-Authenticate for a 401 (REGISTER).
+
+        `single`: only the first configured algorithm's line. RFC 8760 §2.4
+        lets the server offer any subset; one line keeps a challenge sent to
+        an address nobody has proved (a UDP source may be forged) close to
+        the size of the request it answers, so sbc amplifies little."""
         header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         nonce = self.make_nonce(source_host, now)
+        algorithms = self._algorithms[:1] if single else self._algorithms
         return [
             challenge_line(header, self._realm, nonce, alg, stale=stale)
-            for alg in self._algorithms
+            for alg in algorithms
         ]
 
     # ------------------------------------------------------------------

@@ -38,7 +38,18 @@ from .ratelimit import SourceBudget, TokenBucket
 from .routing import OwnAddresses, derive_branch, stamp_via
 from .scan import Scan, scan_request
 from .settings import ProxySettings
-from .verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP, Addr, Drop, Reply, Send, Source, Verdict
+from .verdict import (
+    PRIVATE,
+    PUBLIC_TCP,
+    PUBLIC_TLS,
+    PUBLIC_UDP,
+    Addr,
+    Drop,
+    Reply,
+    Send,
+    Source,
+    Verdict,
+)
 
 if TYPE_CHECKING:
     from .auth import DigestAuth
@@ -244,13 +255,14 @@ class Context:
         return Reply([(src.channel, (src.host, src.port), resp)])
 
     def refuse(self, status: int, scan: Scan, src: Source, now: float,
-               extra: tuple[bytes, ...] = (), reason: str = "refused") -> Verdict:
+               extra: tuple[bytes, ...] = (), reason: str = "refused",
+               phrase: bytes | None = None) -> Verdict:
         """A reply to a source that is not authenticated: to its address only, within the budget."""
         if not self.reply_per_source.take(src.host, now) and not self.proved(src.host, now):
             return Drop("reply_budget_source")
         if not self.reply_budget.take(now):
             return Drop("reply_budget")
-        reply = self.reply_stateless(status, scan, src, extra=extra)
+        reply = self.reply_stateless(status, scan, src, extra=extra, reason=phrase)
         self.refusals[reason] += 1
         return reply
 

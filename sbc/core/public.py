@@ -2,8 +2,13 @@
 claim, identify the source, then proxy to VOS3000.
 
 Admission, in order:
+0. a gateway that must show a TLS client certificate is admitted over TLS
+   only (the transport verified the certificate at the handshake): from its
+   addresses over UDP or TCP, 403 (requests) or a drop (responses, ACK);
 1. state we created: retransmissions, the CANCEL and the non-2xx ACK of an
-   INVITE transaction of ours (from the address that sent the INVITE);
+   INVITE transaction of ours (from the address that sent the INVITE); a
+   CANCEL that matches none is 481 to a gateway or a proved source, and
+   anyone else gets what an unknown source gets;
 2. a request with a To-tag belongs to a dialog (RFC 3261 §12.2.2): found by
    Call-ID and both tags, and sent by that dialog's own peer, or refused:
    481 when no dialog has those identifiers, 403 (a gateway) or a silent
@@ -12,11 +17,16 @@ Admission, in order:
 4. a digest account (RFC 3261 §22, RFC 8760): challenge, verify, or refuse.
 Anything else is an unknown source: dropped silently, or 403 when configured.
 Out of dialog only the methods in FORWARDED go on (methods are
-case-sensitive, §7.1: `invite` is not INVITE); an initial INVITE whose
-Call-ID and From-tag are those of a live call is never a second call.
+case-sensitive, §7.1: `invite` is not INVITE), and only they are worth a
+challenge; an initial INVITE whose Call-ID and From-tag are those of a live
+call is never a second call. A request that starts a dialog reaches VOS3000
+without any Route header: ours are popped (§16.4), a customer's preloaded
+ones removed (routing.without_preloaded_routes).
 
 Replies to sources not yet authenticated go to the packet's source only and
-are capped by a reply budget, so sbc cannot be used to reflect traffic.
+are capped by a reply budget; a challenge over UDP carries one challenge
+line, so it stays within a fixed number of bytes above the request's size
+(README, "Reflection and amplification", states the bound and the factor).
 Responses from the public side answer requests VOS3000 sent through sbc:
 they go on only when their branch is one sbc signed for the address they
 came from, and only to a VOS3000 address.
@@ -24,20 +34,30 @@ came from, and only to a VOS3000 address.
 
 from __future__ import annotations
 
-from urllib.parse import unquote_to_bytes
-
-from ..sip import Message, SipParseError, build, header_param, header_value, parse_uri, parse_via, serialize
+from ..sip import Message, build, header_param, header_value, parse_via, serialize
 from .auth import Account, AuthStatus
 from .context import BYE_BRANCH, TAG_PREFIX, Context, contact_uri
 from .dialogs import Dialog, DialogState
 from .failover import Failover
 from .numbers import dialled
-from .routing import branch_is_for
+from .routing import branch_is_for, without_preloaded_routes
 from .scan import Scan
 from .screen import signature_in
 from .timers import TimerKind
 from .transactions import InviteTx, TxEvent, TxState
-from .verdict import PRIVATE, PUBLIC_UDP, STREAMS, Addr, Drop, Forward, Reply, Send, Source, Verdict
+from .verdict import (
+    PRIVATE,
+    PUBLIC_TLS,
+    PUBLIC_UDP,
+    STREAMS,
+    Addr,
+    Drop,
+    Forward,
+    Reply,
+    Send,
+    Source,
+    Verdict,
+)
 
 # Out of dialog, the requests that go on to VOS3000 (ACK and CANCEL have
 # rules of their own). Anything else is answered 405, never forwarded.
@@ -71,9 +91,12 @@ class PublicSide:
         self.failover = failover
 
     def receive(self, msg: Message, src: Source, now: float) -> Verdict:
+        ctx = self.ctx
+        if ctx.s.cert_gateways and src.channel != PUBLIC_TLS \
+                and self._gateway_of(src) in ctx.s.cert_gateways:
+            return self._certificate_required(msg, src, now)
         if msg.method is None:
             return self.response(msg, src, now)
-        ctx = self.ctx
         vi, via, via_line = ctx.received_via(msg, src)
         method = msg.method
         key = ctx.key(msg, via)
@@ -96,7 +119,7 @@ class PublicSide:
             elif method == "INVITE" and ctx.calls.was_accepted(key, src.host):
                 return Drop("retransmission")  # of an INVITE already answered 2xx
             elif method == "CANCEL":
-                return ctx.refuse(481, ctx.scan(msg, vi, via_line), src, now)
+                return self._unknown_cancel(msg, src, now, vi, via_line)
             elif method == "ACK" and tx is None:
                 to_tag = header_param(msg.get("to") or b"", b"tag")
                 if to_tag is not None and to_tag.startswith(TAG_PREFIX):
@@ -140,15 +163,24 @@ class PublicSide:
             return Forward([(dlg.egress, dlg.backend, out)])
 
         # 3./4. Out of dialog: a gateway by address, or a digest account.
+        if method == "ACK":  # it matched no transaction of ours; an ACK is never answered (§17)
+            return Drop("no_transaction")
         account: Account | None = None
         if gateway is None:
-            if ctx.auth is None or not ctx.auth.has_accounts:
+            if ctx.auth is None or not ctx.auth.has_accounts or method not in FORWARDED:
+                # A method sbc would never pass on is not worth a challenge
+                # (an answer to a stranger, larger than what it sent).
                 return ctx.unknown(scan, src, now)
             verdict_or_account = self._authenticate(msg, scan, src, now)
             if not isinstance(verdict_or_account, Account):
                 return verdict_or_account
             account = verdict_or_account
             gateway = account.gateway
+            if gateway in ctx.s.cert_gateways:
+                # Its certificate is checked at the TLS handshake, at the
+                # gateway's own addresses; a digest account's request comes
+                # from elsewhere, where none was asked for: fail closed.
+                return self._refuse_certificate(scan, src, now)
             # The nonce was bound to this address: it answered us.
             ctx.proofs.note(src.host, now + ctx.auth.nonce_ttl)
 
@@ -160,6 +192,10 @@ class PublicSide:
             return ctx.reply_stateless(482, scan, src)
         if scan.mf_zero:
             return ctx.reply_stateless(483, scan, src)
+        if scan.route_idx:
+            scan.lines, removed = without_preloaded_routes(scan.lines)
+            if removed:
+                ctx.refusals["preloaded_route"] += 1
         info = ctx.gateway_info.get(gateway)
         egress = PRIVATE + info.egress_index if info else PRIVATE
 
@@ -199,6 +235,44 @@ class PublicSide:
             return ""  # no gateway table: every source is admitted (in-memory tests)
         return self.ctx.gateways.by_source(src.host, src.port)
 
+    def _certificate_required(self, msg: Message, src: Source, now: float) -> Verdict:
+        """A message over UDP or TCP from the address of a gateway that must
+        show a TLS client certificate (gateways[].tls.require_client_cert):
+        that gateway is admitted over TLS only, where the transport verified
+        its certificate at the handshake. Responses and ACKs are dropped
+        (an ACK is never answered, RFC 3261 §17); requests are refused."""
+        ctx = self.ctx
+        if msg.method is None or msg.method == "ACK":
+            return Drop("client_cert_required")
+        vi, _via, via_line = ctx.received_via(msg, src)
+        return self._refuse_certificate(ctx.scan(msg, vi, via_line), src, now)
+
+    def _refuse_certificate(self, scan: Scan, src: Source, now: float) -> Verdict:
+        """403, not silence: the source is a configured customer's address
+        (or credentials), not a scanner, and the one thing its operator needs
+        to learn is why its trunk stopped working: the reason phrase says it.
+        Over UDP the source may be forged, so the 403 goes to the packet's
+        source only and within the reply budget, like any refusal to a
+        source that has not proved itself; counted as `client_cert_required`."""
+        return self.ctx.refuse(403, scan, src, now, reason="client_cert_required",
+                               phrase=b"TLS Client Certificate Required")
+
+    def _unknown_cancel(self, msg: Message, src: Source, now: float, vi: int,
+                        via_line: bytes) -> Verdict:
+        """A CANCEL that matches no transaction of ours. RFC 3261 §9.2 says a
+        481 SHOULD answer it, and a CANCEL cannot be challenged (it cannot be
+        resubmitted with credentials), so that 481 would go out before any
+        authentication: to a stranger it says only that a SIP server listens
+        here, a scanner's cheapest probe. So a gateway, or a source that has
+        proved it is at its address (ctx.proved), gets the 481; anyone else
+        what every unknown source gets: silence by default, the 481 (within
+        the reply budget) with `auth.unknown_source: reject`."""
+        ctx = self.ctx
+        if not ctx.s.reject_unknown and self._gateway_of(src) is None \
+                and not ctx.proved(src.host, now):
+            return Drop("unknown_source")
+        return ctx.refuse(481, ctx.scan(msg, vi, via_line), src, now, reason="no_transaction")
+
     def _not_owner(self, scan: Scan, src: Source, now: float, gateway: str | None) -> Verdict:
         """A request with the identifiers of a dialog that is not the sender's."""
         self.ctx.bans.offense(src.host, "dialog_not_owner", now)
@@ -235,7 +309,12 @@ class PublicSide:
             # retransmission whose answer was lost. A right answer the replay
             # table has no room for is asked again as if stale (fail closed).
             stale = status is AuthStatus.STALE or status is AuthStatus.NONCE_TABLE_FULL
-            lines = ctx.auth.challenge(src.host, now, proxy=not register, stale=stale)
+            # Over UDP the source may be forged, and the challenge is the
+            # largest answer sbc gives a stranger: one line (the first
+            # configured algorithm) keeps it near the request's own size.
+            # Over TCP and TLS the handshake proved the address: every line.
+            lines = ctx.auth.challenge(src.host, now, proxy=not register, stale=stale,
+                                       single=src.channel == PUBLIC_UDP)
             return ctx.refuse(401 if register else 407, scan, src, now, extra=tuple(lines),
                               reason=str(status))
         if status is AuthStatus.URI_MISMATCH:

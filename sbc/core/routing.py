@@ -1,5 +1,6 @@
 """Proxy routing helpers (RFC 3261 §16.6, §16.11, RFC 3581): our Via branch,
-received/rport stamping, recognising and removing our own Route entries.
+received/rport stamping, recognising and removing our own Route entries, and
+removing a customer's preloaded route set from a request that starts a dialog.
 """
 
 from __future__ import annotations
@@ -103,3 +104,26 @@ def strip_own_routes(lines: list[bytes], route_idx: list[int], own: OwnAddresses
         if n:
             lines[i] = b"Route: " + b", ".join(values[n:])
         return
+
+
+def is_route_line(raw: bytes) -> bool:
+    """Whether a raw header line is a Route header (any case, space before the colon)."""
+    colon = raw.find(b":")
+    return colon > 0 and raw[:colon].strip().lower() == b"route"
+
+
+def without_preloaded_routes(lines: list[bytes]) -> tuple[list[bytes], int]:
+    """The lines of a request from the public side that starts a dialog (no
+    To-tag) without any Route header, and how many there were.
+
+    Our own entries are popped before this (loose routing, RFC 3261 §16.4,
+    `strip_own_routes`); what is left is a route set the customer preloaded
+    (§8.1.2). sbc is the edge of VOS3000's domain: where a new request goes
+    is VOS3000's decision, by its own routing tables, never the sender's. A
+    Route naming another host would make VOS3000, or whatever it hands the
+    request to, send the call there -- around its routing and rating and
+    around sbc's destination checks -- so it goes no further than sbc.
+    In-dialog requests keep their route set: it is the one the dialog's
+    Record-Route built (§12.2.1.1)."""
+    kept = [ln for ln in lines if not is_route_line(ln)]
+    return kept, len(lines) - len(kept)

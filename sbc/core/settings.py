@@ -46,6 +46,12 @@ class ProxySettings:
     # (rate per second, burst) of replies to one unauthenticated source, and to one /24 or /64
     reply_budget_per_source: tuple[float, float] = (10.0, 20.0)
     reply_budget_per_net: tuple[float, float] = (50.0, 100.0)
+    # Gateways that must show a verified TLS client certificate
+    # (gateways[].tls.require_client_cert). The TLS transport checks the
+    # certificate at the handshake, by source address; the core admits such a
+    # gateway only over TLS, so its addresses over UDP or TCP (and its digest
+    # accounts, whose requests the handshake check never saw) are refused.
+    cert_gateways: frozenset[str] = frozenset()
 
     @property
     def backend(self) -> tuple[str, int]:
@@ -97,4 +103,5 @@ class ProxySettings:
             dialog_max_age=cfg.sip.dialog_max_age_s,
             max_datagram=cfg.limits.max_datagram,
             max_tcp_message=cfg.limits.max_tcp_message,
+            cert_gateways=frozenset(g.name for g in cfg.gateways if g.tls.require_client_cert),
         )

@@ -579,12 +579,13 @@ def test_f4_forged_responses_to_vos3000s_bye_are_dropped_and_change_nothing() ->
 
 def authorize(challenge: bytes, method: str, uri: str) -> str:
     lines = [ln for ln in challenge.split(b"\r\n") if b"Authenticate:" in ln]
-    line = next(ln for ln in lines if b"algorithm=SHA-256" in ln).decode()
+    # Over UDP the challenge offers the first configured algorithm only (MD5).
+    line = next(ln for ln in lines if b"algorithm=MD5" in ln).decode()
     nonce = re.search(r'nonce="([^"]+)"', line).group(1)  # type: ignore[union-attr]
-    h1 = ha1("SHA-256", "1001", "sbc", "secret")
-    resp = expected_response("SHA-256", h1, nonce, method, uri, "auth", "00000001", "abc")
+    h1 = ha1("MD5", "1001", "sbc", "secret")
+    resp = expected_response("MD5", h1, nonce, method, uri, "auth", "00000001", "abc")
     return (f'Authorization: Digest username="1001", realm="sbc", nonce="{nonce}", uri="{uri}", '
-            f'response="{resp}", algorithm=SHA-256, qop=auth, nc=00000001, cnonce="abc"\r\n')
+            f'response="{resp}", algorithm=MD5, qop=auth, nc=00000001, cnonce="abc"\r\n')
 
 
 def phone_engine() -> Engine:
