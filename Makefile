@@ -37,11 +37,11 @@ sipp:
 baresip:
 	@command -v baresip >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq baresip; }
 
-# The kernel tests (tests/test_firewall.py) load rules into a network namespace.
+# The kernel tests (tests/firewall/test_firewall.py) load rules into a network namespace.
 firewall-tools:
 	@( PATH="$$PATH:/usr/sbin:/sbin"; for t in ip nft iptables-restore ip6tables-restore ipset; do command -v $$t || exit 1; done ) >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq iproute2 nftables iptables ipset; }
 
-# The dashboard test (tests/test_dashboard.py) drives headless Chromium.
+# The dashboard test (tests/admin/test_dashboard.py) drives headless Chromium.
 chromium:
 	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq chromium chromium-driver; }
 
@@ -51,7 +51,7 @@ kamailio:
 	@( PATH="$$PATH:/usr/sbin:/sbin"; command -v kamailio ) >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq kamailio; }
 
 run: sipp $(VENV)/.installed-run
-	$(VENV)/bin/sbc demo --config configs/local.yaml
+	$(VPY) -m tools.demo --config configs/local.yaml
 
 test: sipp baresip firewall-tools chromium kamailio $(VENV)/.installed-test
 	$(VPY) -m pytest

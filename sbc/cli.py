@@ -1,5 +1,6 @@
-"""Command line: `sbc run`, `sbc check-config`, `sbc standin`, `sbc demo`,
-`sbc firewall render`."""
+"""Command line: `sbc run`, `sbc check-config`, `sbc firewall render`,
+`sbc ban` / `unban` / `bans`. (The demo with a VOS3000 stand-in beside sbc
+is `python -m tools.demo`: the stand-in is a test peer, not part of sbc.)"""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import argparse
 import asyncio
 import sys
 
+from collections.abc import Awaitable, Callable
+
 import uvloop
 
 from .config import Config, ConfigError, load_config, summary
-from .logsetup import configure_logging, flush_logs, get_logger
-from .sip import split_hostport
+from .io.logsetup import configure_logging, flush_logs, get_logger
 
 log = get_logger("sbc")
 
@@ -23,10 +25,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="YAML config file")
     p = sub.add_parser("check-config", help="validate a config file and exit")
     p.add_argument("file")
-    p = sub.add_parser("standin", help="run only the VOS3000 stand-in (a UDP UAS that answers calls)")
-    p.add_argument("--listen", default="127.0.0.1:5070", help="host:port (default 127.0.0.1:5070)")
-    p = sub.add_parser("demo", help="run sbc and a VOS3000 stand-in on the config's backend address")
-    p.add_argument("--config", default="configs/local.yaml")
     p = sub.add_parser("firewall", help="the kernel layer (nftables / iptables) for a config")
     fw = p.add_subparsers(dest="firewall_command", required=True)
     p = fw.add_parser("render", help="print the ruleset for a config file")
@@ -44,10 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="YAML config file (for its state file)")
     args = parser.parse_args(argv)
 
-    if args.command == "standin":
-        configure_logging("console", "info")
-        host, port = split_hostport(args.listen.encode())
-        return uvloop.run(_standin_only(host, port or 5070))
     try:
         cfg = load_config(args.config if args.command != "check-config" else args.file)
     except ConfigError as e:
@@ -64,19 +58,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("ban", "unban", "bans"):
         return _bans_command(cfg, args)
     configure_logging(cfg.logging.format, cfg.logging.level)
-    return uvloop.run(_run(cfg, with_standin=args.command == "demo", config_path=args.config))
+    return uvloop.run(serve(cfg, config_path=args.config))
 
 
-async def _run(cfg: Config, with_standin: bool, config_path: str | None = None) -> int:
-    from . import sdnotify
-    from .server import Server
-    from .standin import serve
+# Something to run beside sbc until it stops (the demo's VOS3000 stand-in).
+Beside = Callable[[asyncio.Event], Awaitable[object]]
+
+
+async def serve(cfg: Config, config_path: str | None = None, beside: Beside | None = None) -> int:
+    """Run sbc until SIGTERM/SIGINT; 1 when a socket cannot be bound."""
+    from .io import sdnotify
+    from .io.server import Server
 
     server = Server(cfg, config_path=config_path)
     stop = asyncio.Event()
     standin = None
-    if with_standin:
-        standin = asyncio.ensure_future(serve(cfg.backend.host, cfg.backend.port, stop))
+    if beside is not None:
+        standin = asyncio.ensure_future(beside(stop))
     try:
         await server.start()
     except OSError as e:
@@ -103,26 +101,13 @@ async def _run(cfg: Config, with_standin: bool, config_path: str | None = None) 
     return 0
 
 
-async def _standin_only(host: str, port: int) -> int:
-    import signal
-
-    from .standin import serve
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await serve(host, port, stop)
-    return 0
-
-
 def _bans_command(cfg: Config, args: argparse.Namespace) -> int:
     import ipaddress
     import json
     import time
 
-    from .banstate import manual_ban, manual_unban
-    from .store import Store, StoreError
+    from .state.bans import manual_ban, manual_unban
+    from .state.store import Store, StoreError
 
     try:
         store = Store(cfg.state.path)

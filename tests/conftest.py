@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sbc.logsetup import flush_logs
+from sbc.io.logsetup import flush_logs
 
 
 @pytest.fixture(autouse=True)

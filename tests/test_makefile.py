@@ -30,7 +30,7 @@ def test_a_fresh_run_makes_the_venv_and_installs_only_into_it(tmp_path: Path) ->
     pip = [line for line in lines if " pip " in f" {line} "]
     assert pip and all(line.startswith(f"{venv}/bin/python -m pip install") for line in pip), pip
     assert not any("--break-system-packages" in line for line in lines)
-    assert lines[-1] == f"{venv}/bin/sbc demo --config configs/local.yaml"
+    assert lines[-1] == f"{venv}/bin/python -m tools.demo --config configs/local.yaml"
 
 
 def test_test_target_installs_the_extras_into_the_venv(tmp_path: Path) -> None:

@@ -22,8 +22,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from ..config_admin import AdminConfig
-from ..logsetup import get_logger
+from ..config.admin import AdminConfig
+from ..io.logsetup import get_logger
 from .auth import AccessControl, Handler, source_address
 from .backend import AdminBackend, gateway_summary
 from .metrics import make_registry

@@ -30,9 +30,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..config_admin import AdminConfig
-from ..core.ratelimit import TokenBucket
-from ..logsetup import get_logger
+from ..config.admin import AdminConfig
+from ..core.screen.ratelimit import TokenBucket
+from ..io.logsetup import get_logger
 
 log = get_logger("sbc.admin")
 

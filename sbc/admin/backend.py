@@ -13,13 +13,13 @@ from collections.abc import Iterable
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..core.dialogs import Dialog
+from ..core.proxy.dialogs import Dialog
 from ..core.verdict import PUBLIC_TCP, PUBLIC_TLS
 from .timing import HistogramSnapshot
 
 if TYPE_CHECKING:
     from ..config import Config, GatewayConfig
-    from ..core.bans import BanTable
+    from ..core.screen.bans import BanTable
 
 
 class AdminBackend(Protocol):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-# What sbc answers a call refused by a limit (sbc.core.limits).
+# What sbc answers a call refused by a limit (sbc.core.policy.limits).
 _LIMIT_TARGETS = {"blocked_destination": "REPLY 403", "not_allowed_destination": "REPLY 403"}
 _GAUGES = ("bans", "transactions", "dialogs", "tcp_connections", "tls_connections")
 

@@ -11,15 +11,15 @@ problem, and the file and line, one problem per line::
 All models are frozen and refuse unknown keys.  `_schema` holds the listener,
 backend, SIP, limits and logging sections and `Config` itself; `_load` reads
 the file and maps errors back to lines.  The gateway, auth, registrar and state
-sections live in `sbc.config_gateways`, which also re-exports the error and
-field helpers every section uses (from `sbc.config_base`); the global call limits (`calls`) live in
-`sbc.config_calls`; the screening, ban and firewall sections live in
-`sbc.config_defense`; the TLS section and a gateway's TLS requirements live in
-`sbc.config_tls`.
+sections live in `sbc.config.gateways`, which also re-exports the error and
+field helpers every section uses (from `sbc.config.base`); the global call limits (`calls`) live in
+`sbc.config.calls`; the screening, ban and firewall sections live in
+`sbc.config.defense`; the TLS section and a gateway's TLS requirements live in
+`sbc.config.tls`.
 """
 
-from ..config_calls import CallsConfig
-from ..config_defense import (
+from .calls import CallsConfig
+from .defense import (
     BansConfig,
     FirewallConfig,
     FirewallMode,
@@ -27,7 +27,7 @@ from ..config_defense import (
     RateConfig,
     ScreenConfig,
 )
-from ..config_gateways import (
+from .gateways import (
     AuthConfig,
     DigestAccount,
     GatewayConfig,
@@ -36,9 +36,9 @@ from ..config_gateways import (
     StateConfig,
     hostport,
 )
-from ..config_tls import GatewayTls, TlsConfig
-from ._load import ConfigError, ConfigIssue, load_config, parse_config
-from ._schema import (
+from .tls import GatewayTls, TlsConfig
+from .load import ConfigError, ConfigIssue, load_config, parse_config
+from .schema import (
     BackendConfig,
     BackendTarget,
     Config,

@@ -28,17 +28,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ..sip import SipParseError, header_param, parse_message
-from .backend import BackendSide
-from .bans import BanTable
-from .context import BindingSink, Context, DialogSink, EventSink
-from .dialogs import Dialog, DialogState, DialogTable
-from .failover import Failover
-from .health import HealthTable
-from .limits import CallPolicy
-from .public import PublicSide
+from .proxy.outbound import BackendSide
+from .screen.bans import BanTable
+from .proxy.context import BindingSink, Context, DialogSink, EventSink
+from .proxy.dialogs import Dialog, DialogState, DialogTable
+from .proxy.failover import Failover
+from .proxy.health import HealthTable
+from .policy.limits import CallPolicy
+from .proxy.inbound import PublicSide
 from .settings import ProxySettings
-from .timers import TimerHeap, TimerKind
-from .transactions import InviteTx, TxState
+from .proxy.timers import TimerHeap, TimerKind
+from .proxy.transactions import InviteTx, TxState
 from .verdict import (
     PRIVATE,
     PUBLIC_TCP,
@@ -53,11 +53,11 @@ from .verdict import (
 )
 
 if TYPE_CHECKING:
-    from .auth import DigestAuth
-    from .gateways import GatewayInfo, GatewayTable
-    from .ratelimit import TokenBucket
-    from .registrar import Registrar
-    from .routing import OwnAddresses
+    from .identify.auth import DigestAuth
+    from .identify.gateways import GatewayInfo, GatewayTable
+    from .screen.ratelimit import TokenBucket
+    from .identify.registrar import Registrar
+    from .proxy.routing import OwnAddresses
 
 T = TypeVar("T")
 
@@ -103,7 +103,7 @@ class Engine:
     parse_errors: _Shared[Counter[str]] = _Shared()
     refusals: _Shared[Counter[str]] = _Shared()
 
-    def __init__(self, settings: ProxySettings, *, secret: bytes | None = None,
+    def __init__(self, settings: ProxySettings, *, secret: bytes,
                  on_event: EventSink | None = None,
                  gateways: GatewayTable | None = None,
                  gateway_info: dict[str, GatewayInfo] | None = None,
@@ -113,9 +113,7 @@ class Engine:
                  policy: CallPolicy | None = None,
                  on_bindings: BindingSink | None = None,
                  on_dialog: DialogSink | None = None) -> None:
-        import os
-
-        self.ctx = Context(settings, secret=secret if secret is not None else os.urandom(16),
+        self.ctx = Context(settings, secret=secret,
                            on_event=on_event, gateways=gateways, gateway_info=gateway_info,
                            auth=auth, registrar=registrar, bans=bans, policy=policy,
                            on_bindings=on_bindings, on_dialog=on_dialog)

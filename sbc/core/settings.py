@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from ..sip import format_hostport
 
@@ -70,38 +69,3 @@ class ProxySettings:
 
     def private_hostport(self) -> str:
         return format_hostport(self.private_host, self.private_port)
-
-    @classmethod
-    def from_config(cls, cfg: Any, egresses: tuple[tuple[str, int], ...] = ()) -> ProxySettings:
-        return cls(
-            egresses=egresses,
-            reject_unknown=cfg.auth.unknown_source == "reject",
-            reply_budget_rate=float(cfg.auth.reply_budget_per_s),
-            reply_budget_burst=float(cfg.auth.reply_budget_burst),
-            public_host=cfg.public.advertise_host or cfg.public.host,
-            public_port=cfg.public.port,
-            tls_port=cfg.public.tls_port if cfg.public.tls else None,
-            private_host=cfg.private.advertise_host or cfg.private.host,
-            private_port=cfg.private.port,
-            backend_host=cfg.backend.host,
-            backend_port=cfg.backend.port,
-            standby=tuple(t.address for t in cfg.backend.standby),
-            failover_timeout=cfg.backend.failover_timeout_s,
-            failover_on=frozenset(cfg.backend.failover_on),
-            down_after=cfg.backend.down_after,
-            up_after=cfg.backend.up_after,
-            ping_interval=cfg.admin.ping_interval_s,
-            ping_timeout=cfg.admin.ping_timeout_s,
-            t1=cfg.sip.t1_ms / 1000.0,
-            t2=cfg.sip.t2_ms / 1000.0,
-            invite_timeout=cfg.sip.invite_timeout_s,
-            proxy_timeout=cfg.sip.proxy_timeout_s,
-            linger=cfg.sip.transaction_linger_s,
-            max_transactions=cfg.sip.max_transactions,
-            max_dialogs=cfg.sip.max_dialogs,
-            dialog_setup_timeout=cfg.sip.dialog_setup_timeout_s,
-            dialog_max_age=cfg.sip.dialog_max_age_s,
-            max_datagram=cfg.limits.max_datagram,
-            max_tcp_message=cfg.limits.max_tcp_message,
-            cert_gateways=frozenset(g.name for g in cfg.gateways if g.tls.require_client_cert),
-        )

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..logsetup import get_logger
+from ..io.logsetup import get_logger
 from .render import BAN_SET_SIZE, render
 
 __all__ = ["NftBanSet"]

@@ -8,7 +8,7 @@ configuration always gives the same text, and tests compare it byte for byte.
 Only packets to the SIP port(s) are looked at, and the ruleset only ever
 drops; everything else is left to the host's own firewall.  For those packets,
 cheapest first, the same order the sbc screen applies in user space
-(`sbc.core.screen`):
+(`sbc.core.screen.screen`):
 
 1. gateways (their addresses and networks, and exact address+port pairs): let
    through untouched, before anything else;

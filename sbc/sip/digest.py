@@ -4,7 +4,7 @@ This module owns the wire side of digest: reading an Authorization or
 Proxy-Authorization value into its parameters, the hashes (HA1, the expected
 response), and writing a challenge line. It decides nothing: which nonces,
 accounts and algorithms are acceptable is the verifier's business
-(`sbc.core.auth`).
+(`sbc.core.identify.auth`).
 
 Only the algorithms SIP actually uses are supported: SHA-256 (RFC 8760 §2.2)
 and MD5 (RFC 3261 §22.4, what most deployed phones and gateways still send).
@@ -26,7 +26,7 @@ from .errors import SipParseError
 
 # The supported algorithms. The order of the challenges is the configured
 # one (RFC 8760 §2.4 lets the server list them in its own preference); see
-# sbc.core.auth.DEFAULT_ALGORITHMS.
+# sbc.core.identify.auth.DEFAULT_ALGORITHMS.
 ALGORITHMS = ("SHA-256", "MD5")
 
 MAX_CREDENTIALS_SIZE = 4096

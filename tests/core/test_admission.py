@@ -9,15 +9,15 @@ import re
 
 import pytest
 
-from sbc.core.auth import DigestAuth, account_from_password
+from sbc.core.identify.auth import DigestAuth, account_from_password
 from sbc.core.engine import Engine
-from sbc.core.gateways import GatewayInfo, GatewayTable
-from sbc.core.registrar import Registrar
+from sbc.core.identify.gateways import GatewayInfo, GatewayTable
+from sbc.core.identify.registrar import Registrar
 from sbc.core.settings import ProxySettings
 from sbc.core.verdict import PRIVATE, PUBLIC_UDP, Source, Verdict
 from sbc.sip import parse_message, parse_via
 from sbc.sip.digest import expected_response, ha1
-from sbc.standin import answer
+from tools.standin import answer
 
 BACKEND = Source(PRIVATE, "127.0.0.1", 5070)
 EGRESS_ACME = ("127.0.0.1", 5081)

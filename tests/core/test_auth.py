@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sbc.config import ConfigError, parse_config
-from sbc.core.auth import (
+from sbc.core.identify.auth import (
     DEFAULT_ALGORITHMS,
     DIGEST_OFFENSES,
     FUTURE_SKEW,
@@ -24,9 +24,9 @@ from sbc.core.auth import (
     account_from_ha1,
     account_from_password,
 )
-from sbc.core.gateways import GatewayTable
+from sbc.core.identify.gateways import GatewayTable
 from sbc.sip.digest import expected_response, ha1, parse_credentials
-from sbc.wiring import accounts, ban_table
+from sbc.app import accounts, ban_table
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

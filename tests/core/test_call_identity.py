@@ -73,17 +73,17 @@ from typing import Any
 
 import pytest
 
-from sbc.core.auth import DigestAuth, account_from_password
-from sbc.core.bans import BanTable
+from sbc.core.identify.auth import DigestAuth, account_from_password
+from sbc.core.screen.bans import BanTable
 from sbc.core.engine import Engine
-from sbc.core.gateways import GatewayInfo, GatewayTable
-from sbc.core.limits import CallPolicy, GatewayPolicy
-from sbc.core.registrar import Registrar
+from sbc.core.identify.gateways import GatewayInfo, GatewayTable
+from sbc.core.policy.limits import CallPolicy, GatewayPolicy
+from sbc.core.identify.registrar import Registrar
 from sbc.core.settings import ProxySettings
 from sbc.core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP, Send, Source, Verdict
 from sbc.sip import parse_message, parse_via, split_values
 from sbc.sip.digest import expected_response, ha1
-from sbc.standin import answer
+from tools.standin import answer
 
 SBC = "127.0.0.1:5060"  # sbc's public address (ProxySettings defaults)
 VOS: tuple[str, int] = ("127.0.0.1", 5070)  # the VOS3000 (ProxySettings defaults)

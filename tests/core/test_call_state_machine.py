@@ -64,7 +64,7 @@ from tests.core.test_call_identity import (
     vos_request,
 )
 
-# See tests/core/test_fuzz.py: keep a failing property's report readable
+# See tests/sip/test_fuzz.py: keep a failing property's report readable
 # under filterwarnings=error.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sbc.core.conns import (
+from sbc.core.screen.conns import (
     GLOBAL_CAP,
     HANDSHAKE_TIMEOUT,
     IDLE,

@@ -17,15 +17,16 @@ from pathlib import Path
 
 import pytest
 
+from sbc.app import proxy_settings
 from sbc.config import parse_config
-from sbc.core.auth import DigestAuth, account_from_password
+from sbc.core.identify.auth import DigestAuth, account_from_password
 from sbc.core.engine import Engine
-from sbc.core.gateways import GatewayInfo, GatewayTable
-from sbc.core.registrar import Registrar
+from sbc.core.identify.gateways import GatewayInfo, GatewayTable
+from sbc.core.identify.registrar import Registrar
 from sbc.core.settings import ProxySettings
 from sbc.core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP, Send, Source, Verdict
 from sbc.sip import parse_message, split_values
-from sbc.standin import answer
+from tools.standin import answer
 from tests.core.test_admission import EGRESS_ACME, authorize, request
 from tests.tlscerts import make_certs
 
@@ -175,7 +176,7 @@ def test_a_certificate_gateways_address_over_udp_or_tcp_is_refused(channel: int)
 
 def test_a_certificate_gateway_over_tls_is_admitted_and_others_are_untouched() -> None:
     """Over TLS the transport has verified the certificate at the handshake
-    (sbc.transport.tls): the call goes on. Gateways without the requirement
+    (sbc.io.tls): the call goes on. Gateways without the requirement
     are admitted over UDP as before."""
     eng = engine(**CERT)
     tls = at(ACME, PUBLIC_TLS)
@@ -225,8 +226,8 @@ def test_the_core_learns_the_requirement_from_settings(tmp_path: Path) -> None:
         "gateways:\n"
         "  - {name: acme, ip: [192.0.2.1], tls: {require_client_cert: true}}\n"
         "  - {name: open, ip: [192.0.2.2]}\n")
-    assert ProxySettings.from_config(cfg).cert_gateways == frozenset({"acme"})
-    assert ProxySettings.from_config(parse_config("")).cert_gateways == frozenset()
+    assert proxy_settings(cfg).cert_gateways == frozenset({"acme"})
+    assert proxy_settings(parse_config("")).cert_gateways == frozenset()
 
 
 # ==========================================================================

@@ -9,8 +9,8 @@ from sbc.core.engine import Engine
 from sbc.core.settings import ProxySettings
 from sbc.core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_UDP, Source
 from sbc.sip import header_param, name_addr_uri, parse_message, parse_via, split_values
-from sbc.standin import answer
-from sbc.standin import tag as standin_tag
+from tools.standin import answer
+from tools.standin import tag as standin_tag
 
 SETTINGS = ProxySettings(t1=0.5, invite_timeout=32.0, proxy_timeout=180.0, linger=32.0)
 CALLER = Source(PUBLIC_UDP, "127.0.0.1", 5061)

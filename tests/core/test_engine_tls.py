@@ -9,8 +9,8 @@ from sbc.core.engine import Engine
 from sbc.core.settings import ProxySettings
 from sbc.core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP, Source
 from sbc.sip import parse_message, parse_via, split_values
-from sbc.standin import answer
-from sbc.standin import tag as standin_tag
+from tools.standin import answer
+from tools.standin import tag as standin_tag
 
 from .test_engine import in_dialog, invite, only
 

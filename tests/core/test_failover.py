@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from sbc.core.dialogs import Dialog, DialogState
+from sbc.core.proxy.dialogs import Dialog, DialogState
 from sbc.core.engine import Engine
 from sbc.core.settings import ProxySettings
-from sbc.core.transactions import TxState
+from sbc.core.proxy.transactions import TxState
 from sbc.core.verdict import PRIVATE, PUBLIC_UDP, Source
 from sbc.sip import build, parse_message, parse_via, split_values
-from sbc.standin import answer
-from sbc.standin import tag as standin_tag
+from tools.standin import answer
+from tools.standin import tag as standin_tag
 
 from .test_engine import CALLER, in_dialog, invite, only
 

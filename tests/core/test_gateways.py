@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import ipaddress
 import random
-import textwrap
 from collections.abc import Sequence
-from pathlib import Path
 
 import pytest
 
-from sbc.config import Config, load_config, parse_config
-from sbc.core.gateways import GatewayInfo, GatewayTable, gateway_infos
+from sbc.core.identify.gateways import GatewayTable, pure_address_int
+from sbc.io.addresses import address_int
 
 Entry = tuple[str, Sequence[str], Sequence[tuple[str, int]]]
 
@@ -191,53 +189,6 @@ def test_repeated_entry_of_one_gateway_is_harmless() -> None:
     assert t.by_source("10.0.0.1", 5060) == "a"
 
 
-def config(text: str) -> Config:
-    return parse_config(textwrap.dedent(text).lstrip("\n"))
-
-
-def test_from_config_and_gateway_infos() -> None:
-    cfg = config("""
-        private: {host: 10.0.0.5, port: 5080}
-        backend: {host: 10.0.0.9, port: 5060}
-        gateways:
-          - name: acme
-            ip: [192.0.2.0/24]
-            egress: {host: 10.0.0.5, port: 5081}
-          - name: phones
-            digest: [{username: "1001", password: "x"}]
-          - name: carrier
-            ip_port: ["198.51.100.1:5060"]
-            egress: {host: 10.0.0.5, port: 5082}
-            options: pass
-    """)
-    t = GatewayTable.from_config(cfg)
-    assert len(t) == 3
-    assert t.by_source("192.0.2.9", 5060) == "acme"
-    assert t.by_source("198.51.100.1", 5060) == "carrier"
-    assert t.by_source("198.51.100.1", 5061) is None
-    infos, egresses = gateway_infos(cfg)
-    assert infos == [
-        GatewayInfo("acme", 1, "answer"),
-        GatewayInfo("phones", 0, "answer"),
-        GatewayInfo("carrier", 2, "pass"),
-    ]
-    assert egresses == [("10.0.0.5", 5080), ("10.0.0.5", 5081), ("10.0.0.5", 5082)]
-    assert type(infos[0].options) is str
-
-
-def test_gateway_infos_without_gateways() -> None:
-    assert gateway_infos(config("")) == ([], [("127.0.0.1", 5080)])
-
-
-def test_local_config_admits_loopback_callers() -> None:
-    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "local.yaml")
-    t = GatewayTable.from_config(cfg)
-    assert t.by_source("127.0.0.1", 5061) == "local"
-    assert t.by_source("::ffff:127.0.0.1", 5061) == "local"
-    assert t.by_source("192.0.2.1", 5061) is None
-    assert gateway_infos(cfg) == ([GatewayInfo("local", 0, "answer")], [("127.0.0.1", 5080)])
-
-
 # --------------------------------------------------------------------------
 # A large table against a linear scan
 
@@ -340,3 +291,18 @@ def test_ten_thousand_gateways_match_a_linear_scan() -> None:
             assert t.by_source(f"::ffff:{host}", port) == expected, (host, port)
         matched += expected is not None
     assert matched > len(probes) // 2
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "255.255.255.255", "::1", "2001:db8::7",
+                                  "::ffff:192.0.2.1", "1.2.3", "1.2.3.4.5", "256.0.0.1", "x", "",
+                                  "1.2.3.4\x00", "::g"])
+def test_the_pure_and_the_fast_address_parser_agree(host: str) -> None:
+    def read(parse: object) -> int | None:
+        try:
+            return parse(host)  # type: ignore[operator, no-any-return]
+        except (OSError, ValueError):
+            return None
+
+    assert read(pure_address_int) == read(address_int)
+    t = GatewayTable([("a", ["0.0.0.0/0", "::/0"], [])], address_int)
+    assert t.by_source(host, 5060) == GatewayTable([("a", ["0.0.0.0/0", "::/0"], [])]).by_source(host, 5060)

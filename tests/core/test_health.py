@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sbc.core.health import Health, HealthTable
+from sbc.core.proxy.health import Health, HealthTable
 
 A, B, C = ("10.0.0.1", 5060), ("10.0.0.2", 5060), ("10.0.0.3", 5070)
 

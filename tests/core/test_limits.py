@@ -7,13 +7,13 @@ from collections.abc import Callable
 import pytest
 
 from sbc.core.engine import Engine
-from sbc.core.gateways import GatewayInfo, GatewayTable
-from sbc.core.limits import CallPolicy, GatewayPolicy, PrefixSet, normalise
+from sbc.core.identify.gateways import GatewayInfo, GatewayTable
+from sbc.core.policy.limits import CallPolicy, GatewayPolicy, PrefixSet, normalise
 from sbc.core.verdict import Verdict
 from sbc.core.settings import ProxySettings
 from sbc.core.verdict import PRIVATE, PUBLIC_UDP, Source
 from sbc.sip import parse_message
-from sbc.standin import answer
+from tools.standin import answer
 
 CALLER = Source(PUBLIC_UDP, "127.0.0.2", 5061)
 BACKEND = Source(PRIVATE, "127.0.0.1", 5070)

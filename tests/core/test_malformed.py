@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import pytest
 
-from sbc.core.bans import BanTable
+from sbc.core.screen.bans import BanTable
 from sbc.core.engine import Engine
-from sbc.core.gateways import GatewayInfo, GatewayTable
+from sbc.core.identify.gateways import GatewayInfo, GatewayTable
 from sbc.core.settings import ProxySettings
 from sbc.core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP, Source
 from sbc.sip import SipParseError, StreamFramer, header_param, parse_message
-from sbc.standin import answer
+from tools.standin import answer
 
 GATEWAY = Source(PUBLIC_UDP, "192.0.2.10", 5060)
 STRANGER = Source(PUBLIC_UDP, "203.0.113.66", 5060)
@@ -163,7 +163,7 @@ def test_shapes_are_checked_on_what_goes_to_vos3000_not_on_what_it_sends() -> No
 
 @pytest.mark.parametrize("channel", [PUBLIC_TCP, PUBLIC_TLS])
 def test_a_stream_that_cannot_be_framed_tells_a_gateway_why(channel: int) -> None:
-    """What sbc.transport.tcp sends before it closes: the framer's error as a
+    """What sbc.io.tcp sends before it closes: the framer's error as a
     reply, built from the bytes it held; to a stranger, nothing."""
     data = invite(extra="Content-Length: 5\r\n")  # two Content-Lengths: no frame
     framer = StreamFramer()

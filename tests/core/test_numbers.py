@@ -1,4 +1,4 @@
-"""The called number of a Request-URI (sbc.core.numbers): a table of the
+"""The called number of a Request-URI (sbc.core.policy.numbers): a table of the
 spellings a destination list must see through, and properties over every
 spelling: separators never matter, a blocked prefix is blocked however the
 number is written, and nothing a list cannot read is ever admitted."""
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from sbc.core.limits import BLOCKED, NOT_ALLOWED, UNREADABLE, CallPolicy, GatewayPolicy, PrefixSet
-from sbc.core.numbers import called, dialled, longest_first, matched, normalise
+from sbc.core.policy.limits import BLOCKED, NOT_ALLOWED, UNREADABLE, CallPolicy, GatewayPolicy, PrefixSet
+from sbc.core.policy.numbers import called, dialled, longest_first, matched, normalise
 
 # As in test_fuzz.py: keep hypothesis's patch writer from turning a warning
 # into an error that would hide a falsifying example.

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from sbc.core.registrar import Binding, RegisterResult, Registrar, Source
+from sbc.core.identify.registrar import Binding, RegisterResult, Registrar, Source
 from sbc.core.verdict import PUBLIC_TCP, PUBLIC_UDP
 from sbc.sip import SipParseError, name_addr_uri, parse_message, parse_uri
 
-# See tests/core/test_fuzz.py: keep a failing property's report readable
+# See tests/sip/test_fuzz.py: keep a failing property's report readable
 # under filterwarnings=error.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -9,7 +9,7 @@ the fault, a silent drop by reason, or the message forwarded, for those §3.3
 calls valid), and that nothing invalid reaches VOS3000, then or later: the
 engine's timers run on for minutes, and nothing is sent again.
 
-Over TCP the bytes go through a StreamFramer first, as sbc.transport.tcp
+Over TCP the bytes go through a StreamFramer first, as sbc.io.tcp
 does: a Content-Length that cannot frame the stream closes the connection
 (after the refusal, to a gateway), and one larger than the bytes sent leaves
 sbc waiting for the rest (RFC 4475 §3.1.2.2: there is not much else to do).
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from sbc.core.bans import BanTable
+from sbc.core.screen.bans import BanTable
 from sbc.core.engine import Engine
-from sbc.core.gateways import GatewayInfo, GatewayTable
+from sbc.core.identify.gateways import GatewayInfo, GatewayTable
 from sbc.core.settings import ProxySettings
 from sbc.core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_UDP, Send, Source
 from sbc.sip import SipParseError, StreamFramer, parse_message
@@ -154,7 +154,7 @@ def deliver(eng: Engine, data: bytes, src: Source, now: float) -> tuple[Got, lis
     framer = StreamFramer(eng.s.max_tcp_message)
     try:
         frames = framer.feed(data)
-    except SipParseError as e:  # sbc.transport.tcp: refuse (to a gateway), then close
+    except SipParseError as e:  # sbc.io.tcp: refuse (to a gateway), then close
         sends = eng.refuse_unframed(framer.pending, src, e, now)
         if not sends:
             return CLOSED, []

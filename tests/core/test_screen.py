@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sbc.core.bans import BanTable
-from sbc.core.gateways import GatewayTable
-from sbc.core.screen import Screen
+from sbc.core.screen.bans import BanTable
+from sbc.core.identify.gateways import GatewayTable
+from sbc.core.screen.screen import Screen
 
 SIGS = ["friendly-scanner", "sipvicious", "sipcli", "vaxsipuseragent", "sipscan", "pplsip",
         "sundayddr", "iwar", "sip-scan"]

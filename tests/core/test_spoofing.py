@@ -7,14 +7,14 @@ and over TCP the same offenses count for everyone."""
 
 from __future__ import annotations
 
-from sbc.core.bans import BanTable
+from sbc.core.screen.bans import BanTable
 from sbc.core.engine import Engine
-from sbc.core.gateways import GatewayTable
-from sbc.core.screen import Screen
+from sbc.core.identify.gateways import GatewayTable
+from sbc.core.screen.screen import Screen
 from sbc.core.settings import ProxySettings
 from sbc.core.verdict import PRIVATE, PUBLIC_UDP, Source
 from sbc.sip import parse_message
-from sbc.standin import answer
+from tools.standin import answer
 from tests.core.test_admission import authorize, make_engine, request
 
 PHONE = "127.0.0.77"

@@ -8,15 +8,15 @@ import itertools
 
 import pytest
 
-from sbc.core.dialogs import (
+from sbc.core.proxy.dialogs import (
     DIALOG_TRANSITIONS,
     Dialog,
     DialogEvent,
     DialogState,
     IllegalDialogEvent,
 )
-from sbc.core.timers import TimerHeap, TimerKind
-from sbc.core.transactions import TRANSITIONS, IllegalTransition, InviteTx, TxEvent, TxState
+from sbc.core.proxy.timers import TimerHeap, TimerKind
+from sbc.core.proxy.transactions import TRANSITIONS, IllegalTransition, InviteTx, TxEvent, TxState
 
 
 def _tx(state: TxState) -> InviteTx:

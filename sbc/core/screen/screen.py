@@ -1,0 +1,207 @@
+"""The screen: what a datagram must pass before it is parsed at all.
+
+Cheapest first, on raw bytes (DESIGN.md step 1):
+1. banned source                      -> "banned"
+2. over its rate: per IP and per /24 (IPv4) or /64 (IPv6) for sources that
+   are not gateways, a higher per-IP rate for gateways (token buckets, like
+   iptables hashlimit)                -> "rate_per_ip", "rate_per_net", "rate_per_gateway"
+3. a scanner signature in User-Agent or a From/To display name
+   (case-insensitive)                 -> "scanner"
+4. OPTIONS from a source that is not a gateway -> "untrusted_options"
+5. anything else from a source that is not a gateway, when nothing could
+   admit it: no digest accounts, unknown sources dropped silently, and no
+   dialog with that address             -> "unknown_source" (the same verdict
+   the engine would reach after a full parse, at a tenth of the cost)
+
+Rate and scanner hits are offenses towards a ban. Every table is keyed by a
+source address, so each has a hard cap: when full, the entry created longest
+ago goes (a flood of fresh addresses then only costs its own freshness).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from itertools import islice
+
+from ...sip import Message
+from .bans import BanTable
+from .ratelimit import net_key
+from ..identify.gateways import GatewayTable
+
+# (tokens, stamp): a tuple of floats, which the garbage collector stops
+# tracking, so a table of 200,000 of them costs full collections nothing.
+Bucket = tuple[float, float]
+
+# Header lines the signatures are matched in (on the lower-cased head): the
+# whole User-Agent value, and From / To (compact f / t too) up to the '<'
+# that ends a display name. A scanner's lines are short, so a few finds and a
+# regex over a few dozen bytes beat one regex over the whole message.
+EXPIRE_BUDGET = 5000  # entries looked at per table per sweep
+
+_MARKERS = (
+    (b"\nuser-agent:", False),
+    (b"\nfrom:", True),
+    (b"\nto:", True),
+    (b"\nf:", True),
+    (b"\nt:", True),
+)
+
+
+def signature_in(sig: re.Pattern[bytes], msg: Message) -> bool:
+    """The same signatures on the parsed message: whatever the byte check
+    missed (a space before the colon, a folded line, a second header of the
+    same name, a compact form) the parser has put right."""
+    for name, display_only in (("user-agent", False), ("from", True), ("to", True)):
+        for value in msg.get_all(name):
+            low = value.lower()
+            if display_only:
+                low = low.split(b"<", 1)[0]
+            if low and sig.search(low) is not None:
+                return True
+    return False
+
+
+class Screen:
+    __slots__ = (
+        "_sig",
+        "apply_to_gateways",
+        "bans",
+        "burst_gw",
+        "burst_ip",
+        "burst_net",
+        "closed",
+        "gateways",
+        "has_peer",
+        "max_sources",
+        "per_gw",
+        "per_ip",
+        "per_net",
+        "rate_gw",
+        "rate_ip",
+        "rate_net",
+    )
+
+    def __init__(self, bans: BanTable, gateways: GatewayTable | None, *,
+                 signatures: Iterable[str] = (), apply_to_gateways: bool = False,
+                 rate_per_ip: tuple[float, float] = (20.0, 40.0),
+                 rate_per_net: tuple[float, float] = (200.0, 400.0),
+                 rate_per_gateway: tuple[float, float] = (5000.0, 10000.0),
+                 max_sources: int = 200_000, closed: bool = False,
+                 has_peer: Callable[[str], bool] = lambda host: False) -> None:
+        self.bans = bans
+        self.gateways = gateways
+        self.apply_to_gateways = apply_to_gateways
+        sigs = [s.lower().encode() for s in signatures if s]
+        self._sig = re.compile(b"|".join(re.escape(s) for s in sigs)) if sigs else None
+        self.rate_ip, self.burst_ip = rate_per_ip
+        self.rate_net, self.burst_net = rate_per_net
+        self.rate_gw, self.burst_gw = rate_per_gateway
+        self.max_sources = max_sources
+        # Unknown sources cannot be admitted (step 5); `has_peer` tells the
+        # addresses that still have a dialog (a gateway removed by a reload).
+        self.closed = closed
+        self.has_peer = has_peer
+        # Creation order; the oldest goes first in O(1) when a table is full.
+        self.per_ip: OrderedDict[str, Bucket] = OrderedDict()
+        self.per_net: OrderedDict[str, Bucket] = OrderedDict()
+        self.per_gw: OrderedDict[str, Bucket] = OrderedDict()
+
+    @property
+    def signatures(self) -> re.Pattern[bytes] | None:
+        return self._sig
+
+    def check(self, data: bytes, host: str, port: int, now: float,
+              stream: bool = False) -> str | None:
+        """A drop reason, or None when the datagram may be parsed. `stream`:
+        the message came over a TCP/TLS connection, whose source is not forged."""
+        ban = self.bans.bans.get(host)
+        if ban is not None and now < ban.expires_at:
+            return "banned"
+        gateways = self.gateways
+        is_gateway = gateways is None or gateways.by_source(host, port) is not None
+        over = self._rate(host, is_gateway, now, not stream)
+        if over is not None:
+            return over
+        if self._sig is not None and (not is_gateway or self.apply_to_gateways) and self._scanner(data):
+            self.bans.offense(host, "scanner", now, spoofable=not stream)
+            return "scanner"
+        if not is_gateway:
+            if data.startswith(b"OPTIONS "):
+                return "untrusted_options"
+            if self.closed and not self.has_peer(host):
+                return "unknown_source"
+        return None
+
+    def connection(self, host: str, port: int, now: float) -> str | None:
+        """A new TCP or TLS connection spends one token of its source's rate,
+        as a datagram does: opening connections fast (each TLS handshake
+        costs sbc a key exchange) is a flood like any other. A drop reason,
+        or None when the connection may be accepted."""
+        gateways = self.gateways
+        return self._rate(host, gateways is None or gateways.by_source(host, port) is not None,
+                          now, False)
+
+    def _rate(self, host: str, is_gateway: bool, now: float, spoofable: bool) -> str | None:
+        """Step 2: one token of the source's buckets; a rate-limit hit of a
+        source that is no gateway is an offense (one a proved source is
+        spared when it came in a datagram: see BanTable.offense)."""
+        if is_gateway:
+            if not self._take(self.per_gw, host, self.rate_gw, self.burst_gw, now):
+                return "rate_per_gateway"
+            return None
+        if not self._take(self.per_ip, host, self.rate_ip, self.burst_ip, now):
+            self.bans.offense(host, "rate_limit", now, spoofable)
+            return "rate_per_ip"
+        if not self._take(self.per_net, net_key(host), self.rate_net, self.burst_net, now):
+            self.bans.offense(host, "rate_limit", now, spoofable)
+            return "rate_per_net"
+        return None
+
+    def _scanner(self, data: bytes) -> bool:
+        end = data.find(b"\r\n\r\n")
+        low = (data if end < 0 else data[:end]).lower()
+        sig = self._sig
+        assert sig is not None
+        for marker, display_only in _MARKERS:
+            i = low.find(marker)
+            if i < 0:
+                continue
+            i += len(marker)
+            j = low.find(b"\r", i)
+            value = low[i:j] if j >= 0 else low[i:]
+            if display_only:
+                value = value.split(b"<", 1)[0]  # the display name only
+            if value and sig.search(value) is not None:
+                return True
+        return False
+
+    def _take(self, table: OrderedDict[str, Bucket], key: str, rate: float, burst: float,
+              now: float) -> bool:
+        b = table.get(key)
+        if b is None:
+            table[key] = (burst - 1.0, now)
+            if len(table) > self.max_sources:
+                table.popitem(last=False)
+            return True
+        tokens = b[0] + (now - b[1]) * rate
+        if tokens > burst:  # noqa: PLR1730 - a compare, cheaper than min() per packet
+            tokens = burst
+        if tokens < 1.0:
+            table[key] = (tokens, now)
+            return False
+        table[key] = (tokens - 1.0, now)
+        return True
+
+    def expire(self, now: float, budget: int = EXPIRE_BUDGET) -> None:
+        """Forget buckets that have refilled (a full bucket equals an absent one),
+        looking at no more than `budget` of the oldest entries per table, so a
+        sweep never stalls the loop; the size cap does the rest."""
+        for table, rate, burst in ((self.per_ip, self.rate_ip, self.burst_ip),
+                                   (self.per_net, self.rate_net, self.burst_net),
+                                   (self.per_gw, self.rate_gw, self.burst_gw)):
+            full_after = burst / rate
+            stale = [k for k, b in islice(table.items(), budget) if now - b[1] > full_after]
+            for key in stale:
+                del table[key]
