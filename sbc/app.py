@@ -21,8 +21,9 @@ from .core.identify.auth import (
 )
 from .core.screen.bans import BanTable
 from .core.screen.conns import OFFENSES as CONNECTION_OFFENSES
+from .core.screen.conns import ConnLimits
 from .core.proxy.dialogs import DialogTable
-from .core.engine import Engine
+from .core.engine import Engine, Setup
 from .core.identify.gateways import GatewayInfo, GatewayTable
 from .core.policy.limits import CallPolicy, GatewayPolicy, PrefixSet
 from .core.identify.registrar import Binding, Registrar
@@ -40,7 +41,6 @@ log = get_logger("sbc.app")
 @dataclass
 class Components:
     engine: Engine
-    screen: Screen
     store: Store
     bans: BanKeeper
     dialogs: DialogKeeper
@@ -71,7 +71,8 @@ class Components:
                 self.save_bindings(aor, engine.registrar.bindings(aor))
         self.bans.poll(now)
         engine.bans.offenses.expire(now)
-        self.screen.expire(now)
+        if engine.screen is not None:
+            engine.screen.expire(now)
 
     def close(self) -> None:
         self.bans.flush()
@@ -131,37 +132,32 @@ def restart_needed(old: Config, new: Config) -> str | None:
     return None
 
 
-def reconfigure(parts: Components, cfg: Config) -> Screen:
+def reconfigure(parts: Components, cfg: Config) -> None:
     """Swap in a new, validated config: calls in progress, bans, registrations
     and nonces stay; gateways, accounts, limits and screening change from the
-    next packet. Returns the new screen (the transports read it per packet)."""
-    engine = parts.engine
+    next packet."""
+    parts.engine.reconfigure(engine_setup(cfg, parts.engine, parts.secret))
+
+
+def engine_setup(cfg: Config, engine: Engine, secret: bytes) -> Setup:
+    """What the engine takes from `cfg` (its call state and bans stay its own)."""
     infos, egresses = gateway_infos(cfg)
     table = gateway_table(cfg)
-    bans = engine.bans
-    fresh = ban_table(cfg, table)
-    for attr in ("max_offenses", "bantime", "increment", "max_bantime", "max_entries", "exempt",
-                 "counted"):
-        setattr(bans, attr, getattr(fresh, attr))
-    bans.offenses.window = fresh.offenses.window
-    engine.s = proxy_settings(cfg, egresses=tuple(egresses[1:]))
-    engine.gateways = table
-    engine.gateway_info = {i.name: i for i in infos}
-    engine.auth = make_auth(cfg, parts.secret)
-    engine.policy = call_policy(cfg)
-    engine.reply_budget.rate = engine.s.reply_budget_rate
-    engine.reply_budget.burst = engine.s.reply_budget_burst
-    parts.screen = make_screen(cfg, bans, table, engine.dialogs)
-    share_signatures(engine, parts.screen)
-    return parts.screen
+    return Setup(
+        settings=proxy_settings(cfg, egresses=tuple(egresses[1:])),
+        gateways=table, gateway_info={i.name: i for i in infos},
+        auth=make_auth(cfg, secret), policy=call_policy(cfg),
+        screen=make_screen(cfg, engine.bans, table, engine.dialogs),
+        ban_rules=ban_table(cfg, table), conn_limits=conn_limits(cfg),
+        client_certs={gw.name: gw.tls.subject for gw in cfg.gateways if gw.tls.require_client_cert},
+    )
 
 
 def build_components(cfg: Config, loop: asyncio.AbstractEventLoop) -> Components:
     infos, egresses = gateway_infos(cfg)
     settings = proxy_settings(cfg, egresses=tuple(egresses[1:]))
     table = gateway_table(cfg)
-    secret = os.urandom(32)  # signs nonces; kept across reloads
-    auth = make_auth(cfg, secret)
+    secret = os.urandom(32)  # signs nonces and branches; kept across reloads
     r = cfg.registrar
     registrar = Registrar(min_expires=r.min_expires_s, max_expires=r.max_expires_s,
                           default_expires=r.default_expires_s, max_contacts=r.max_contacts)
@@ -169,27 +165,27 @@ def build_components(cfg: Config, loop: asyncio.AbstractEventLoop) -> Components
     mono, wall = loop.time(), time.time()
     registrar.load(from_rows(store.load_bindings(wall), mono, wall), mono)
     bans = ban_table(cfg, table)
-    engine = Engine(settings, secret=secret, gateways=table, gateway_info={i.name: i for i in infos},
-                    auth=auth, registrar=registrar, bans=bans, policy=call_policy(cfg))
-    screen = make_screen(cfg, bans, table, engine.dialogs)
-    share_signatures(engine, screen)
+    engine = Engine(settings, secret=secret, registrar=registrar, bans=bans)
+    engine.reconfigure(engine_setup(cfg, engine, secret))
     kernel = kernel_set(cfg)
     keeper = BanKeeper(bans, store, loop.time, kernel=kernel)
     if kernel is not None:
         kernel.on_reset = lambda: keeper.kernel_restore(loop.time())
     dialogs = DialogKeeper(engine, store, loop.time)
     dialogs.restore()
-    parts = Components(engine, screen, store, keeper, dialogs, loop, secret, kernel)
+    parts = Components(engine, store, keeper, dialogs, loop, secret, kernel)
     engine.on_bindings = parts.save_bindings
     log.info("state_loaded", path=cfg.state.path, bindings=len(registrar),
              gateways=len(table), accounts=len(accounts(cfg)))
     return parts
 
 
-def share_signatures(engine: Engine, screen: Screen) -> None:
-    """The engine checks the screen's signatures again after the parse."""
-    engine.ctx.signatures = screen.signatures
-    engine.ctx.signatures_on_gateways = screen.apply_to_gateways
+def conn_limits(cfg: Config) -> ConnLimits:
+    lim = cfg.limits
+    return ConnLimits(max_total=lim.max_tcp_connections,
+                      max_per_source=lim.max_tcp_connections_per_source,
+                      idle=lim.tcp_idle_timeout_s, message_deadline=lim.tcp_message_deadline_s,
+                      handshake_deadline=lim.tls_handshake_timeout_s)
 
 
 def ban_table(cfg: Config, gateways: GatewayTable) -> BanTable:

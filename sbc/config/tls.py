@@ -17,6 +17,7 @@ from typing import Annotated, Self
 
 from pydantic import BeforeValidator, Field, model_validator
 
+from ..io.tlscontext import CaFileError, KeyFileEncrypted, build_server_context, load_ca, reason
 from .base import Section, as_text, kind, problem
 
 __all__ = ["DEFAULT_CIPHERS", "GatewayTls", "TlsConfig", "server_context"]
@@ -79,7 +80,7 @@ class TlsConfig(Section):
             try:
                 server_context(self)
             except ssl.SSLError as exc:
-                raise problem(f"cannot be used with key_file: {_reason(exc)}",
+                raise problem(f"cannot be used with key_file: {reason(exc)}",
                               at=("cert_file",)) from None
             except KeyFileEncrypted:
                 raise problem("is encrypted; give the key unencrypted, readable by sbc only",
@@ -119,53 +120,14 @@ class GatewayTls(Section):
         return self
 
 
-class CaFileError(ValueError):
-    pass
-
-
-class KeyFileEncrypted(ValueError):
-    def __str__(self) -> str:
-        return "the key file is encrypted"
-
-
-def _no_password() -> bytes:
-    # Never a prompt on the terminal: an encrypted key simply fails to load.
-    raise KeyFileEncrypted
-
-
-def _reason(exc: ssl.SSLError) -> str:
-    reason = getattr(exc, "reason", None)
-    if reason == "PEM lib" or "PEM lib" in str(exc):
-        return "not a PEM certificate and its private key"
-    return str(reason).lower().replace("_", " ") if reason else str(exc)
-
-
 def _load_ca(ctx: ssl.SSLContext, path: str, at: tuple[str, ...] = ()) -> None:
     try:
-        ctx.load_verify_locations(cafile=path)
-    except ssl.SSLError as exc:
-        message = f"{path}: not a PEM CA certificate file ({_reason(exc)})"
-        if at:
-            raise problem(message, at=at) from None
-        raise CaFileError(message) from None
+        load_ca(ctx, path)
+    except CaFileError as exc:
+        raise problem(str(exc), at=at) from None
 
 
 def server_context(tls: TlsConfig) -> ssl.SSLContext:
-    """The server-side context: TLS 1.2 or later, the configured ciphers, no
-    compression or renegotiation, and a client certificate asked for (never
-    demanded at the handshake: the gateway decides) when a CA is configured."""
+    """The listener's context for this section (sbc.io.tlscontext builds it)."""
     assert tls.cert_file is not None and tls.key_file is not None
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
-    ctx.set_ciphers(tls.ciphers)
-    # No TLS 1.3 session tickets: SIP connections are long-lived and rarely
-    # resumed, and some clients (sipsak) take the unsolicited ticket records
-    # that follow the handshake for a broken read.
-    ctx.num_tickets = 0
-    ctx.load_cert_chain(tls.cert_file, tls.key_file, password=_no_password)
-    if tls.ca_file is not None:
-        _load_ca(ctx, tls.ca_file)
-        ctx.verify_mode = ssl.CERT_OPTIONAL
-    return ctx
+    return build_server_context(tls.cert_file, tls.key_file, tls.ca_file, tls.ciphers)

@@ -17,19 +17,34 @@ context.py and callstate.py) and hands it to a part per direction:
   that is up and moves on when it refuses (503) or stays silent; a dialog
   remembers its VOS3000, and its in-dialog requests go there.
 
+Screening is the first step of `receive`: on the raw bytes of a public
+message, before any parse (screen/screen.py: bans, rates, scanner
+signatures), exactly as cheap as when the transports did it; a TCP or TLS
+connection is admitted by `connection_opened` (ban, rate, caps).
+
 Time is passed in; deadlines live in one heap (`next_deadline`, `on_timer`),
-dispatched by kind through a table.
+dispatched by kind through a table, and the health pings to VOS3000 are one
+more deadline, so the I/O shell runs a single loop timer for all of them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ..sip import SipParseError, header_param, parse_message
 from .proxy.outbound import BackendSide
 from .screen.bans import BanTable
+from .screen.conns import OFFENSES as CONNECTION_OFFENSES
+from .screen.conns import (
+    CLIENT_CERT_MISSING,
+    CLIENT_CERT_SUBJECT,
+    ConnLimits,
+    SourceCounts,
+    cert_matches,
+)
 from .proxy.context import BindingSink, Context, DialogSink, EventSink
 from .proxy.dialogs import Dialog, DialogState, DialogTable
 from .proxy.failover import Failover
@@ -56,10 +71,19 @@ if TYPE_CHECKING:
     from .identify.auth import DigestAuth
     from .identify.gateways import GatewayInfo, GatewayTable
     from .screen.ratelimit import TokenBucket
+    from .screen.screen import Screen
     from .identify.registrar import Registrar
     from .proxy.routing import OwnAddresses
 
 T = TypeVar("T")
+
+BANNED = "banned"
+TOP_SOURCES_CAP = 10_000  # distinct sources counted per summary interval
+# The screen's verdicts carry nothing to send: one object per reason.
+SCREEN_REASONS = frozenset(("banned", "rate_per_ip", "rate_per_net", "rate_per_gateway",
+                            "scanner", "untrusted_options", "unknown_source"))
+_SCREENED = {r: Drop(r) for r in SCREEN_REASONS}
+_CLOSE_BANNED = Drop(BANNED, close=True)
 
 
 class _Shared(Generic[T]):
@@ -75,6 +99,22 @@ class _Shared(Generic[T]):
         setattr(obj.ctx, self.name, value)
         if isinstance(value, ProxySettings):  # a reload: the call state reads them too
             obj.ctx.calls.s = value
+
+
+@dataclass(slots=True)
+class Setup:
+    """Everything the engine takes from the configuration, built outside the
+    core (sbc.app) and handed over whole by `Engine.reconfigure`."""
+
+    settings: ProxySettings
+    gateways: GatewayTable | None
+    gateway_info: dict[str, GatewayInfo]
+    auth: DigestAuth | None
+    policy: CallPolicy
+    screen: Screen | None
+    ban_rules: BanTable  # limits, ban times and exemptions for the live ban table
+    conn_limits: ConnLimits
+    client_certs: dict[str, str | None]
 
 
 class Engine:
@@ -121,6 +161,18 @@ class Engine:
         self.public = PublicSide(self.ctx, self.failover)
         self.private = BackendSide(self.ctx, self.failover)
         self.verdicts: Counter[str] = Counter()
+        # The screen (None: every message is parsed; in-memory tests) and the
+        # TCP/TLS connections per source (a connection is proof of address).
+        self.screen: Screen | None = None
+        self.conn_limits = ConnLimits()
+        self.conn_counts = SourceCounts()
+        # Gateways that require a TLS client certificate: name -> the name it
+        # must carry (None: any certificate the CA verifies).
+        self.client_certs: dict[str, str | None] = {}
+        self.transport: Counter[str] = Counter()  # what the transports report
+        self.top_sources: Counter[str] = Counter()  # screened sources, per summary interval
+        self._next_ping = float("inf")
+        self.ctx.bans.proved = self.proved
         self._on_timer: dict[TimerKind, Callable[[float, Any, list[Send]], None]] = {
             TimerKind.RETRANSMIT: self._retransmit,
             TimerKind.TIMEOUT: self._timeout,
@@ -131,6 +183,25 @@ class Engine:
             TimerKind.DIALOG_EXPIRE: self._dialog_expired,
             TimerKind.DURATION: self._duration_reached,
         }
+
+    def reconfigure(self, setup: Setup) -> None:
+        """A new configuration, from the next message on: calls in progress,
+        bans, registrations, nonces and rate buckets' state stay."""
+        ctx = self.ctx
+        ctx.bans.take_rules(setup.ban_rules)
+        self.s = setup.settings
+        ctx.gateways = setup.gateways
+        ctx.gateway_info = setup.gateway_info
+        ctx.auth = setup.auth
+        ctx.policy = setup.policy
+        ctx.reply_budget.rate = setup.settings.reply_budget_rate
+        ctx.reply_budget.burst = setup.settings.reply_budget_burst
+        self.screen = setup.screen
+        # The screen's signatures are checked again on the parsed message.
+        ctx.signatures = setup.screen.signatures if setup.screen is not None else None
+        ctx.signatures_on_gateways = setup.screen.apply_to_gateways if setup.screen else False
+        self.conn_limits = setup.conn_limits
+        self.client_certs = setup.client_certs
 
     # ------------------------------------------------------------------ the call state
 
@@ -150,7 +221,13 @@ class Engine:
 
     def receive(self, data: bytes, src: Source, now: float) -> Verdict:
         ctx = self.ctx
-        stream = src.channel == PUBLIC_TCP or src.channel == PUBLIC_TLS
+        channel = src.channel
+        stream = channel == PUBLIC_TCP or channel == PUBLIC_TLS
+        if channel < PRIVATE and self.screen is not None:
+            # The ban first (the bulk of a flood), then rates and signatures.
+            reason = self.screen.check(data, src.host, src.port, now, stream)
+            if reason is not None:
+                return self._screened(reason, src.host, stream)
         try:
             msg = parse_message(data, ctx.s.max_tcp_message if stream else ctx.s.max_datagram,
                                 stream=stream, strict=src.channel < PRIVATE)
@@ -169,6 +246,79 @@ class Engine:
             ctx.drops[verdict.reason] += 1  # type: ignore[union-attr]
         return verdict
 
+    def _screened(self, reason: str, host: str, stream: bool) -> Drop:
+        """A message the screen refused: counted, and its source among the
+        top dropped sources (a capped table). A banned source's connection
+        is closed."""
+        self.ctx.drops[reason] += 1
+        self.verdicts["drop"] += 1
+        top = self.top_sources
+        if host in top or len(top) < TOP_SOURCES_CAP:
+            top[host] += 1
+        if stream and reason == BANNED:
+            return _CLOSE_BANNED
+        return _SCREENED.get(reason) or Drop(reason)
+
+    # ------------------------------------------------------------------ connections
+
+    def connection_opened(self, src: Source, now: float) -> str | None:
+        """A new TCP/TLS connection from `src`: None when it may stay, else why
+        it must be closed (counted here): a banned source, one opening
+        connections over its rate, or over the connection caps."""
+        host = src.host
+        if self.ctx.bans.is_banned(host, now):
+            self._screened(BANNED, host, False)
+            return BANNED
+        if self.screen is not None:
+            over = self.screen.connection(host, src.port, now)
+            if over is not None:
+                self._screened(over, host, False)
+                return over
+        refused = self.conn_counts.admit(host, self.conn_limits)
+        if refused is not None:
+            self.connection_failed(src, refused, now)
+        return refused
+
+    def connection_closed(self, src: Source) -> None:
+        """An admitted connection is gone (the slot of its source frees)."""
+        self.conn_counts.release(src.host)
+
+    def connection_failed(self, src: Source, reason: str, now: float,
+                          detail: str | None = None) -> None:
+        """A connection broke a limit (a deadline, the framing, the handshake,
+        the client certificate): counted (as `detail` when given: the framing
+        fault), and an offense when it is one."""
+        self.transport[detail or reason] += 1
+        if reason in CONNECTION_OFFENSES:
+            self.ctx.bans.offense(src.host, reason, now)
+
+    def certificate_refused(self, src: Source, cert: Mapping[str, Any] | None) -> str | None:
+        """Why the gateway of `src` (by address) refuses the client certificate
+        a TLS connection showed, or None: a gateway that requires one gets
+        one, carrying the configured name when one is set."""
+        gateways = self.ctx.gateways
+        gateway = gateways.by_source(src.host, src.port) if gateways is not None else None
+        if gateway is None or gateway not in self.client_certs:
+            return None
+        if not cert:
+            return CLIENT_CERT_MISSING
+        subject = self.client_certs[gateway]
+        if subject is not None and not cert_matches(cert, subject):
+            return CLIENT_CERT_SUBJECT
+        return None
+
+    def proved(self, host: str, now: float) -> bool:
+        """A source at its address: an open TCP/TLS connection, a live
+        registration, a confirmed dialog, a request authenticated with a
+        nonce bound to it."""
+        return self.conn_counts.get(host) > 0 or self.ctx.proved(host, now)
+
+    # ------------------------------------------------------------------ deadlines
+
+    def start_pings(self, now: float) -> None:
+        """Ping every VOS3000 address from now on (admin readiness, failover)."""
+        self._next_ping = now
+
     def refuse_unframed(self, data: bytes, src: Source, err: SipParseError, now: float) -> list[Send]:
         """What to send before closing a stream whose framing failed (`err`
         from the StreamFramer, `data` what it held): the refusal to an
@@ -180,21 +330,21 @@ class Engine:
         return [] if reply is None else [(src.channel, (src.host, src.port), reply)]
 
     def next_deadline(self) -> float | None:
-        return self.ctx.calls.next_deadline()
+        at = self.ctx.calls.next_deadline()
+        if at is None or self._next_ping < at:
+            return self._next_ping if self._next_ping != float("inf") else at
+        return at
 
     def on_timer(self, now: float) -> list[Send]:
         sends: list[Send] = []
+        if now >= self._next_ping:
+            self._next_ping = now + self.ctx.health.interval
+            sends.extend(self.failover.pings(now))
         calls = self.ctx.calls
         for _deadline, kind, obj in calls.timers.pop_due(now):
             self._on_timer[kind](now, obj, sends)
         calls.expire_accepted(now)
         return sends
-
-    def proved(self, host: str, now: float) -> bool:
-        return self.ctx.proved(host, now)
-
-    def pings(self, now: float) -> list[Send]:
-        return self.failover.pings(now)
 
     def restore_dialog(self, dlg: Dialog, now: float) -> None:
         """A confirmed dialog kept across a restart: back in the table, with its

@@ -59,6 +59,7 @@ class Forward:
 
     sends: list[Send]
     kind = "forward"
+    close = False
 
 
 @dataclass(slots=True)
@@ -67,14 +68,17 @@ class Reply:
 
     sends: list[Send]
     kind = "reply"
+    close = False
 
 
 @dataclass(slots=True)
 class Drop:
-    """Nothing goes on; `reason` names why."""
+    """Nothing goes on; `reason` names why. `close`: the connection it came
+    on (TCP/TLS) must be closed too."""
 
     reason: str
     sends: list[Send] = field(default_factory=list)
+    close: bool = False
     kind = "drop"
 
 

@@ -1,5 +1,8 @@
-"""The I/O shell: binds the sockets, feeds the engine, sends what it returns,
-and runs one loop timer for the engine's earliest deadline."""
+"""The I/O shell's lifecycle: binds the sockets (each transport feeds the one
+pipeline, sbc.io.pipeline), starts and stops, reloads, and answers the
+admin app. The pipeline runs the one loop timer; the shell's periodic work
+(connection deadlines, persistence, housekeeping, the summary line) is
+registered on it."""
 
 from __future__ import annotations
 
@@ -7,28 +10,29 @@ import asyncio
 import signal
 import socket
 import ssl
-from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from . import sdnotify
 from ..admin import PacketTimer, ban_counts, ban_rows, dialog_rows, start_admin
+from ..core.screen.screen import Screen
 from ..admin.timing import HistogramSnapshot
 from ..config import Config, ConfigError, load_config, summary
-from ..config.tls import GatewayTls, server_context
-from ..core.screen.conns import ConnLimits, SourceCounts, overdue
-from ..core.engine import Engine
-from ..core.verdict import MAPPED, PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP, Addr, Channel, Send
+from ..config.tls import server_context
+from ..app import Components, build_components, reconfigure, restart_needed
+from ..core.engine import SCREEN_REASONS, Engine
+from ..core.screen.conns import overdue
+from ..core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP
 from .logsetup import configure_logging, flush_logs, get_logger
+from .pipeline import Pipeline
 from .tcp import TcpConnection
 from .tls import TlsConnection
 from .udp import UdpProtocol
-from ..app import Components, build_components, reconfigure, restart_needed
 
 log = get_logger("sbc.io.server")
 
 SWEEP_INTERVAL = 5.0
 SUMMARY_INTERVAL = 60.0
-TOP_SOURCES_CAP = 10_000  # distinct sources counted per summary interval
 
 
 class Server:
@@ -40,43 +44,33 @@ class Server:
         self.parts: Components = build_components(cfg, self.loop)
         self.engine: Engine = self.parts.engine
         self.engine.on_event = self._event
-        self.screen = self.parts.screen
-        self.banned = self.engine.bans.bans  # the live ban dict, read per datagram
-        self.banned_drops = 0
-        self.screen_drops: Counter[str] = Counter()
-        self.top_sources: Counter[str] = Counter()  # per summary interval, capped
-        # Open connections by public channel, each keyed by the caller's flow.
-        self.conns: dict[Channel, dict[Addr, TcpConnection]] = {PUBLIC_TCP: {}, PUBLIC_TLS: {}}
+        self.pipeline = Pipeline(self.engine, self.loop,
+                                 public_v6=_family(cfg.public.host) == socket.AF_INET6)
+        self.conns = self.pipeline.conns
         self.tcp_conns = self.conns[PUBLIC_TCP]
         self.tls_conns = self.conns[PUBLIC_TLS]
-        self.conn_counts = SourceCounts()  # TCP and TLS, per source address
-        # Proof of return routability, for offenses a forged datagram can cause.
-        self.engine.bans.proved = self.proved
-        self.conn_limits = conn_limits(cfg)
         self.tls_context: ssl.SSLContext | None = None
-        self.tls_clients: dict[str, GatewayTls] = tls_clients(cfg)
-        self.counters: Counter[str] = Counter()
         self._public_udp: asyncio.DatagramTransport | None = None
-        # A dual-stack IPv6 socket reaches IPv4 peers by their mapped address;
-        # the core knows them unmapped (verdict.unmapped).
-        self._public_v6 = _family(cfg.public.host) == socket.AF_INET6
         self._egress: list[asyncio.DatagramTransport] = []
-        self._public_proto: Any = None
+        self._public_proto: UdpProtocol | None = None
         self._tcp_server: asyncio.base_events.Server | None = None
         self._tls_server: asyncio.base_events.Server | None = None
-        self._conn_sweeper: asyncio.TimerHandle | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = float("inf")
-        self._sweeper: asyncio.TimerHandle | None = None
         self._stopped = asyncio.Event()
         self.persist_interval = float(cfg.calls.persist_interval_s)
-        self.timer = PacketTimer()  # engine time per message, for the admin's histogram
         self._admin: Any = None
-        self._pinger: asyncio.TimerHandle | None = None
-        self._persister: asyncio.TimerHandle | None = None
         self._last_summary: dict[str, dict[str, int]] = {}
         self.summary_interval = float(cfg.logging.summary_interval_s)
         self._next_summary = self.loop.time() + self.summary_interval
+
+    @property
+    def screen(self) -> Screen:
+        screen = self.engine.screen
+        assert screen is not None  # the app always builds one
+        return screen
+
+    @property
+    def timer(self) -> PacketTimer:
+        return self.pipeline.timer
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -86,19 +80,21 @@ class Server:
         try:
             for i, (host, port) in enumerate(self.engine.egresses):
                 transport, _ = await loop.create_datagram_endpoint(
-                    lambda i=i: UdpProtocol(self, PRIVATE + i),  # type: ignore[misc]
-                    local_addr=(host, port), family=_family(host),
+                    _udp(self.pipeline, PRIVATE + i), local_addr=(host, port), family=_family(host),
                 )
                 self._egress.append(transport)
+            self.pipeline.egress = list(self._egress)
             if "udp" in cfg.public.transports:
                 self._public_udp, self._public_proto = await loop.create_datagram_endpoint(
-                    lambda: UdpProtocol(self, PUBLIC_UDP),
+                    _udp(self.pipeline, PUBLIC_UDP),
                     local_addr=(cfg.public.host, cfg.public.port),
                     family=_family(cfg.public.host),
                 )
+                self.pipeline.public_udp = self._public_udp
             if "tcp" in cfg.public.transports:
                 self._tcp_server = await loop.create_server(
-                    lambda: TcpConnection(self), cfg.public.host, cfg.public.port,
+                    lambda: TcpConnection(self.pipeline, *self._stream_sizes()),
+                    cfg.public.host, cfg.public.port,
                     reuse_address=True, family=_family(cfg.public.host), backlog=1024,
                 )
             if cfg.public.tls:
@@ -108,16 +104,18 @@ class Server:
                 except (OSError, ValueError) as e:  # the files changed since the check
                     raise OSError(f"tls: {e}") from None
                 self._tls_server = await loop.create_server(
-                    lambda: TlsConnection(self, self._tls_context()), cfg.public.host,
+                    lambda: TlsConnection(self.pipeline, *self._stream_sizes(), self._tls_context()),
+                    cfg.public.host,
                     cfg.public.tls_port, reuse_address=True, family=_family(cfg.public.host),
                     backlog=1024,
                 )
         except OSError:
             self._close_sockets()
             raise
-        self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
-        self._conn_sweeper = loop.call_later(self.conn_limits.sweep_interval, self._sweep_conns)
-        self._persister = loop.call_later(self.persist_interval, self._persist)
+        pipeline = self.pipeline
+        pipeline.every(SWEEP_INTERVAL, self._sweep)
+        pipeline.every(self.engine.conn_limits.sweep_interval, self._sweep_conns)
+        pipeline.every(self.persist_interval, self._persist)
         await self.parts.start()
         if cfg.admin.enabled:
             try:
@@ -126,7 +124,10 @@ class Server:
                 self._close_sockets()
                 raise
         if cfg.admin.enabled or len(self.engine.health) > 1:
-            self._ping()  # for /readyz, and to choose among several VOS3000s
+            # for /readyz, and to choose among several VOS3000s: the first
+            # round goes out now, before sbc says it is serving
+            self.engine.start_pings(loop.time())
+            pipeline.tick()
 
     def request_stop(self) -> None:
         self._stopped.set()
@@ -156,15 +157,14 @@ class Server:
         self._close_sockets()
 
     def _close_sockets(self) -> None:
-        for handle in (self._timer, self._sweeper, self._conn_sweeper, self._persister,
-                       self._pinger):
-            if handle is not None:
-                handle.cancel()
+        self.pipeline.stop()
         for t in (*self._egress, self._public_udp):
             if t is not None:
                 t.close()
         self._egress = []
         self._public_udp = None
+        self.pipeline.egress = []
+        self.pipeline.public_udp = None
         self.parts.close()
 
     def install_signal_handlers(self) -> None:
@@ -195,107 +195,43 @@ class Server:
             except (ssl.SSLError, OSError, ValueError) as e:
                 log.error("reload_failed", error=f"tls: {e}")
                 return False, f"tls: {e}"
-        self.screen = reconfigure(self.parts, new)
+        reconfigure(self.parts, new)
         self.cfg = new
         self.tls_context = tls_context
-        self.conn_limits = conn_limits(new)
-        self.tls_clients = tls_clients(new)
+        self.pipeline.rearm()
         configure_logging(new.logging.format, new.logging.level)
         log.info("reloaded", **summary(new))
         return True, "reloaded"
 
-    # ------------------------------------------------------------------ sending
+    # ------------------------------------------------------------------ periodic work
 
-    def send_all(self, sends: list[Send]) -> None:
-        for channel, addr, data in sends:
-            self.send(channel, addr, data)
-        at = self.engine.next_deadline()
-        if at is not None and at < self._timer_at:
-            self._arm(at)
+    def _stream_sizes(self) -> tuple[int, int]:
+        lim = self.cfg.limits
+        return lim.max_tcp_message, lim.tcp_buffer
 
-    def send(self, channel: int, addr: Addr, data: bytes) -> None:
-        if channel >= PRIVATE:
-            if self._egress:
-                self._egress[channel - PRIVATE].sendto(data, addr)
-        elif channel == PUBLIC_UDP:
-            if self._public_udp is not None:
-                if self._public_v6 and ":" not in addr[0]:
-                    addr = (MAPPED + addr[0], addr[1])
-                self._public_udp.sendto(data, addr)
-        else:
-            conn = self.conns[channel].get(addr)  # type: ignore[index]
-            if conn is None:
-                self.count("tls_flow_gone" if channel == PUBLIC_TLS else "tcp_flow_gone")
-            else:
-                conn.write(data)
-
-    def count(self, what: str) -> None:
-        self.counters[what] += 1
-
-    def screen_drop_counts(self) -> dict[str, int]:
-        counts = dict(self.screen_drops)
-        if self.banned_drops:
-            counts["banned"] = counts.get("banned", 0) + self.banned_drops
-        return counts
-
-    def screen_drop(self, reason: str, host: str) -> None:
-        self.screen_drops[reason] += 1
-        top = self.top_sources
-        if host in top or len(top) < TOP_SOURCES_CAP:
-            top[host] += 1
-
-    # ------------------------------------------------------------------ timers
-
-    def _arm(self, at: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = at
-        self._timer = self.loop.call_at(at, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = float("inf")
-        sends = self.engine.on_timer(self.loop.time())
-        self.send_all(sends)
-        at = self.engine.next_deadline()
-        if at is not None and at < self._timer_at:
-            self._arm(at)
-
-    def _ping(self) -> None:
-        """OPTIONS to each VOS3000 address every admin.ping_interval_s; the
-        engine times each one out on its own deadline."""
-        self._pinger = self.loop.call_later(self.engine.health.interval, self._ping)
-        self.send_all(self.engine.pings(self.loop.time()))
-
-    def _persist(self) -> None:
+    def _persist(self, now: float) -> None:
         """Write the batch of dialog changes (one transaction)."""
         try:
             self.parts.dialogs.flush()
         except Exception as e:  # a full disk must not stop the calls
             log.error("persist_failed", error=str(e))
         flush_logs()
-        self._persister = self.loop.call_later(self.persist_interval, self._persist)
 
     def _tls_context(self) -> ssl.SSLContext:
         assert self.tls_context is not None
         return self.tls_context
 
-    def _sweep_conns(self) -> None:
+    def _sweep_conns(self, now: float) -> None:
         """Close the connections that missed a deadline (handshake, message,
-        first message, idle): one timer for all of them, run often enough
-        for the shortest deadline."""
-        limits = self.conn_limits
-        self._conn_sweeper = self.loop.call_later(limits.sweep_interval, self._sweep_conns)
-        now = self.loop.time()
+        first message, idle): run often enough for the shortest deadline."""
+        limits = self.engine.conn_limits
         late = [(conn, reason) for conns in self.conns.values() for conn in conns.values()
                 if (reason := overdue(conn.clock, limits, now)) is not None]
         for conn, reason in late:
             conn.abort(reason)
 
-    def _sweep(self) -> None:
-        """Housekeeping and the periodic summary (one periodic timer for all of it)."""
-        now = self.loop.time()
-        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+    def _sweep(self, now: float) -> None:
+        """Housekeeping and the periodic summary."""
         try:
             self.parts.housekeeping(now)
         except Exception as e:  # the store failing must not stop the housekeeping timer
@@ -316,13 +252,13 @@ class Server:
         """One aggregated line for what happened since the last one, if anything."""
         e = self.engine
         now = {"verdicts": dict(e.verdicts), "drops": dict(e.drops),
-               "screen_drops": self.screen_drop_counts(),
-               "parse_errors": dict(e.parse_errors), "transport": dict(self.counters)}
+               "screen_drops": {r: n for r, n in e.drops.items() if r in SCREEN_REASONS},
+               "parse_errors": dict(e.parse_errors), "transport": dict(e.transport)}
         delta = {k: {n: c - self._last_summary.get(k, {}).get(n, 0) for n, c in v.items()
                      if c != self._last_summary.get(k, {}).get(n, 0)} for k, v in now.items()}
         self._last_summary = now
-        top = self.top_sources.most_common(10)
-        self.top_sources = Counter()
+        top = e.top_sources.most_common(10)
+        e.top_sources.clear()
         if any(delta.values()):
             log.info("summary", interval_s=self.summary_interval, transactions=len(e.txs),
                      dialogs=len(e.dialogs), tcp_connections=len(self.tcp_conns),
@@ -364,21 +300,17 @@ class Server:
                        "cps": e.policy.current_cps(name, now),
                        **e.policy.figures.get(name, {})} for name in sorted(names)}
 
-    def proved(self, host: str, now: float) -> bool:
-        """A source at its address: the engine's proofs, or an open TCP/TLS connection."""
-        return self.conn_counts.get(host) > 0 or self.engine.proved(host, now)
-
     def stats(self) -> dict[str, Any]:
         e = self.engine
         return {
             "offenses_spared": dict(e.bans.spared),
             "verdicts": dict(e.verdicts),
             "drops": dict(e.drops),
-            "screen_drops": self.screen_drop_counts(),
+            "screen_drops": {r: n for r, n in e.drops.items() if r in SCREEN_REASONS},
             "bans": len(e.bans),
             "parse_errors": dict(e.parse_errors),
-            "transport": dict(self.counters),
-            "top_dropped_sources": dict(self.top_sources.most_common(10)),
+            "transport": dict(e.transport),
+            "top_dropped_sources": dict(e.top_sources.most_common(10)),
             "udp_public_received": self._public_proto.received if self._public_proto else 0,
             "transactions": len(e.txs),
             "dialogs": len(e.dialogs),
@@ -389,17 +321,8 @@ class Server:
         }
 
 
-def conn_limits(cfg: Config) -> ConnLimits:
-    lim = cfg.limits
-    return ConnLimits(max_total=lim.max_tcp_connections,
-                      max_per_source=lim.max_tcp_connections_per_source,
-                      idle=lim.tcp_idle_timeout_s, message_deadline=lim.tcp_message_deadline_s,
-                      handshake_deadline=lim.tls_handshake_timeout_s)
-
-
-def tls_clients(cfg: Config) -> dict[str, GatewayTls]:
-    """The gateways that require a client certificate, by name."""
-    return {gw.name: gw.tls for gw in cfg.gateways if gw.tls.require_client_cert}
+def _udp(pipeline: Pipeline, channel: int) -> Callable[[], UdpProtocol]:
+    return lambda: UdpProtocol(pipeline, channel)
 
 
 def _family(host: str) -> int:

@@ -8,33 +8,31 @@ encryption in between); the channel tells the engine which one it is.
 Limits (`sbc.core.screen.conns` decides, this module applies them): a global and a
 per-source cap at accept, a buffer cap in the framer, and deadlines checked
 by the server's connection sweep. A connection that breaks one is closed,
-counted by reason and, when it is the source's fault, recorded as an offense.
+counted by reason and, when it is the source's fault, recorded as an offense
+(the engine counts and judges; this module only closes).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
-from ..core.screen.conns import FRAMING, OFFENSES, ConnClock
+from ..core.screen.conns import FRAMING, ConnClock
 from ..core.verdict import PUBLIC_TCP, Addr, Channel, Source, unmapped
 from ..sip import SipParseError, StreamFramer
-
-if TYPE_CHECKING:
-    from .server import Server
+from .pipeline import Pipeline
 
 
 class TcpConnection(asyncio.Protocol):
-    __slots__ = ("addr", "admitted", "channel", "clock", "closed", "framer", "server", "transport")
+    __slots__ = ("addr", "admitted", "channel", "clock", "closed", "framer", "pipeline", "transport")
 
-    def __init__(self, server: Server, channel: Channel = PUBLIC_TCP) -> None:
-        self.server = server
+    def __init__(self, pipeline: Pipeline, max_message: int, max_buffer: int,
+                 channel: Channel = PUBLIC_TCP) -> None:
+        self.pipeline = pipeline
         self.channel = channel
         self.transport: asyncio.Transport | None = None
         self.addr: Addr = ("", 0)
-        lim = server.cfg.limits
-        self.framer = StreamFramer(lim.max_tcp_message, lim.tcp_buffer)
-        self.clock = ConnClock(server.loop.time())
+        self.framer = StreamFramer(max_message, max_buffer)
+        self.clock = ConnClock(pipeline.loop.time())
         self.admitted = False  # holds a slot in the per-source table
         self.closed = False
 
@@ -46,76 +44,52 @@ class TcpConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.addr = (unmapped(peer[0]), peer[1])
-        server = self.server
-        now = server.loop.time()
+        now = self.pipeline.loop.time()
         self.clock = ConnClock(now, ready=self.ready_on_connect)
-        if server.screen.bans.is_banned(self.addr[0], now):
-            server.screen_drop("banned", self.addr[0])
-            self._drop()
-            return
-        over = server.screen.connection(self.addr[0], self.addr[1], now)
-        if over is not None:  # opening connections faster than its rate
-            server.screen_drop(over, self.addr[0])
-            self._drop()
-            return
-        refused = server.conn_counts.admit(self.addr[0], server.conn_limits)
-        if refused is not None:
-            self.abort(refused)
+        if not self.pipeline.opened(self.channel, self.addr, self, now):
+            self._drop()  # banned, over its rate or over a cap: counted by the engine
             return
         self.admitted = True
-        server.conns[self.channel][self.addr] = self
 
     ready_on_connect = True  # plain TCP carries SIP from the first byte
 
     def data_received(self, data: bytes) -> None:
-        self.received(data, self.server.loop.time())
+        self.received(data, self.pipeline.loop.time())
 
     def received(self, data: bytes, now: float) -> None:
         """Bytes of SIP (decrypted, on TLS): frame them and hand each message on."""
-        server = self.server
+        pipeline = self.pipeline
         src = Source(self.channel, self.addr[0], self.addr[1])
         try:
             frames = self.framer.feed(data)
         except SipParseError as e:
-            server.count(f"{FRAMING}_{e.reason}")
             # A gateway is told why (400 Bad Content-Length, ...) before the
             # close; anyone else is cut off at once.
-            refusal = server.engine.refuse_unframed(self.framer.pending, src, e, now)
-            for _channel, _addr, reply in refusal:
+            refusal = pipeline.unframed(self.framer.pending, src, e, now)
+            for reply in refusal:
                 self.write(reply)
-            self.abort(FRAMING, counted=False, flush=bool(refusal))
+            self.abort(FRAMING, f"{FRAMING}_{e.reason}", flush=bool(refusal))
             return
         self.clock.fed(now, len(frames), self.framer.buffered)
-        screen = server.screen
         for frame in frames:
             if self.closed:
                 return
             if not frame:  # RFC 5626 keepalive ping: pong
                 self.write(b"\r\n")
                 continue
-            reason = screen.check(frame, src.host, src.port, now, stream=True)
-            if reason is not None:
-                server.screen_drop(reason, src.host)
-                if reason == "banned":
-                    self.close()
-                    return
-                continue
-            verdict = server.engine.receive(frame, src, now)
-            if verdict.sends:
-                server.send_all(verdict.sends)
+            if not pipeline.receive(frame, src, now):
+                self.close()
+                return
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def abort(self, reason: str, counted: bool = True, flush: bool = False) -> None:
-        """Close for breaking a limit: counted by `reason`, an offense when it
-        is one; at once, or (`flush`) once what was written is sent."""
-        server = self.server
-        if counted:
-            server.count(reason)
-        if reason in OFFENSES:
-            server.engine.bans.offense(self.addr[0], reason, server.loop.time())
+    def abort(self, reason: str, detail: str | None = None, flush: bool = False) -> None:
+        """Close for breaking a limit: counted by `detail` or `reason` (an
+        offense when it is one: the engine judges); at once, or (`flush`)
+        once what was written is sent."""
+        self.pipeline.failed(self.channel, self.addr, reason, detail)
         if flush:
             self.close()
         else:
@@ -134,9 +108,5 @@ class TcpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        conns = self.server.conns[self.channel]
-        if conns.get(self.addr) is self:
-            del conns[self.addr]
-        if self.admitted:
-            self.admitted = False
-            self.server.conn_counts.release(self.addr[0])
+        self.pipeline.closed(self.channel, self.addr, self, self.admitted)
+        self.admitted = False

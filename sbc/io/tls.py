@@ -18,20 +18,11 @@ carry the configured name.
 from __future__ import annotations
 
 import ssl
-from typing import TYPE_CHECKING
 
-from ..core.screen.conns import (
-    CLIENT_CERT_MISSING,
-    CLIENT_CERT_SUBJECT,
-    HANDSHAKE_FAILED,
-    cert_matches,
-)
-from ..core.verdict import PUBLIC_TLS
+from ..core.screen.conns import HANDSHAKE_FAILED
+from ..core.verdict import PUBLIC_TLS, Source
+from .pipeline import Pipeline
 from .tcp import TcpConnection
-
-if TYPE_CHECKING:
-    from ..config.tls import GatewayTls
-    from .server import Server
 
 _WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
@@ -41,8 +32,9 @@ class TlsConnection(TcpConnection):
 
     ready_on_connect = False  # not before the handshake
 
-    def __init__(self, server: Server, context: ssl.SSLContext) -> None:
-        super().__init__(server, PUBLIC_TLS)
+    def __init__(self, pipeline: Pipeline, max_message: int, max_buffer: int,
+                 context: ssl.SSLContext) -> None:
+        super().__init__(pipeline, max_message, max_buffer, PUBLIC_TLS)
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self.tls = context.wrap_bio(self._in, self._out, server_side=True)
@@ -50,7 +42,7 @@ class TlsConnection(TcpConnection):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        now = self.server.loop.time()
+        now = self.pipeline.loop.time()
         self._in.write(data)
         if self.clock.ready_at is None:
             try:
@@ -78,7 +70,7 @@ class TlsConnection(TcpConnection):
         except _WANT:
             pass
         except (ssl.SSLError, OSError):
-            self.server.count("tls_error")
+            self.pipeline.count("tls_error")
             self._drop()
             return
         self._flush()  # e.g. TLS 1.3 session tickets, alerts
@@ -91,7 +83,7 @@ class TlsConnection(TcpConnection):
         try:
             self.tls.write(data)
         except (ssl.SSLError, OSError):
-            self.server.count("tls_error")
+            self.pipeline.count("tls_error")
             self._drop()
             return
         self._flush()
@@ -111,18 +103,7 @@ class TlsConnection(TcpConnection):
         super().close()
 
     def _refused_certificate(self) -> str | None:
-        """Why this source's gateway refuses the certificate shown, or None."""
-        server = self.server
-        gateways = server.engine.gateways
-        if gateways is None:
-            return None
-        gateway = gateways.by_source(self.addr[0], self.addr[1])
-        want: GatewayTls | None = server.tls_clients.get(gateway) if gateway else None
-        if want is None or not want.require_client_cert:
-            return None
-        cert = self.tls.getpeercert()
-        if not cert:
-            return CLIENT_CERT_MISSING
-        if want.subject is not None and not cert_matches(cert, want.subject):
-            return CLIENT_CERT_SUBJECT
-        return None
+        """Why this source's gateway refuses the certificate shown, or None
+        (the engine judges: it knows which gateways require one)."""
+        return self.pipeline.engine.certificate_refused(
+            Source(self.channel, self.addr[0], self.addr[1]), self.tls.getpeercert())

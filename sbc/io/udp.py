@@ -1,21 +1,17 @@
-"""UDP: the loop's datagram protocol callbacks feed the engine directly.
+"""UDP: the loop's datagram protocol callbacks feed the pipeline directly.
 
-No task and no await per datagram: `datagram_received` screens the raw bytes
-(bans, rate limits, scanner signatures) before any parse, runs the engine
-synchronously and hands what it returns to the server to send.
+No task and no await per datagram: `datagram_received` hands the bytes, the
+source (IPv4-mapped addresses unmapped) and the time to the pipeline, which
+runs the engine (screen first) synchronously and sends what it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from time import perf_counter
-from typing import TYPE_CHECKING
 
-from ..core.verdict import MAPPED, Channel, Source, unmapped
-
-if TYPE_CHECKING:
-    from .server import Server
+from ..core.verdict import MAPPED, Source, unmapped
+from .pipeline import Pipeline
 
 
 RCVBUF = 8 * 1024 * 1024  # absorbs a flood's bursts while the loop is busy elsewhere
@@ -39,12 +35,11 @@ def set_receive_buffer(sock: socket.socket, size: int) -> int:
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
-    __slots__ = ("channel", "received", "screened", "server", "transport")
+    __slots__ = ("channel", "pipeline", "received", "transport")
 
-    def __init__(self, server: Server, channel: int) -> None:
-        self.server = server
+    def __init__(self, pipeline: Pipeline, channel: int) -> None:
+        self.pipeline = pipeline
         self.channel = channel
-        self.screened = channel < Channel.PRIVATE  # the private side is VOS3000: not screened
         self.received = 0
         self.transport: asyncio.DatagramTransport | None = None
 
@@ -55,31 +50,13 @@ class UdpProtocol(asyncio.DatagramProtocol):
             set_receive_buffer(sock, RCVBUF)
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
-        server = self.server
-        now = server.loop.time()
+        pipeline = self.pipeline
         self.received += 1
         host = addr[0]
         if host[:7] == MAPPED:
             host = unmapped(host)
-        if self.screened:
-            # A banned source is the bulk of a flood: decided here, in two lookups.
-            ban = server.banned.get(host)
-            if ban is not None and now < ban.expires_at:
-                server.banned_drops += 1
-                return
-            reason = server.screen.check(data, host, addr[1], now)
-            if reason is not None:
-                server.screen_drop(reason, host)
-                return
-        if self.received & 7:
-            verdict = server.engine.receive(data, Source(self.channel, host, addr[1]), now)
-        else:  # one message in eight is timed, for the processing-time histogram
-            started = perf_counter()
-            verdict = server.engine.receive(data, Source(self.channel, host, addr[1]), now)
-            server.timer.observe(perf_counter() - started)
-        if verdict.sends:
-            server.send_all(verdict.sends)
+        pipeline.receive(data, Source(self.channel, host, addr[1]), pipeline.loop.time())
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and the like: the peer's problem, not ours.
-        self.server.count("udp_error")
+        self.pipeline.count("udp_error")

@@ -314,10 +314,25 @@ def test_response_without_a_via_left_is_not_forwarded(engine: Engine) -> None:
 
 
 def test_pings_to_backend_and_their_answers(engine: Engine) -> None:
-    ((ch, to, ping),) = engine.pings(0.0)
+    ((ch, to, ping),) = engine.failover.pings(0.0)
     assert ch == PRIVATE and to == ("127.0.0.1", 5070) and ping.startswith(b"OPTIONS sip:127.0.0.1:5070 ")
     assert not engine.health.is_up(0)
     (ok,) = answer(ping, "127.0.0.1", 5070)
     v = engine.receive(ok, BACKEND, 0.01)
     assert v.kind == "drop" and v.reason == "ping_answer"
     assert engine.health.is_up(0) and engine.health.targets[0].last_rtt == pytest.approx(0.01)
+
+def test_pings_are_one_more_deadline_of_the_engine(engine: Engine) -> None:
+    assert engine.next_deadline() is None  # no pings until asked: one node, no admin
+    engine.start_pings(100.0)
+    assert engine.next_deadline() == 100.0
+    sends = engine.on_timer(100.0)
+    assert [(ch, to) for ch, to, data in sends if data.startswith(b"OPTIONS ")] == [
+        (PRIVATE, ("127.0.0.1", 5070))]
+    # the next ping, or the unanswered one's timeout, whichever comes first
+    deadline = engine.next_deadline()
+    assert deadline is not None and 100.0 < deadline <= 100.0 + engine.health.interval
+    assert not [s for s in engine.on_timer(100.0 + engine.health.interval - 0.001)
+                if s[2].startswith(b"OPTIONS ")]
+    assert [s for s in engine.on_timer(100.0 + engine.health.interval)
+            if s[2].startswith(b"OPTIONS ")]

@@ -240,7 +240,7 @@ def test_a_down_primary_is_skipped_by_new_calls(engine: Engine) -> None:
     events: list[tuple[str, dict]] = []
     engine.on_event = lambda ev, **kw: events.append((ev, kw))
     for i in range(3):  # three pings in a row unanswered by the first; the second answers
-        sends = engine.pings(i * 5.0)
+        sends = engine.failover.pings(i * 5.0)
         assert [a for _, a, _ in sends] == [FIRST, SECOND]
         (ok,) = answer(sends[1][2], *SECOND)
         assert engine.receive(ok, B2, i * 5.0 + 0.01).reason == "ping_answer"
@@ -259,7 +259,7 @@ def test_a_down_primary_is_skipped_by_new_calls(engine: Engine) -> None:
     assert [a for ch, a, _ in v.sends if ch >= PRIVATE] == [SECOND]
     # The first comes back after up_after answers.
     for i in range(2):
-        sends = engine.pings(20.0 + i * 5)
+        sends = engine.failover.pings(20.0 + i * 5)
         (ok,) = answer(sends[0][2], *FIRST)
         engine.receive(ok, B1, 20.01 + i * 5)
     assert events[-1] == ("backend_up", {"target": "127.0.0.1:5070", "priority": 0})

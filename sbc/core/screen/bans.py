@@ -97,6 +97,14 @@ class BanTable:
     def __len__(self) -> int:
         return len(self.bans)
 
+    def take_rules(self, other: BanTable) -> None:
+        """The rules of `other` (limits, ban times, exemptions, what counts),
+        this table's bans and offenses kept: a reload."""
+        for attr in ("max_offenses", "bantime", "increment", "max_bantime", "max_entries",
+                     "exempt", "counted"):
+            setattr(self, attr, getattr(other, attr))
+        self.offenses.window = other.offenses.window
+
     def is_banned(self, host: str, now: float) -> bool:
         ban = self.bans.get(host)
         return ban is not None and now < ban.expires_at

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from sbc.config import ConfigError, Transport, parse_config, summary
-from sbc.config.tls import DEFAULT_CIPHERS, server_context
 from sbc.app import ban_table, gateway_table, proxy_settings
+from sbc.config import Transport, parse_config, summary
+from sbc.config.tls import DEFAULT_CIPHERS, server_context
 
 from ..tlscerts import Certs, make_certs
+from .support import config_error
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +30,6 @@ def tls_yaml(certs: Certs, ca: bool = True, extra: str = "") -> str:
         + (f"  ca_file: {certs.ca}\n" if ca else "")
         + extra
     )
-
-
-def error(text: str) -> str:
-    with pytest.raises(ConfigError) as info:
-        parse_config(text, "x.yaml")
-    return str(info.value)
 
 
 def test_defaults() -> None:
@@ -137,6 +132,6 @@ def test_connection_offenses_are_counted_only_when_switched_on() -> None:
         "client_cert_without_ca", "subject_without_require", "require_not_bool", "blank_subject",
         "per_source_over_total", "deadline_zero", "handshake_negative", "offense_not_bool"])
 def test_bad_tls_config(make, expected: str, certs: Certs, tmp_path: Path) -> None:
-    message = error(make(certs, tmp_path))
+    message = str(config_error(make(certs, tmp_path)))
     assert message.startswith(expected.format(tmp=tmp_path)), message
     assert "Traceback" not in message
