@@ -26,8 +26,9 @@ Versions: the working tree and, with --baseline REV, REV checked out as a
 temporary `git worktree` under the run's folder in loadtest/results/ (removed
 at the end).  sbc runs from a version's folder (it is the cwd of
 `python -m sbc run` and first on PYTHONPATH); this is checked on the running
-process.  Runs alternate: baseline, working tree, baseline, ...; the table
-shows medians of --repeat runs.
+process (loadtest/versions.py, shared with flood/bench_flood.py).  Runs
+alternate: baseline, working tree, baseline, ...; the table shows medians
+of --repeat runs.
 
 A measurement, not a test: it fails only when processes cannot be started.
 All traffic is on 127.0.0.1, every SIPp run is bounded by -m and -timeout,
@@ -37,7 +38,6 @@ every wait has a deadline and every process is ended by its PID.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -45,8 +45,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,7 +52,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadtest import bench_calls, harness
+from loadtest import bench_calls
 from loadtest.flood.measure import wait_cpu_settled
 from loadtest.harness import (
     LOOPBACK,
@@ -65,133 +63,13 @@ from loadtest.harness import (
     medians,
     run_pair,
     sipp_binary,
-    write_config,
 )
-from loadtest.targets import Layout, SbcTarget, stop_server
+from loadtest.targets import Layout, stop_server
+from loadtest.versions import Version, VersionSbc, VersionTarget, announce, open_versions
 
 GOAL_KIB_PER_1000 = 300.0
 SBC_LINGER_S = 32.0  # sip.transaction_linger_s when the config does not set it
 PROBE = b"bench_memory drain probe\r\n\r\n"  # not SIP: one parse error on the private side
-
-
-# --------------------------------------------------------------------------
-# Which code sbc runs
-
-
-@dataclass(frozen=True)
-class Version:
-    """One code version: a label, the folder its `sbc` package is imported
-    from, and what it is in git."""
-
-    label: str
-    code_dir: Path
-    commit: str
-    dirty: bool  # uncommitted changes under sbc/
-
-
-def _git(*argv: str, cwd: Path = REPO) -> str:
-    out = subprocess.run(
-        ["git", *argv], cwd=cwd, check=True, capture_output=True, text=True, timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    return out.stdout.strip()
-
-
-def working_tree() -> Version:
-    dirty = bool(_git("status", "--porcelain", "--", "sbc"))
-    return Version("working tree", REPO, _git("rev-parse", "HEAD"), dirty)
-
-
-@contextmanager
-def baseline_worktree(rev: str, where: Path) -> Iterator[Version]:
-    """`rev` checked out (detached) at `where` for the duration; removed after."""
-    commit = _git("rev-parse", "--verify", f"{rev}^{{commit}}")
-    _git("worktree", "add", "--detach", str(where), commit)
-    try:
-        yield Version(f"baseline {rev}", where, commit, False)
-    finally:
-        try:
-            _git("worktree", "remove", "--force", str(where))
-        except subprocess.CalledProcessError as e:
-            print(f"bench_memory: git worktree remove {where}: {e.stderr.strip()}",
-                  file=sys.stderr)
-        _git("worktree", "prune")
-
-
-def check_import(version: Version) -> str:
-    """Where `import sbc` resolves with the env and cwd sbc will get; raises
-    when it is not the version's folder (e.g. a stray installed copy wins)."""
-    env = dict(os.environ, PYTHONPATH=str(version.code_dir))
-    out = subprocess.run(
-        [sys.executable, "-c", "import sbc; print(sbc.__file__)"],
-        cwd=version.code_dir, env=env, check=True, capture_output=True, text=True, timeout=30,
-        stdin=subprocess.DEVNULL,
-    ).stdout.strip()
-    if not Path(out).resolve().is_relative_to(version.code_dir.resolve()):
-        raise HarnessError(f"{version.label}: sbc imports from {out}, not {version.code_dir}")
-    return out
-
-
-def code_fingerprint(code_dir: Path) -> str:
-    """A short hash of every sbc/**/*.py of `code_dir` as it is now: the
-    working tree may change between runs (someone editing it)."""
-    h = hashlib.sha256()
-    for path in sorted((code_dir / "sbc").rglob("*.py")):
-        h.update(str(path.relative_to(code_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()[:12]
-
-
-class VersionSbc(SbcProcess):
-    """SbcProcess running the `sbc` package of `code_dir`.
-
-    SbcProcess.start takes both the child's cwd and the head of its PYTHONPATH
-    from `loadtest.harness.REPO` (read when it starts the child); this points
-    that name at `code_dir` for the call and restores it.  `python -m` puts
-    the cwd first on sys.path, so both matter.  After the start the running
-    process's cwd and PYTHONPATH are checked, so a change in the harness
-    cannot silently run the wrong code.
-    """
-
-    def __init__(self, config_path: Path, workdir: Path, code_dir: Path) -> None:
-        super().__init__(config_path, workdir)
-        self.code_dir = code_dir
-
-    def start(self, timeout: float = 20.0) -> None:
-        saved = harness.REPO
-        harness.REPO = self.code_dir
-        try:
-            super().start(timeout)
-        finally:
-            harness.REPO = saved
-        cwd = Path(os.readlink(f"/proc/{self.pid}/cwd")).resolve()
-        with open(f"/proc/{self.pid}/environ", "rb") as f:
-            env = dict(
-                item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item
-            )
-        head = env.get(b"PYTHONPATH", b"").decode().split(os.pathsep)[0]
-        if cwd != self.code_dir.resolve() or Path(head).resolve() != self.code_dir.resolve():
-            self.stop()
-            raise HarnessError(
-                f"sbc pid {self.pid} runs in {cwd} with PYTHONPATH {head!r}, "
-                f"not {self.code_dir}"
-            )
-
-
-class VersionTarget(SbcTarget):
-    """SbcTarget (bench_calls / targets) whose sbc runs `version`'s code."""
-
-    def __init__(self, version: Version, log_level: str, sets: list[str], tag: str) -> None:
-        super().__init__(log_level, sets)
-        self.version = version
-        self.name = f"sbc-{tag}"
-        self.fingerprints: list[str] = []  # code_fingerprint at each start
-
-    def start(self, workdir: Path, layout: Layout, *, account: bool = False) -> VersionSbc:
-        path = write_config(workdir / "sbc.yaml", self.config(layout, account))
-        self.fingerprints.append(code_fingerprint(self.version.code_dir))
-        sbc = VersionSbc(path, workdir, self.version.code_dir)
-        sbc.start()
-        return sbc
 
 
 # --------------------------------------------------------------------------
@@ -502,30 +380,16 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     root = (args.workdir or REPO / "loadtest" / "results" / f"memory-{stamp}").resolve()
     root.mkdir(parents=True, exist_ok=True)
-    with _versions(args, root) as versions:
-        return _bench(args, root, stamp, versions)
-
-
-@contextmanager
-def _versions(args: argparse.Namespace, root: Path) -> Iterator[list[Version]]:
-    work = working_tree()
-    if args.baseline is None:
-        yield [work]
-        return
-    short = _git("rev-parse", "--short", f"{args.baseline}^{{commit}}")
-    with baseline_worktree(args.baseline, root / f"baseline-{short}") as base:
-        yield [base, work]
+    with open_versions(args.baseline, root, "bench_memory") as chosen:
+        return _bench(args, root, stamp, chosen)
 
 
 def _bench(args: argparse.Namespace, root: Path, stamp: str, versions: list[Version]) -> int:
     mem_sets = ["logging.summary_interval_s=1"]  # the drain check reads the summary line
     if args.linger_s is not None:
         mem_sets.append(f"sip.transaction_linger_s={args.linger_s:g}")
-    tags = ["baseline", "work"] if len(versions) == 2 else ["work"]
-    for v in versions:
-        where = check_import(v)
-        print(f"bench_memory: {v.label}: {v.commit[:10]}{' + uncommitted sbc/' if v.dirty else ''}"
-              f", sbc from {where}", flush=True)
+    tags = [v.tag for v in versions]
+    announce(versions, "bench_memory")
     memory = f"{args.first_sample} then {args.calls} ended calls at {args.rate:g} cps"
     cpu = f"{args.cpu_rate} cps x {args.cpu_seconds:g}s"
     print(

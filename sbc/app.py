@@ -31,7 +31,7 @@ from .core.screen.screen import Screen
 from .core.settings import ProxySettings
 from .state.dialogs import DialogKeeper
 from .firewall.nftset import NftBanSet
-from .io.addresses import address_int
+from .io.addresses import FAST
 from .io.logsetup import get_logger
 from .state.store import Store, from_rows, to_rows
 
@@ -119,7 +119,7 @@ def make_screen(cfg: Config, bans: BanTable, table: GatewayTable, dialogs: Dialo
 
 
 def gateway_table(cfg: Config) -> GatewayTable:
-    return GatewayTable(((gw.name, gw.ip, gw.ip_port) for gw in cfg.gateways), address_int)
+    return GatewayTable(((gw.name, gw.ip, gw.ip_port) for gw in cfg.gateways), FAST)
 
 
 def restart_needed(old: Config, new: Config) -> str | None:
@@ -190,7 +190,7 @@ def conn_limits(cfg: Config) -> ConnLimits:
 
 def ban_table(cfg: Config, gateways: GatewayTable) -> BanTable:
     b = cfg.bans
-    exempt_nets = GatewayTable([("exempt", b.exempt, [])], address_int)
+    exempt_nets = GatewayTable([("exempt", b.exempt, [])], FAST)
     pair_hosts = {host for gw in cfg.gateways for host, _ in gw.ip_port}
 
     def exempt(host: str) -> bool:

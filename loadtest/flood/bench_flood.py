@@ -4,7 +4,7 @@ public UDP socket and drops, and what each one costs.
 
     python3 loadtest/flood/bench_flood.py --scenario options|register|invite|many-sources \\
         [--seconds 5] [--repeat 3] [--rate 0] [--sources 1000000] [--payload options] \\
-        [--set screen.rate_per_ip.rate=1e9] [--json out.json]
+        [--set screen.rate_per_ip.rate=1e9] [--baseline REV] [--json out.json]
 
 For each repeat: a fresh sbc (one gateway, 127.0.0.1 only), a silent UDP
 receiver as VOS3000 (it counts any flood packet that gets through), then the
@@ -25,6 +25,14 @@ socket's drop counter in /proc/net/udp).  sbc's CPU time (utime + stime of
 /proc/PID/stat) is read before the flood and after sbc has worked off its
 queue, and divided by handled packets.  Peak RSS is VmHWM.  The table shows
 medians over the repeats; --json keeps every run.
+
+With --baseline REV the working tree is compared with REV in one invocation
+(loadtest/versions.py, as bench_memory.py does): REV is checked out as a
+temporary `git worktree` under the run's folder (removed at the end), sbc
+runs from each version's folder (checked on the running process), and each
+scenario runs baseline, working tree, baseline, working tree, ... --repeat
+times each.  The table then shows the medians per version and the change
+(working tree - baseline): offered and handled pps, cpu us per packet.
 
 A measurement, not a test.  All traffic goes to 127.0.0.1; the generator is
 bounded by a packet count and by --seconds, and every process is ended by PID.
@@ -65,6 +73,7 @@ from loadtest.flood.generator import (
 from loadtest.flood.measure import udp_socket_drops, wait_cpu_settled
 from loadtest.harness import REPO, HarnessError, format_table, medians
 from loadtest.targets import KamailioTarget, Layout, SbcTarget, Server, set_key, stop_server
+from loadtest.versions import Version, VersionTarget, announce, delta, open_versions
 
 SCENARIOS = ("options", "register", "invite", "many-sources")
 #: Flat-out runs still need a packet bound: this many per second of --seconds.
@@ -85,6 +94,7 @@ class Run:
     handled: int = 0
     handled_pps: float = 0.0
     handled_pct: float = 0.0
+    received: int | None = None  # sbc's udp_public_received: a cross-check of handled
     screened: int = 0
     engine: int = 0
     socket_drops: int | None = None
@@ -184,6 +194,13 @@ def one_run(
         run.handled = totals.handled - before
         run.drops = totals.reasons()
         run.bans = totals.bans
+        if totals.received is not None:
+            run.received = totals.received - before
+            if abs(run.received - run.handled) > 10 + run.received // 100:
+                run.errors.append(
+                    f"sbc counted {run.handled} packets judged but {run.received} "
+                    "received on its public UDP socket"
+                )
     else:
         # No handled counter: what the kernel did not drop was taken off the
         # socket.  Kamailio's reference config counts its drops by reason.
@@ -320,6 +337,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="pin the generator and sbc to one CPU each (default: the scheduler places them)",
     )
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="git revision to compare with the working tree, runs alternated "
+        "(default: the working tree only)",
+    )
     p.add_argument("--json", type=Path, help="write all runs and medians to this file")
     p.add_argument(
         "--workdir", type=Path, help="where runs keep their files (default loadtest/results/<time>)"
@@ -355,6 +378,17 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     root = args.workdir or REPO / "loadtest" / "results" / f"flood-{stamp}"
     root.mkdir(parents=True, exist_ok=True)
+    if args.baseline is not None:
+        root = root.resolve()
+        try:
+            with open_versions(args.baseline, root, "bench_flood") as versions:
+                return compare_versions(args, root, stamp, binary, versions)
+        except subprocess.CalledProcessError as e:
+            print(f"bench_flood: {' '.join(e.cmd)}: {(e.stderr or '').strip()}", file=sys.stderr)
+            return 1
+        except HarnessError as e:
+            print(f"bench_flood: {e}", file=sys.stderr)
+            return 1
     print(
         f"bench_flood: {', '.join(args.scenarios)}; {args.seconds:g}s per run at "
         f"{'flat out' if not args.rate else f'{args.rate:g} pps'}, {args.repeat} repeat(s); "
@@ -419,6 +453,180 @@ def main(argv: list[str] | None = None) -> int:
                 "generator": str(binary),
                 "workdir": str(root),
             },
+            "results": results,
+        }
+        args.json.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
+
+
+# --------------------------------------------------------------------------
+# --baseline REV: two code versions, alternated
+
+
+def run_line(label: str, run: Run) -> str:
+    note = f"  ! {'; '.join(run.errors)}" if run.errors else ""
+    top = ", ".join(f"{k} {v}" for k, v in list(run.drops_pps.items())[:4])
+    return (
+        f"  {label} run {run.repeat}: offered {run.offered_pps:.0f} pps, "
+        f"handled {run.handled_pps:.0f} pps ({run.handled_pct}%), "
+        f"socket drops {run.socket_drops}, cpu {run.cpu_us_per_packet} us/pkt "
+        f"({run.cpu_pct}%), rss {run.peak_rss_mib} MiB, bans {run.bans}; "
+        f"pps by reason: {top}{note}"
+    )
+
+
+#: (heading, key, format) of the table with --baseline; every cell is text.
+COMPARE_COLUMNS = [
+    ("scenario", "scenario"),
+    ("version", "version"),
+    ("offered pps", "offered_pps"),
+    ("handled pps", "handled_pps"),
+    ("handled %", "handled_pct"),
+    ("sock drops", "socket_drops"),
+    ("cpu %", "cpu_pct"),
+    ("cpu us/pkt", "cpu_us_per_packet"),
+    ("rss MiB", "peak_rss_mib"),
+    ("bans", "bans"),
+    ("to VOS", "to_backend"),
+]
+_FORMATS = {key: fmt for _, key, fmt in COLUMNS}
+
+
+def _cell(key: str, value: Any) -> str:
+    return "-" if value is None else _FORMATS.get(key, "{}").format(value)
+
+
+def _change(key: str, base: float | None, work: float | None) -> str:
+    """`+d (+p%)` for the columns compared, blank for the others."""
+    diff = delta(base, work)
+    if diff is None:
+        return "-"
+    digits = 2 if key == "cpu_us_per_packet" else 0
+    pct = delta(base, work, percent=True)
+    return f"{diff:+.{digits}f}" + ("" if pct is None else f" ({pct:+.1f}%)")
+
+
+CHANGED = ("offered_pps", "handled_pps", "cpu_us_per_packet")
+
+
+def compare_rows(
+    scenario: str, labels: list[str], meds: list[dict[str, Any]]
+) -> list[dict[str, str]]:
+    """One text row per version, then the change working tree - baseline."""
+    rows = [
+        {"scenario": scenario, "version": label}
+        | {key: _cell(key, med.get(key)) for _, key in COMPARE_COLUMNS[2:]}
+        for label, med in zip(labels, meds, strict=True)
+    ]
+    base, work = meds
+    change = {"scenario": scenario, "version": "change"}
+    change |= {key: _change(key, base.get(key), work.get(key)) if key in CHANGED else ""
+               for _, key in COMPARE_COLUMNS[2:]}
+    return [*rows, change]
+
+
+def compare_table(rows: list[dict[str, str]]) -> str:
+    return format_table(rows, [(head, key, "{}") for head, key in COMPARE_COLUMNS])
+
+
+def compare_versions(
+    args: argparse.Namespace, root: Path, stamp: str, binary: Path, versions: list[Version]
+) -> int:
+    """Each scenario: baseline, working tree, baseline, ... --repeat times each."""
+    announce(versions, "bench_flood")
+    print(
+        f"bench_flood: {', '.join(args.scenarios)}; {args.seconds:g}s per run at "
+        f"{'flat out' if not args.rate else f'{args.rate:g} pps'}, {args.repeat} repeat(s) "
+        f"per version, alternated; files in {root}",
+        flush=True,
+    )
+    loadavg_at_start = os.getloadavg()
+    print(f"bench_flood: load average {loadavg_at_start[0]:.2f} on {os.cpu_count()} CPUs "
+          "(other work on the machine moves the figures)", flush=True)
+    targets = [VersionTarget(v, args.log_level, args.set) for v in versions]
+    labels = [v.label for v in versions]
+    results: list[dict[str, Any]] = []
+    rows: list[dict[str, str]] = []
+    reasons: list[str] = []
+    problems: list[str] = []
+    for scenario in args.scenarios:
+        runs: list[list[Run]] = [[] for _ in versions]
+        codes: list[list[str]] = [[] for _ in versions]
+        for repeat in range(1, args.repeat + 1):
+            for i, target in enumerate(targets):
+                try:
+                    run = one_run(scenario, repeat, args, root, target=target)
+                except (HarnessError, OSError, subprocess.SubprocessError, TypeError,
+                        ValueError) as e:
+                    print(f"bench_flood: {scenario} {labels[i]} run {repeat} failed to run: {e}",
+                          file=sys.stderr)
+                    return 1
+                runs[i].append(run)
+                codes[i].append(target.fingerprints[-1])
+                problems += [f"{scenario} {labels[i]} run {repeat}: {m}" for m in run.errors]
+                print(run_line(f"{scenario} {labels[i]}", run), flush=True)
+                time.sleep(0.2)
+        meds = [median_of(r) for r in runs]
+        rows += compare_rows(scenario, labels, meds)
+        for label, med in zip(labels, meds, strict=True):
+            top = ", ".join(f"{k} {v:.0f}" for k, v in med["drops_pps"].items())
+            reasons.append(f"{scenario}, {label}: pps by reason: {top}")
+        for version, cs in zip(versions, codes, strict=True):
+            if len(set(cs)) > 1:
+                problems.append(f"{scenario} {version.label}: sbc/ changed during the benchmark; "
+                                f"runs used {len(set(cs))} different codes ({', '.join(cs)})")
+        results.append({
+            "scenario": scenario,
+            "versions": [
+                {"version": asdict(v) | {"code_dir": str(v.code_dir)}, "codes": cs,
+                 "median": med, "runs": [asdict(r) for r in rs]}
+                for v, cs, med, rs in zip(versions, codes, meds, runs, strict=True)
+            ],
+            "change": {key: delta(meds[0].get(key), meds[1].get(key)) for key in NUMERIC},
+        })
+
+    print()
+    print(
+        f"median of {args.repeat} run(s) per version, alternated; offered = generator (gen.c) "
+        "send rate; handled = packets sbc counted (screen drops + engine verdicts) / flood "
+        "seconds; sock drops = kernel drops at sbc's public socket; cpu = sbc utime+stime per "
+        "handled packet; change = working tree - baseline (in % of the baseline)"
+    )
+    print(compare_table(rows))
+    print()
+    for line in reasons:
+        print(line)
+    if problems:
+        print(f"\n{len(problems)} problem(s) seen; see the JSON / run folders:")
+        for msg in problems:
+            print(f"  - {msg.splitlines()[0]}")
+    if args.json:
+        doc = {
+            "meta": {
+                "started": stamp,
+                "scenarios": args.scenarios,
+                "seconds": args.seconds,
+                "repeat": args.repeat,
+                "rate": args.rate,
+                "sources": args.sources,
+                "payload": args.payload,
+                "set": args.set,
+                "log_level": args.log_level,
+                "baseline": args.baseline,
+                "versions": [asdict(v) | {"code_dir": str(v.code_dir)} for v in versions],
+                "cpus": os.cpu_count(),
+                "loadavg_at_start": loadavg_at_start,
+                "loadavg_at_end": os.getloadavg(),
+                "pinned": {
+                    k: sorted(v) if v else None
+                    for k, v in zip(("generator", "sbc"), cpu_plan(args.pin), strict=True)
+                },
+                "python": platform.python_version(),
+                "generator": str(binary),
+                "workdir": str(root),
+            },
+            "table": rows,
             "results": results,
         }
         args.json.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")

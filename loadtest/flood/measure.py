@@ -49,13 +49,18 @@ def wait_cpu_settled(sbc: _HasCpu, quiet: float = 0.2, timeout: float = 5.0) -> 
 
 @dataclass
 class SbcTotals:
-    """What sbc counted over its life, from the `stopped` line (server.stats())."""
+    """What sbc counted over its life, from the `stopped` line (server.stats()):
+    the screen's drops (`screen_drops`) apart from what the engine decided
+    after the parse (`verdicts`, `drops`), so `handled` counts each packet
+    once; `received` is `udp_public_received` (datagrams taken off the public
+    UDP socket, a cross-check)."""
 
     screen_drops: dict[str, int] = field(default_factory=dict)
     verdicts: dict[str, int] = field(default_factory=dict)
     drops: dict[str, int] = field(default_factory=dict)
     parse_errors: dict[str, int] = field(default_factory=dict)
     bans: int = 0
+    received: int | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -63,19 +68,24 @@ class SbcTotals:
         lines = sbc.named("stopped")
         if not lines:
             raise HarnessError(f"sbc printed no 'stopped' line\n{sbc.output_tail()}")
-        doc = lines[-1]
+        return cls.from_stats(lines[-1])
 
+    @classmethod
+    def from_stats(cls, doc: dict[str, Any]) -> SbcTotals:
         def counts(key: str) -> dict[str, int]:
             value = doc.get(key)
             return {str(k): int(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
+        screen, verdicts, drops = counts("screen_drops"), counts("verdicts"), counts("drops")
         bans = doc.get("bans")
+        received = doc.get("udp_public_received")
         return cls(
-            screen_drops=counts("screen_drops"),
-            verdicts=counts("verdicts"),
-            drops=counts("drops"),
+            screen_drops=screen,
+            verdicts=verdicts,
+            drops=drops,
             parse_errors=counts("parse_errors"),
             bans=bans if isinstance(bans, int) else 0,
+            received=received if isinstance(received, int) else None,
             raw=doc,
         )
 

@@ -17,13 +17,24 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..admin.timing import PacketTimer
 from ..core.engine import Engine
 from ..core.screen.conns import ConnClock
 from ..sip import SipParseError
-from ..core.verdict import MAPPED, PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP, Addr, Channel, Send, Source
+from ..core.verdict import (
+    MAPPED,
+    PRIVATE,
+    PUBLIC_TCP,
+    PUBLIC_TLS,
+    PUBLIC_UDP,
+    Addr,
+    Channel,
+    Send,
+    Source,
+    unmapped,
+)
 
 
 class Conn(Protocol):
@@ -64,17 +75,47 @@ class Pipeline:
         # Open connections by public channel, each keyed by the caller's flow.
         self.conns: dict[int, dict[Addr, Conn]] = {PUBLIC_TCP: {}, PUBLIC_TLS: {}}
         self.timer = PacketTimer()  # engine time per message, for the admin's histogram
-        self.received = 0
+        self._received: dict[int, list[int]] = {}  # messages in, by channel: [count]
         self._handle: asyncio.TimerHandle | None = None
         self._at = float("inf")
         self._periodic: list[_Every] = []
 
     # ------------------------------------------------------------------ bytes in
 
+    def datagram_handler(self, channel: int) -> Callable[[bytes, tuple[Any, ...]], None]:
+        """The `datagram_received` of a UDP socket on `channel`: `receive`
+        with every name it needs bound once, since it runs per datagram."""
+        engine_receive = self.engine.receiver(channel)
+        send_all = self.send_all
+        clock = self.loop.time
+        timer = self.timer
+        received = self._received.setdefault(channel, [0])
+
+        def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+            host = addr[0]
+            if host[:7] == MAPPED:
+                host = unmapped(host)
+            received[0] += 1
+            if received[0] & 7:
+                verdict = engine_receive(data, host, addr[1], clock())
+            else:  # one message in eight is timed, for the processing-time histogram
+                started = perf_counter()
+                verdict = engine_receive(data, host, addr[1], clock())
+                timer.observe(perf_counter() - started)
+            if verdict.sends:
+                send_all(verdict.sends)
+
+        return datagram_received
+
+    def received(self, channel: int) -> int:
+        """Messages taken in on `channel`."""
+        return self._received.get(channel, [0])[0]
+
     def receive(self, data: bytes, src: Source, now: float) -> bool:
-        """One message from a transport; False when its connection must close."""
-        self.received += 1
-        if self.received & 7:
+        """One message from a stream; False when its connection must close."""
+        count = self._received.setdefault(src.channel, [0])
+        count[0] += 1
+        if count[0] & 7:
             verdict = self.engine.receive(data, src, now)
         else:  # one message in eight is timed, for the processing-time histogram
             started = perf_counter()

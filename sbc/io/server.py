@@ -20,7 +20,7 @@ from ..admin.timing import HistogramSnapshot
 from ..config import Config, ConfigError, load_config, summary
 from ..config.tls import server_context
 from ..app import Components, build_components, reconfigure, restart_needed
-from ..core.engine import SCREEN_REASONS, Engine
+from ..core.engine import Engine
 from ..core.screen.conns import overdue
 from ..core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP
 from .logsetup import configure_logging, flush_logs, get_logger
@@ -251,8 +251,8 @@ class Server:
     def _log_summary(self) -> None:
         """One aggregated line for what happened since the last one, if anything."""
         e = self.engine
-        now = {"verdicts": dict(e.verdicts), "drops": dict(e.drops),
-               "screen_drops": {r: n for r, n in e.drops.items() if r in SCREEN_REASONS},
+        now = {"verdicts": dict(e.verdicts), "drops": e.drop_counts(),
+               "screen_drops": e.screen_drop_counts(),
                "parse_errors": dict(e.parse_errors), "transport": dict(e.transport)}
         delta = {k: {n: c - self._last_summary.get(k, {}).get(n, 0) for n, c in v.items()
                      if c != self._last_summary.get(k, {}).get(n, 0)} for k, v in now.items()}
@@ -305,8 +305,8 @@ class Server:
         return {
             "offenses_spared": dict(e.bans.spared),
             "verdicts": dict(e.verdicts),
-            "drops": dict(e.drops),
-            "screen_drops": {r: n for r, n in e.drops.items() if r in SCREEN_REASONS},
+            "drops": e.drop_counts(),
+            "screen_drops": e.screen_drop_counts(),
             "bans": len(e.bans),
             "parse_errors": dict(e.parse_errors),
             "transport": dict(e.transport),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from ..core.verdict import MAPPED, Source, unmapped
 from .pipeline import Pipeline
 
 
@@ -35,27 +34,28 @@ def set_receive_buffer(sock: socket.socket, size: int) -> int:
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
-    __slots__ = ("channel", "pipeline", "received", "transport")
+    """One UDP socket: each datagram goes to the pipeline's engine as
+    `(data, source, now)` and what the verdict carries goes out. The
+    callback is a closure over what it needs (`Pipeline.datagram_handler`):
+    for a flood of banned sources this call is most of sbc's work."""
+
+    __slots__ = ("channel", "datagram_received", "pipeline", "transport")
 
     def __init__(self, pipeline: Pipeline, channel: int) -> None:
         self.pipeline = pipeline
         self.channel = channel
-        self.received = 0
         self.transport: asyncio.DatagramTransport | None = None
+        self.datagram_received = pipeline.datagram_handler(channel)  # type: ignore[method-assign, assignment]
+
+    @property
+    def received(self) -> int:
+        return self.pipeline.received(self.channel)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if sock is not None:
             set_receive_buffer(sock, RCVBUF)
-
-    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
-        pipeline = self.pipeline
-        self.received += 1
-        host = addr[0]
-        if host[:7] == MAPPED:
-            host = unmapped(host)
-        pipeline.receive(data, Source(self.channel, host, addr[1]), pipeline.loop.time())
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and the like: the peer's problem, not ours.

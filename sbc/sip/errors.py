@@ -69,11 +69,3 @@ class SipParseError(ValueError):
         self.reason = reason
         self.status_hint = status_hint
         self.extra = extra
-
-    def refusal(self, data: bytes, to_tag: bytes) -> bytes | None:
-        """The reply to the request `data` that this error refuses, built from
-        whatever of it can be read, or None (a response, an ACK, or no Via to
-        answer along). See validate.refusal."""
-        from .validate import refusal  # validate imports this module; only errors get here
-
-        return refusal(data, self, to_tag)

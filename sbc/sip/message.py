@@ -17,6 +17,29 @@ from collections.abc import Iterator
 Header = tuple[str, bytes]
 
 
+# RFC 3261 §7.3.3 compact forms, plus the ones later RFCs registered.
+COMPACT = {
+    "i": "call-id",
+    "m": "contact",
+    "e": "content-encoding",
+    "l": "content-length",
+    "c": "content-type",
+    "f": "from",
+    "s": "subject",
+    "k": "supported",
+    "t": "to",
+    "v": "via",
+    "o": "event",
+    "r": "refer-to",
+    "b": "referred-by",
+    "u": "allow-events",
+    "x": "session-expires",
+    "y": "identity",
+    "a": "accept-contact",
+    "j": "reject-contact",
+    "d": "request-disposition",
+}
+
 def header_value(raw: bytes) -> bytes:
     """The value part of a raw header line, unfolded and stripped."""
     value = raw[raw.index(b":") + 1 :]

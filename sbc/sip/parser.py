@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .errors import SipParseError
-from .message import Header, Message, header_value
+from .message import COMPACT, Header, Message, header_value
 from .validate import (
     CONTACT_VALUE,
     MAX_FORWARDS,
@@ -41,29 +41,6 @@ from .validate import (
     proxy_require,
     request_line_fault,
 )
-
-# RFC 3261 §7.3.3 compact forms, plus the ones later RFCs registered.
-COMPACT = {
-    "i": "call-id",
-    "m": "contact",
-    "e": "content-encoding",
-    "l": "content-length",
-    "c": "content-type",
-    "f": "from",
-    "s": "subject",
-    "k": "supported",
-    "t": "to",
-    "v": "via",
-    "o": "event",
-    "r": "refer-to",
-    "b": "referred-by",
-    "u": "allow-events",
-    "x": "session-expires",
-    "y": "identity",
-    "a": "accept-contact",
-    "j": "reject-contact",
-    "d": "request-disposition",
-}
 
 _TOKEN = frozenset(
     b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"

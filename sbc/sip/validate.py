@@ -23,7 +23,7 @@ import re
 from .build import add_to_tag
 from .errors import SipParseError, reply_phrase
 from .headers import parse_via, split_values
-from .message import header_value
+from .message import COMPACT, header_value
 
 # CTL (RFC 5234 §B.1) but HTAB, CR and LF: the parser already refuses a CR or
 # LF that is not part of a line end or a fold, and HTAB is whitespace (LWS).
@@ -264,8 +264,6 @@ def refusal(data: bytes, err: SipParseError, to_tag: bytes) -> bytes | None:
     the first From, To, Call-ID and CSeq (RFC 3261 §8.2.6.2). None for a
     response (never answered), an ACK (§17.1.1.3), or when the top Via
     cannot be read: there is nothing to answer along."""
-    from .parser import COMPACT  # the parser imports this module
-
     if data[:4] == b"SIP/":
         return None
     end = data.find(b"\r\n\r\n")

@@ -148,7 +148,7 @@ async def test_dual_stack_listener_knows_ipv4_peers_by_their_own_address(tmp_pat
                 f"From: <sip:a@127.0.0.9>;tag={n}\r\nTo: <sip:1@127.0.0.1>\r\nCall-ID: m{n}\r\n"
                 "CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n".encode(), ("127.0.0.1", pub))
         deadline = asyncio.get_running_loop().time() + 5
-        while not server.engine.drops.get("rate_per_ip"):
+        while not server.engine.screen_drop_counts().get("rate_per_ip"):
             assert asyncio.get_running_loop().time() < deadline, server.stats()
             await asyncio.sleep(0.01)
         assert list(server.screen.per_ip) == ["127.0.0.9"]

@@ -157,7 +157,7 @@ async def test_opening_connections_too_fast_is_rate_limited(tmp_path) -> None:
         kept = [await connect(pub, "127.0.0.8") for _ in range(2)] + [await connect(tls, "127.0.0.8")]
         reader, writer = await connect(pub, "127.0.0.8")
         assert await closed_by_sbc(reader)
-        assert server.engine.drops.get("rate_per_ip") == 1
+        assert server.engine.screen_drop_counts().get("rate_per_ip") == 1
         assert offenses(server, "127.0.0.8") == {"rate_limit": 1}
         assert server.engine.conn_counts.get("127.0.0.8") == 3
         other_r, other_w = await connect(pub, "127.0.0.7")
@@ -211,7 +211,7 @@ async def test_repeated_violations_earn_a_ban(tmp_path) -> None:
             "tcp_no_message": 1, "tls_handshake_timeout": 1}
         reader, writer = await connect(pub, "127.0.0.5")  # refused at once now
         assert await closed_by_sbc(reader, timeout=DEADLINE / 2)
-        assert server.engine.drops["banned"] == 1
+        assert server.engine.screen_drop_counts()["banned"] == 1
         writer.close()
 
 

@@ -119,6 +119,11 @@ class Screen:
         ban = self.bans.bans.get(host)
         if ban is not None and now < ban.expires_at:
             return "banned"
+        return self.check_unbanned(data, host, port, now, stream)
+
+    def check_unbanned(self, data: bytes, host: str, port: int, now: float,
+                       stream: bool = False) -> str | None:
+        """`check` past the ban lookup, which the engine has made itself."""
         gateways = self.gateways
         is_gateway = gateways is None or gateways.by_source(host, port) is not None
         over = self._rate(host, is_gateway, now, not stream)
