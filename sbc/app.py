@@ -20,7 +20,7 @@ from .core.identify.auth import (
     account_from_password,
 )
 from .core.screen.bans import BanTable
-from .core.screen.conns import OFFENSES as CONNECTION_OFFENSES
+from .core.reasons import CONNECTION_OFFENSES, Offense
 from .core.screen.conns import ConnLimits
 from .core.proxy.dialogs import DialogTable
 from .core.engine import Engine, Setup
@@ -198,9 +198,13 @@ def ban_table(cfg: Config, gateways: GatewayTable) -> BanTable:
         return (host in pair_hosts or gateways.by_source(host, 1) is not None
                 or exempt_nets.by_source(host, 1) is not None)
 
-    counted = frozenset(kind for kind, on in b.offenses.model_dump().items() if on)
-    if b.offenses.connection:  # one switch for every way a connection breaks a limit
-        counted |= CONNECTION_OFFENSES
+    # Each switch of `bans.offenses` is named after the offense it counts,
+    # but for `connection`: one switch for every way a connection breaks a limit.
+    switches = b.offenses.model_dump()
+    counted = frozenset(Offense(kind) for kind, on in switches.items()
+                        if on and kind != "connection")
+    if b.offenses.connection:
+        counted |= frozenset(CONNECTION_OFFENSES.values())
     if b.offenses.digest_failure:  # and one for every way a digest answer is refused
         counted |= DIGEST_OFFENSES
     return BanTable(max_offenses=b.max_offenses, findtime=b.findtime_s, bantime=b.bantime_s,

@@ -51,13 +51,15 @@ def wait_cpu_settled(sbc: _HasCpu, quiet: float = 0.2, timeout: float = 5.0) -> 
 class SbcTotals:
     """What sbc counted over its life, from the `stopped` line (server.stats()):
     the screen's drops (`screen_drops`) apart from what the engine decided
-    after the parse (`verdicts`, `drops`), so `handled` counts each packet
-    once; `received` is `udp_public_received` (datagrams taken off the public
-    UDP socket, a cross-check)."""
+    after the parse (`verdicts`: forward, reply, drop, absorbed; `drops` and
+    `absorbed` by reason), so `handled` counts each packet once; `received`
+    is `udp_public_received` (datagrams taken off the public UDP socket, a
+    cross-check)."""
 
     screen_drops: dict[str, int] = field(default_factory=dict)
     verdicts: dict[str, int] = field(default_factory=dict)
     drops: dict[str, int] = field(default_factory=dict)
+    absorbed: dict[str, int] = field(default_factory=dict)
     parse_errors: dict[str, int] = field(default_factory=dict)
     bans: int = 0
     received: int | None = None
@@ -83,6 +85,7 @@ class SbcTotals:
             screen_drops=screen,
             verdicts=verdicts,
             drops=drops,
+            absorbed=counts("absorbed"),
             parse_errors=counts("parse_errors"),
             bans=bans if isinstance(bans, int) else 0,
             received=received if isinstance(received, int) else None,
@@ -106,9 +109,11 @@ class SbcTotals:
 
     def reasons(self) -> dict[str, int]:
         """Every drop by reason: `screen:<reason>` and `engine:<reason>`, with
-        the engine's replies and forwards beside them."""
+        what the engine absorbed (`absorbed:<reason>`, no drops), replied and
+        forwarded beside them."""
         out = {f"screen:{k}": v for k, v in self.screen_drops.items()}
         out.update({f"engine:{k}": v for k, v in self.drops.items()})
+        out.update({f"absorbed:{k}": v for k, v in self.absorbed.items()})
         for kind in ("reply", "forward"):
             if self.verdicts.get(kind):
                 out[kind] = self.verdicts[kind]

@@ -31,11 +31,15 @@ class AdminBackend(Protocol):
         ...
 
     def stats(self) -> dict[str, Any]:
-        """Counters: "verdicts", "drops", "screen_drops", "parse_errors",
-        "transport" (each name -> count), "bans", "transactions", "dialogs",
-        "tcp_connections", "tls_connections" (gauges), "udp_public_received",
-        "failovers" (reason -> calls sent on to the next VOS3000); other keys are
-        passed through to /api/stats."""
+        """Counters (each name -> count, by the names of sbc.core.reasons; see
+        `Tally.snapshot`): "verdicts" (forward, reply, drop, absorbed: the
+        engine's), "screen_drops" (drops before the parse, banned included),
+        "drops" (the engine's), "absorbed", "parse_errors", "refusals",
+        "offenses", "offenses_spared", "transport", "failovers" (reason ->
+        calls sent on to the next VOS3000), "top_dropped_sources"; gauges:
+        "bans", "transactions", "dialogs", "tcp_connections",
+        "tls_connections"; "udp_public_received". Other keys are passed
+        through to /api/stats."""
         ...
 
     def gateway_figures(self) -> dict[str, dict[str, int]]:

@@ -1,12 +1,16 @@
 """Prometheus metrics, read from the backend's figures at scrape time.
 
-The engine keeps plain counters (collections.Counter) that cost one addition
-per packet; this collector turns them into metric families only when
+The engine keeps one counter table (sbc.core.tally: plain
+collections.Counter, one addition per packet) under the names of
+sbc.core.reasons; this collector turns it into metric families only when
 Prometheus asks, so the packet path never touches prometheus-client.
 
 Packets by verdict count what reached the engine plus what the screen dropped
 before any parse, so `sum(sbc_drops_total)` equals
-`sbc_packets_total{verdict="drop"}`.
+`sbc_packets_total{verdict="drop"}`. Messages sbc absorbs by design (a
+retransmission, VOS3000's 100 Trying, the answers to its own pings) are the
+verdict "absorbed" and `sbc_absorbed_total`, never drops. Every drop carries
+its stage (screen, parse, identify, match, policy, route, internal).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from prometheus_client.core import (
 )
 
 from .backend import AdminBackend
+from .stats import STAGE_OF
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -67,19 +72,30 @@ def _traffic(stats: Mapping[str, Any]) -> Iterable[Metric]:
     verdicts = _counts(stats, "verdicts")
     screen = _counts(stats, "screen_drops")
     engine = _counts(stats, "drops")
-    packets = CounterMetricFamily("sbc_packets", "Packets by verdict (forward, reply, drop)",
+    packets = CounterMetricFamily("sbc_packets",
+                                  "Packets by verdict (forward, reply, drop, absorbed)",
                                   labels=["verdict"])
-    all_verdicts = {"forward": 0, "reply": 0, **verdicts}
+    all_verdicts = {"forward": 0, "reply": 0, "absorbed": 0, **verdicts}
     all_verdicts["drop"] = all_verdicts.get("drop", 0) + sum(screen.values())
     for verdict, n in sorted(all_verdicts.items()):
         packets.add_metric([verdict], n)
     yield packets
-    drops = CounterMetricFamily("sbc_drops", "Dropped packets by stage (screen, engine) and reason",
+    drops = CounterMetricFamily("sbc_drops", "Dropped packets by stage and reason",
                                 labels=["stage", "reason"])
-    for stage, counts in (("screen", screen), ("engine", engine)):
-        for reason, n in sorted(counts.items()):
-            drops.add_metric([stage, reason], n)
+    for reason, n in sorted(screen.items()):
+        drops.add_metric(["screen", reason], n)
+    for reason, n in sorted(engine.items()):
+        drops.add_metric([STAGE_OF.get(reason, "engine"), reason], n)
     yield drops
+    yield _by("sbc_absorbed", "Messages sbc consumes by design (not attacks), by reason",
+              "reason", _counts(stats, "absorbed"))
+    yield _by("sbc_refusals", "Requests sbc answered with an error or a challenge, by reason",
+              "reason", _counts(stats, "refusals"))
+    yield _by("sbc_offenses", "Offenses recorded towards a ban, by kind",
+              "kind", _counts(stats, "offenses"))
+    yield _by("sbc_offenses_spared",
+              "Offenses not recorded (a proved source, in a forgeable datagram), by kind",
+              "kind", _counts(stats, "offenses_spared"))
     parse = CounterMetricFamily("sbc_parse_errors", "Messages that failed to parse, by reason",
                                 labels=["reason"])
     for reason, n in sorted(_counts(stats, "parse_errors").items()):
@@ -105,6 +121,13 @@ def _traffic(stats: Mapping[str, Any]) -> Iterable[Metric]:
                            ("tls_connections", "sbc_tls_connections", "Open public TLS connections")):
         if isinstance(stats.get(key), int):
             yield GaugeMetricFamily(name, doc, value=stats[key])
+
+
+def _by(name: str, doc: str, label: str, counts: Mapping[str, int]) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, n in sorted(counts.items()):
+        family.add_metric([key], n)
+    return family
 
 
 def _targets(details: Mapping[str, Any]) -> Iterable[Metric]:

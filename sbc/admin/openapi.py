@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.reasons import Stage
+
 _JSON = "application/json"
 
 
@@ -53,10 +55,13 @@ _SCHEMAS: dict[str, Any] = {
               "additionalProperties": True},
     "Rule": {"type": "object", "required": ["rule", "target", "packets"],
              "properties": {"rule": {"type": "string"}, "target": {"type": "string"},
-                            "packets": {"type": "integer"}, "gateway": {"type": "string"}}},
+                            "packets": {"type": "integer"}, "gateway": {"type": "string"},
+                            "stage": {"type": "string", "enum": [*map(str, Stage), "engine"],
+                                      "description": "The stage of an engine drop"}}},
     "Chain": {"type": "object", "required": ["chain", "packets", "rules"],
               "properties": {"chain": {"type": "string",
-                                       "enum": ["screen", "parse", "engine", "limits"]},
+                                       "enum": ["screen", "parse", "engine", "absorbed",
+                                                "refusals", "limits"]},
                              "packets": {"type": "integer"},
                              "rules": {"type": "array", "items": _ref("Rule")},
                              "policy": _COUNTS}},

@@ -22,6 +22,9 @@ message, before any parse (screen/screen.py: bans, rates, scanner
 signatures), exactly as cheap as when the transports did it; a TCP or TLS
 connection is admitted by `connection_opened` (ban, rate, caps).
 
+Everything is counted in one table, `engine.tally` (tally.py), under the
+names of reasons.py; the banned fast path adds to a plain integer there.
+
 Time is passed in; deadlines live in one heap (`next_deadline`, `on_timer`),
 dispatched by kind through a table, and the health pings to VOS3000 are one
 more deadline, so the I/O shell runs a single loop timer for all of them.
@@ -29,7 +32,6 @@ more deadline, so the I/O shell runs a single loop timer for all of them.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
@@ -38,14 +40,17 @@ from ..sip import SipParseError, header_param, parse_message
 from ..sip.validate import refusal
 from .proxy.outbound import BackendSide
 from .screen.bans import BanTable
-from .screen.conns import OFFENSES as CONNECTION_OFFENSES
-from .screen.conns import (
-    CLIENT_CERT_MISSING,
-    CLIENT_CERT_SUBJECT,
-    ConnLimits,
-    SourceCounts,
-    cert_matches,
+from .screen.conns import ConnLimits, SourceCounts, cert_matches
+from .reasons import (
+    CONNECTION_OFFENSES,
+    SCREEN_REASONS,
+    DropReason,
+    Offense,
+    ParseReason,
+    Refusal,
+    TransportEvent,
 )
+from .tally import Tally
 from .proxy.context import BindingSink, Context, DialogSink, EventSink
 from .proxy.dialogs import Dialog, DialogState, DialogTable
 from .proxy.failover import Failover
@@ -78,15 +83,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-BANNED = "banned"
-TOP_SOURCES_CAP = 10_000  # distinct sources counted per summary interval
 # The screen's verdicts carry nothing to send: one object per reason.
-SCREEN_REASONS = frozenset(("banned", "rate_per_ip", "rate_per_net", "rate_per_gateway",
-                            "scanner", "untrusted_options", "unknown_source"))
 _SCREENED = {r: Drop(r) for r in SCREEN_REASONS}
-_BANNED = _SCREENED[BANNED]
+_BANNED = _SCREENED[DropReason.BANNED]
 _new = tuple.__new__  # Source(...) at half the cost, once per datagram
-_CLOSE_BANNED = Drop(BANNED, close=True)
+_CLOSE_BANNED = Drop(DropReason.BANNED, close=True)
 
 
 class _Shared(Generic[T]):
@@ -102,6 +103,8 @@ class _Shared(Generic[T]):
         setattr(obj.ctx, self.name, value)
         if isinstance(value, ProxySettings):  # a reload: the call state reads them too
             obj.ctx.calls.s = value
+        elif isinstance(value, BanTable):  # its offenses are counted in the engine's table
+            value.tally = obj.tally
 
 
 @dataclass(slots=True)
@@ -141,10 +144,6 @@ class Engine:
     backend: _Shared[Addr] = _Shared()
     egresses: _Shared[list[tuple[str, int]]] = _Shared()
     own: _Shared[OwnAddresses] = _Shared()
-    failovers: _Shared[Counter[str]] = _Shared()
-    drops: _Shared[Counter[str]] = _Shared()
-    parse_errors: _Shared[Counter[str]] = _Shared()
-    refusals: _Shared[Counter[str]] = _Shared()
 
     def __init__(self, settings: ProxySettings, *, secret: bytes,
                  on_event: EventSink | None = None,
@@ -156,14 +155,15 @@ class Engine:
                  policy: CallPolicy | None = None,
                  on_bindings: BindingSink | None = None,
                  on_dialog: DialogSink | None = None) -> None:
+        self.tally = Tally()  # every counter of the engine, by the names of reasons.py
         self.ctx = Context(settings, secret=secret,
                            on_event=on_event, gateways=gateways, gateway_info=gateway_info,
                            auth=auth, registrar=registrar, bans=bans, policy=policy,
-                           on_bindings=on_bindings, on_dialog=on_dialog)
+                           on_bindings=on_bindings, on_dialog=on_dialog, tally=self.tally)
+        self.ctx.bans.tally = self.tally
         self.failover = Failover(self.ctx)
         self.public = PublicSide(self.ctx, self.failover)
         self.private = BackendSide(self.ctx, self.failover)
-        self.verdicts: Counter[str] = Counter()
         # The screen (None: every message is parsed; in-memory tests) and the
         # TCP/TLS connections per source (a connection is proof of address).
         self.screen: Screen | None = None
@@ -172,9 +172,6 @@ class Engine:
         # Gateways that require a TLS client certificate: name -> the name it
         # must carry (None: any certificate the CA verifies).
         self.client_certs: dict[str, str | None] = {}
-        self.transport: Counter[str] = Counter()  # what the transports report
-        self.top_sources: Counter[str] = Counter()  # screened sources, per summary interval
-        self._banned = [0]  # messages from banned sources (screen_drop_counts adds them)
         self._next_ping = float("inf")
         self.ctx.bans.proved = self.proved
         self._on_timer: dict[TimerKind, Callable[[float, Any, list[Send]], None]] = {
@@ -230,7 +227,7 @@ class Engine:
             # The ban first, in one lookup: the bulk of a flood ends here.
             ban = self.ctx.bans.bans.get(src[1])
             if ban is not None and now < ban.expires_at:
-                self._banned[0] += 1
+                self.tally.banned[0] += 1
                 return _BANNED if src[0] == PUBLIC_UDP else _CLOSE_BANNED
         return self._receive(data, src, now)
 
@@ -239,7 +236,7 @@ class Engine:
         host and port: a banned source is dropped before a Source is made.
         The UDP transport calls it once per datagram, so every name it needs
         is bound here once."""
-        banned = self._banned
+        banned = self.tally.banned
         receive = self._receive
         if channel >= PRIVATE or self.screen is None:
             return lambda data, host, port, now: receive(data, _new(Source, (channel, host, port)), now)
@@ -254,18 +251,14 @@ class Engine:
 
         return receive_datagram
 
-    @property
-    def banned_drops(self) -> int:
-        """Messages from banned sources, dropped before anything else."""
-        return self._banned[0]
-
     def _receive(self, data: bytes, src: Source, now: float) -> Verdict:
         ctx = self.ctx
         channel = src[0]
         if channel < PRIVATE and self.screen is not None:
             reason = self.screen.check_unbanned(data, src[1], src[2], now, channel != PUBLIC_UDP)
             if reason is not None:
-                return self._screened(reason, src[1])
+                self.tally.screened(reason, src[1])
+                return _SCREENED[reason]
         stream = channel == PUBLIC_TCP or channel == PUBLIC_TLS
         try:
             msg = parse_message(data, ctx.s.max_tcp_message if stream else ctx.s.max_datagram,
@@ -277,49 +270,30 @@ class Engine:
         except SipParseError as e:
             verdict = self._malformed(data, src, e, now)
         except Exception as e:  # a bug of ours must cost one packet, not the process
-            verdict = Drop("internal_error")
-            if ctx.drops["internal_error"] % 1000 == 0:
+            verdict = Drop(DropReason.INTERNAL_ERROR)
+            if self.tally.dropped[DropReason.INTERNAL_ERROR] % 1000 == 0:
                 ctx.on_event("internal_error", error=repr(e)[:200])
-        self.verdicts[verdict.kind] += 1
+        tally = self.tally
+        tally.verdicts[verdict.kind] += 1
         if verdict.kind == "drop":
-            ctx.drops[verdict.reason] += 1  # type: ignore[union-attr]
+            tally.dropped[verdict.reason] += 1  # type: ignore[union-attr]
         return verdict
-
-    def _screened(self, reason: str, host: str) -> Drop:
-        """A message the screen refused: counted, and its source among the
-        top dropped sources (a capped table)."""
-        self.ctx.drops[reason] += 1
-        top = self.top_sources
-        if host in top or len(top) < TOP_SOURCES_CAP:
-            top[host] += 1
-        return _SCREENED.get(reason) or Drop(reason)
-
-    def screen_drop_counts(self) -> dict[str, int]:
-        """Drops before the parse, by reason (banned sources are counted apart,
-        in a plain integer, on the hot path)."""
-        counts = {r: n for r, n in self.ctx.drops.items() if r in SCREEN_REASONS}
-        if self.banned_drops:
-            counts[BANNED] = counts.get(BANNED, 0) + self.banned_drops
-        return counts
-
-    def drop_counts(self) -> dict[str, int]:
-        """Drops after the parse, by reason."""
-        return {r: n for r, n in self.ctx.drops.items() if r not in SCREEN_REASONS}
 
     # ------------------------------------------------------------------ connections
 
-    def connection_opened(self, src: Source, now: float) -> str | None:
+    def connection_opened(self, src: Source, now: float) -> DropReason | TransportEvent | None:
         """A new TCP/TLS connection from `src`: None when it may stay, else why
         it must be closed (counted here): a banned source, one opening
-        connections over its rate, or over the connection caps."""
+        connections over its rate (screen drops), or over the connection caps
+        (transport events)."""
         host = src.host
         if self.ctx.bans.is_banned(host, now):
-            self._banned[0] += 1
-            return BANNED
+            self.tally.banned[0] += 1
+            return DropReason.BANNED
         if self.screen is not None:
             over = self.screen.connection(host, src.port, now)
             if over is not None:
-                self._screened(over, host)
+                self.tally.screened(over, host)
                 return over
         refused = self.conn_counts.admit(host, self.conn_limits)
         if refused is not None:
@@ -330,16 +304,26 @@ class Engine:
         """An admitted connection is gone (the slot of its source frees)."""
         self.conn_counts.release(src.host)
 
-    def connection_failed(self, src: Source, reason: str, now: float,
-                          detail: str | None = None) -> None:
+    def connection_failed(self, src: Source, reason: TransportEvent, now: float,
+                          framing: ParseReason | None = None) -> None:
         """A connection broke a limit (a deadline, the framing, the handshake,
-        the client certificate): counted (as `detail` when given: the framing
-        fault), and an offense when it is one."""
-        self.transport[detail or reason] += 1
-        if reason in CONNECTION_OFFENSES:
-            self.ctx.bans.offense(src.host, reason, now)
+        the client certificate): counted, with the parse reason of a framing
+        fault, and an offense when it is one."""
+        tally = self.tally
+        tally.transport[reason] += 1
+        if framing is not None:
+            tally.parse_errors[framing] += 1
+        offense = CONNECTION_OFFENSES.get(reason)
+        if offense is not None:
+            self.ctx.bans.offense(src.host, offense, now)
 
-    def certificate_refused(self, src: Source, cert: Mapping[str, Any] | None) -> str | None:
+    def transport_event(self, event: TransportEvent) -> None:
+        """Something a transport reports that is no limit broken (an ICMP
+        error, a TLS record that fails, a flow gone): counted."""
+        self.tally.transport[event] += 1
+
+    def certificate_refused(self, src: Source,
+                            cert: Mapping[str, Any] | None) -> TransportEvent | None:
         """Why the gateway of `src` (by address) refuses the client certificate
         a TLS connection showed, or None: a gateway that requires one gets
         one, carrying the configured name when one is set."""
@@ -348,10 +332,10 @@ class Engine:
         if gateway is None or gateway not in self.client_certs:
             return None
         if not cert:
-            return CLIENT_CERT_MISSING
+            return TransportEvent.TLS_CLIENT_CERT_MISSING
         subject = self.client_certs[gateway]
         if subject is not None and not cert_matches(cert, subject):
-            return CLIENT_CERT_SUBJECT
+            return TransportEvent.TLS_CLIENT_CERT_SUBJECT
         return None
 
     def proved(self, host: str, now: float) -> bool:
@@ -417,13 +401,13 @@ class Engine:
         stateless reply naming the fault (400, 416, 420, 505, 513), anyone
         else a silent drop: a scanner learns nothing from silence."""
         ctx = self.ctx
-        ctx.parse_errors[err.reason] += 1
+        self.tally.parse_errors[err.reason] += 1
         if src.channel >= PRIVATE:
-            return Drop("malformed")
-        ctx.bans.offense(src.host, "malformed", now, spoofable=src.channel == PUBLIC_UDP)
+            return Drop(DropReason.MALFORMED)
+        ctx.bans.offense(src.host, Offense.MALFORMED, now, spoofable=src.channel == PUBLIC_UDP)
         reply = self._refusal(data, src, err)
         if reply is None:
-            return Drop("malformed")
+            return Drop(DropReason.MALFORMED)
         return Reply([(src.channel, (src.host, src.port), reply)])
 
     def _refusal(self, data: bytes, src: Source, err: SipParseError) -> bytes | None:
@@ -440,7 +424,7 @@ class Engine:
         # same answer (§8.2.6.2), and its ACK is absorbed as ours (TAG_PREFIX).
         reply = refusal(data, err, ctx.local_tag(data))
         if reply is not None:
-            ctx.refusals["malformed"] += 1
+            self.tally.refusals[Refusal.MALFORMED] += 1
         return reply
 
     # ------------------------------------------------------------------ timers, by kind

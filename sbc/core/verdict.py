@@ -1,7 +1,9 @@
 """What the core decides for each message, and what it asks the transport to send.
 
-A verdict is one of Forward, Reply or Drop. Drops carry a short fixed reason
-name; the same names are counted in metrics and asserted in tests. Sends are
+A verdict is one of Forward, Reply or Drop. A Drop carries its reason, a
+member of `DropReason` or, for a message sbc consumes by design, of
+`Absorbed` (sbc.core.reasons); the same names are counted in metrics and
+asserted in tests. Sends are
 plain tuples (channel, (host, port), bytes) because one is made per packet.
 """
 
@@ -10,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import NamedTuple
+
+from .reasons import Absorbed, DropReason
 
 
 class Channel(IntEnum):
@@ -73,10 +77,12 @@ class Reply:
 
 @dataclass(slots=True)
 class Drop:
-    """Nothing goes on; `reason` names why. `close`: the connection it came
-    on (TCP/TLS) must be closed too."""
+    """Nothing goes on; `reason` names why (or, an `Absorbed` name, that sbc
+    consumed it by design: `sends` may then carry what sbc says itself, such
+    as the CANCEL of an attempt it moved on from). `close`: the connection it
+    came on (TCP/TLS) must be closed too."""
 
-    reason: str
+    reason: DropReason | Absorbed
     sends: list[Send] = field(default_factory=list)
     close: bool = False
     kind = "drop"

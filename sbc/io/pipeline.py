@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from ..admin.timing import PacketTimer
 from ..core.engine import Engine
+from ..core.reasons import ParseReason, TransportEvent
 from ..core.screen.conns import ConnClock
 from ..sip import SipParseError
 from ..core.verdict import (
@@ -46,7 +47,8 @@ class Conn(Protocol):
 
     def close(self) -> None: ...
 
-    def abort(self, reason: str, detail: str | None = None, flush: bool = False) -> None: ...
+    def abort(self, reason: TransportEvent, framing: ParseReason | None = None,
+              flush: bool = False) -> None: ...
 
 
 class Datagrams(Protocol):
@@ -140,18 +142,19 @@ class Pipeline:
         if admitted:
             self.engine.connection_closed(Source(channel, *addr))
 
-    def failed(self, channel: Channel, addr: Addr, reason: str, detail: str | None = None) -> None:
+    def failed(self, channel: Channel, addr: Addr, reason: TransportEvent,
+               framing: ParseReason | None = None) -> None:
         """A connection broke a limit: the engine counts it and judges the offense."""
-        self.engine.connection_failed(Source(channel, *addr), reason, self.loop.time(), detail)
+        self.engine.connection_failed(Source(channel, *addr), reason, self.loop.time(), framing)
 
     def unframed(self, data: bytes, src: Source, err: SipParseError, now: float) -> list[bytes]:
         """A stream whose framing failed: what to write before closing it
         (the refusal to a gateway), or nothing."""
         return [reply for _ch, _addr, reply in self.engine.refuse_unframed(data, src, err, now)]
 
-    def count(self, what: str) -> None:
-        """A transport event (an ICMP error, a TLS error, a framing fault)."""
-        self.engine.transport[what] += 1
+    def count(self, event: TransportEvent) -> None:
+        """A transport event that breaks no limit (an ICMP error, a TLS error, a flow gone)."""
+        self.engine.transport_event(event)
 
     # ------------------------------------------------------------------ bytes out
 
@@ -174,7 +177,8 @@ class Pipeline:
         else:
             conn = self.conns[channel].get(addr)
             if conn is None:
-                self.count("tls_flow_gone" if channel == PUBLIC_TLS else "tcp_flow_gone")
+                self.count(TransportEvent.TLS_FLOW_GONE if channel == PUBLIC_TLS
+                           else TransportEvent.TCP_FLOW_GONE)
             else:
                 conn.write(data)
 

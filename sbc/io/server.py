@@ -249,21 +249,19 @@ class Server:
             log.info(event, **fields)
 
     def _log_summary(self) -> None:
-        """One aggregated line for what happened since the last one, if anything."""
+        """One aggregated line for what happened since the last one, if
+        anything: every table of the engine's tally, as deltas."""
         e = self.engine
-        now = {"verdicts": dict(e.verdicts), "drops": e.drop_counts(),
-               "screen_drops": e.screen_drop_counts(),
-               "parse_errors": dict(e.parse_errors), "transport": dict(e.transport)}
+        now = e.tally.snapshot()
         delta = {k: {n: c - self._last_summary.get(k, {}).get(n, 0) for n, c in v.items()
                      if c != self._last_summary.get(k, {}).get(n, 0)} for k, v in now.items()}
         self._last_summary = now
-        top = e.top_sources.most_common(10)
-        e.top_sources.clear()
+        top = e.tally.take_top(10)
         if any(delta.values()):
             log.info("summary", interval_s=self.summary_interval, transactions=len(e.txs),
                      dialogs=len(e.dialogs), tcp_connections=len(self.tcp_conns),
                      tls_connections=len(self.tls_conns),
-                     bans=len(e.bans), top_dropped_sources=dict(top),
+                     bans=len(e.bans), top_dropped_sources=top,
                      ban_lines_not_logged=self.parts.bans.unlogged,
                      **{k: v for k, v in delta.items() if v})
 
@@ -301,22 +299,20 @@ class Server:
                        **e.policy.figures.get(name, {})} for name in sorted(names)}
 
     def stats(self) -> dict[str, Any]:
+        """The engine's tally (Tally.snapshot: "verdicts", "screen_drops",
+        "drops", "absorbed", "parse_errors", "refusals", "offenses",
+        "offenses_spared", "transport", "failovers"), the top dropped sources,
+        and the gauges."""
         e = self.engine
         return {
-            "offenses_spared": dict(e.bans.spared),
-            "verdicts": dict(e.verdicts),
-            "drops": e.drop_counts(),
-            "screen_drops": e.screen_drop_counts(),
+            **e.tally.snapshot(),
+            "top_dropped_sources": e.tally.top(10),
             "bans": len(e.bans),
-            "parse_errors": dict(e.parse_errors),
-            "transport": dict(e.transport),
-            "top_dropped_sources": dict(e.top_sources.most_common(10)),
             "udp_public_received": self._public_proto.received if self._public_proto else 0,
             "transactions": len(e.txs),
             "dialogs": len(e.dialogs),
             "gateways": self.gateway_figures(),
             "tcp_connections": len(self.tcp_conns),
-            "failovers": dict(e.failovers),
             "tls_connections": len(self.tls_conns),
         }
 

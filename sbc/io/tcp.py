@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 
-from ..core.screen.conns import FRAMING, ConnClock
+from ..core.reasons import ParseReason, TransportEvent
+from ..core.screen.conns import ConnClock
 from ..core.verdict import PUBLIC_TCP, Addr, Channel, Source, unmapped
 from ..sip import SipParseError, StreamFramer
 from .pipeline import Pipeline
@@ -68,7 +69,7 @@ class TcpConnection(asyncio.Protocol):
             refusal = pipeline.unframed(self.framer.pending, src, e, now)
             for reply in refusal:
                 self.write(reply)
-            self.abort(FRAMING, f"{FRAMING}_{e.reason}", flush=bool(refusal))
+            self.abort(TransportEvent.TCP_FRAMING, e.reason, flush=bool(refusal))
             return
         self.clock.fed(now, len(frames), self.framer.buffered)
         for frame in frames:
@@ -85,11 +86,12 @@ class TcpConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def abort(self, reason: str, detail: str | None = None, flush: bool = False) -> None:
-        """Close for breaking a limit: counted by `detail` or `reason` (an
-        offense when it is one: the engine judges); at once, or (`flush`)
-        once what was written is sent."""
-        self.pipeline.failed(self.channel, self.addr, reason, detail)
+    def abort(self, reason: TransportEvent, framing: ParseReason | None = None,
+              flush: bool = False) -> None:
+        """Close for breaking a limit: counted by `reason` (and the parse
+        reason of a framing fault; an offense when it is one: the engine
+        judges); at once, or (`flush`) once what was written is sent."""
+        self.pipeline.failed(self.channel, self.addr, reason, framing)
         if flush:
             self.close()
         else:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ssl
 
-from ..core.screen.conns import HANDSHAKE_FAILED
+from ..core.reasons import TransportEvent
 from ..core.verdict import PUBLIC_TLS, Source
 from .pipeline import Pipeline
 from .tcp import TcpConnection
@@ -52,7 +52,7 @@ class TlsConnection(TcpConnection):
                 return
             except (ssl.SSLError, OSError):
                 self._flush()
-                self.abort(HANDSHAKE_FAILED)
+                self.abort(TransportEvent.TLS_HANDSHAKE_FAILED)
                 return
             self._flush()
             self.clock.ready(now)
@@ -70,7 +70,7 @@ class TlsConnection(TcpConnection):
         except _WANT:
             pass
         except (ssl.SSLError, OSError):
-            self.pipeline.count("tls_error")
+            self.pipeline.count(TransportEvent.TLS_ERROR)
             self._drop()
             return
         self._flush()  # e.g. TLS 1.3 session tickets, alerts
@@ -83,7 +83,7 @@ class TlsConnection(TcpConnection):
         try:
             self.tls.write(data)
         except (ssl.SSLError, OSError):
-            self.pipeline.count("tls_error")
+            self.pipeline.count(TransportEvent.TLS_ERROR)
             self._drop()
             return
         self._flush()
@@ -102,7 +102,7 @@ class TlsConnection(TcpConnection):
             self._flush()
         super().close()
 
-    def _refused_certificate(self) -> str | None:
+    def _refused_certificate(self) -> TransportEvent | None:
         """Why this source's gateway refuses the certificate shown, or None
         (the engine judges: it knows which gateways require one)."""
         return self.pipeline.engine.certificate_refused(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from ..core.reasons import TransportEvent
 from .pipeline import Pipeline
 
 
@@ -59,4 +60,4 @@ class UdpProtocol(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and the like: the peer's problem, not ours.
-        self.pipeline.count("udp_error")
+        self.pipeline.count(TransportEvent.UDP_ERROR)

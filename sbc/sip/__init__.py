@@ -3,7 +3,7 @@
 No asyncio, no sockets, no clock: bytes in, values or SipParseError out.
 """
 
-from .errors import SipParseError
+from .errors import ParseReason, SipParseError
 from .headers import (
     SipUri,
     Via,
@@ -22,6 +22,7 @@ from .parser import StreamFramer, canonical_name, parse_message
 __all__ = [
     "Header",
     "Message",
+    "ParseReason",
     "SipParseError",
     "SipUri",
     "StreamFramer",

@@ -22,7 +22,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from .errors import SipParseError
+from .errors import ParseReason, SipParseError
 
 # The supported algorithms. The order of the challenges is the configured
 # one (RFC 8760 §2.4 lets the server list them in its own preference); see
@@ -70,32 +70,32 @@ def parse_credentials(value: bytes) -> dict[str, str]:
     """Read a Digest Authorization / Proxy-Authorization value into its
     parameters: names lower-cased, quoted values unquoted and unescaped.
 
-    Raises SipParseError("bad_credentials") for any other scheme and for
+    Raises SipParseError(ParseReason.BAD_CREDENTIALS) for any other scheme and for
     anything malformed, including a parameter given twice, more than
     MAX_CREDENTIALS_PARAMS parameters, or more than MAX_CREDENTIALS_SIZE bytes.
     """
     if len(value) > MAX_CREDENTIALS_SIZE:
-        raise SipParseError("bad_credentials")
+        raise SipParseError(ParseReason.BAD_CREDENTIALS)
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
-        raise SipParseError("bad_credentials") from None
+        raise SipParseError(ParseReason.BAD_CREDENTIALS) from None
     if _CONTROL.search(text):
-        raise SipParseError("bad_credentials")
+        raise SipParseError(ParseReason.BAD_CREDENTIALS)
     m = _SCHEME.match(text)
     if m is None or m.group(1).lower() != "digest":
-        raise SipParseError("bad_credentials")
+        raise SipParseError(ParseReason.BAD_CREDENTIALS)
     params: dict[str, str] = {}
     pos = m.end()
     end = len(text)
     while True:
         p = _PARAM.match(text, pos)
         if p is None:
-            raise SipParseError("bad_credentials")
+            raise SipParseError(ParseReason.BAD_CREDENTIALS)
         name = p.group(1).lower()
         quoted = p.group(2)
         if name in params or len(params) >= MAX_CREDENTIALS_PARAMS:
-            raise SipParseError("bad_credentials")
+            raise SipParseError(ParseReason.BAD_CREDENTIALS)
         if quoted is None:
             params[name] = p.group(3)
         elif "\\" in quoted:
@@ -106,7 +106,7 @@ def parse_credentials(value: bytes) -> dict[str, str]:
         if pos == end:
             return params
         if text[pos] != ",":
-            raise SipParseError("bad_credentials")
+            raise SipParseError(ParseReason.BAD_CREDENTIALS)
         pos += 1
 
 

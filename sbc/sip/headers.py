@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import SipParseError
+from .errors import ParseReason, SipParseError
 
 
 def split_values(value: bytes) -> list[bytes]:
@@ -22,7 +22,7 @@ def split_values(value: bytes) -> list[bytes]:
         # Nothing to protect a comma (the usual Via line): split at C speed.
         out = [v.strip() for v in value.split(b",")]
         if not all(out):
-            raise SipParseError("empty_value")
+            raise SipParseError(ParseReason.EMPTY_VALUE)
         return out
     out = []
     depth_angle = False
@@ -48,10 +48,10 @@ def split_values(value: bytes) -> list[bytes]:
             start = i + 1
         i += 1
     if in_quote or depth_angle:
-        raise SipParseError("unterminated_value")
+        raise SipParseError(ParseReason.UNTERMINATED_VALUE)
     out.append(value[start:].strip())
     if any(not v for v in out):
-        raise SipParseError("empty_value")
+        raise SipParseError(ParseReason.EMPTY_VALUE)
     return out
 
 
@@ -75,11 +75,11 @@ def split_hostport(hostport: bytes) -> tuple[str, int | None]:
     if hostport.startswith(b"["):
         close = hostport.find(b"]")
         if close < 0:
-            raise SipParseError("bad_ipv6_reference")
+            raise SipParseError(ParseReason.BAD_IPV6_REFERENCE)
         host = hostport[1:close]
         rest = hostport[close + 1 :]
         if rest and not rest.startswith(b":"):
-            raise SipParseError("bad_hostport")
+            raise SipParseError(ParseReason.BAD_HOSTPORT)
         port_b = rest[1:] if rest else b""
     else:
         colon = hostport.rfind(b":")
@@ -88,14 +88,14 @@ def split_hostport(hostport: bytes) -> tuple[str, int | None]:
         else:
             host, port_b = hostport, b""
     if not host:
-        raise SipParseError("bad_host")
+        raise SipParseError(ParseReason.BAD_HOST)
     try:
         host_s = host.decode("ascii")
     except UnicodeDecodeError:
-        raise SipParseError("bad_host") from None
+        raise SipParseError(ParseReason.BAD_HOST) from None
     if port_b:
         if not port_b.isdigit() or len(port_b) > 5 or not 0 < int(port_b) < 65536:
-            raise SipParseError("bad_port")
+            raise SipParseError(ParseReason.BAD_PORT)
         return host_s, int(port_b)
     return host_s, None
 
@@ -149,7 +149,7 @@ def parse_via(value: bytes) -> Via:
     else:
         m = _SENT_PROTOCOL.match(value)
         if m is None:
-            raise SipParseError("bad_via")
+            raise SipParseError(ParseReason.BAD_VIA)
         transport = m.group(1).upper().decode("ascii")
         rest = value[m.end() :].strip()
     semi = rest.find(b";")
@@ -173,7 +173,7 @@ def parse_uri(uri: bytes) -> SipUri:
     colon = uri.find(b":")
     scheme = uri[:colon].lower() if colon > 0 else b""
     if scheme not in (b"sip", b"sips"):
-        raise SipParseError("bad_uri_scheme")
+        raise SipParseError(ParseReason.BAD_URI_SCHEME)
     rest = uri[colon + 1 :]
     q = rest.find(b"?")
     if q >= 0:
@@ -200,7 +200,7 @@ def _split_name_addr(value: bytes) -> tuple[bytes, bytes]:
     if lt >= 0:
         gt = value.find(b">", lt)
         if gt < 0:
-            raise SipParseError("bad_name_addr")
+            raise SipParseError(ParseReason.BAD_NAME_ADDR)
         return value[lt + 1 : gt].strip(), value[gt + 1 :]
     semi = value.find(b";", i)
     if semi < 0:
@@ -236,4 +236,4 @@ def _skip_display_name(value: bytes) -> int:
         if c == 0x22:
             return off + i + 1
         i += 1
-    raise SipParseError("unterminated_display_name")
+    raise SipParseError(ParseReason.UNTERMINATED_DISPLAY_NAME)

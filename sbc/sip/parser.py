@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .errors import SipParseError
+from .errors import ParseReason, SipParseError
 from .message import COMPACT, Header, Message, header_value
 from .validate import (
     CONTACT_VALUE,
@@ -66,7 +66,7 @@ _KIND = {
     "from": _NAME_ADDR, "to": _NAME_ADDR, "max-forwards": _MAX_FORWARDS,
     "via": _VIA, "contact": _CONTACT, "date": _LATER, "proxy-require": _LATER,
 }
-_DUPLICATE = {name: "duplicate_" + name.replace("-", "_")
+_DUPLICATE = {name: ParseReason("duplicate_" + name.replace("-", "_"))
               for name, kind in _KIND.items() if kind <= _MAX_FORWARDS}
 _FULL_CHECK = {"from": check_name_addr_line, "to": check_name_addr_line,
                "max-forwards": check_max_forwards, "via": check_via,
@@ -106,7 +106,7 @@ def canonical_name(name: bytes) -> str:
     if cached is not None:
         return cached
     if not name or not _TOKEN.issuperset(name):
-        raise SipParseError("bad_header_name")
+        raise SipParseError(ParseReason.BAD_HEADER_NAME)
     lname = name.decode("ascii").lower()
     lname = COMPACT.get(lname, lname)
     if len(_NAME_CACHE) < _NAME_CACHE_MAX:
@@ -163,10 +163,10 @@ def parse_message(data: bytes, max_size: int = DEFAULT_MAX_DATAGRAM, *, stream: 
     line, control octets, single-value headers, CSeq, Content-Length.
     """
     if len(data) > max_size:
-        raise SipParseError("too_large", 513)
+        raise SipParseError(ParseReason.TOO_LARGE, 513)
     end = data.find(b"\r\n\r\n")
     if end < 0:
-        raise SipParseError("no_header_end")
+        raise SipParseError(ParseReason.NO_HEADER_END)
     head = data[:end]
     lines = head.split(b"\r\n")
     nlines = len(lines)
@@ -181,7 +181,7 @@ def parse_message(data: bytes, max_size: int = DEFAULT_MAX_DATAGRAM, *, stream: 
     ends = head.translate(None, NOT_CTL)
     if nlines >= len(_LINE_ENDS) or ends != _LINE_ENDS[nlines - 1]:
         if head.count(b"\n") >= nlines or head.count(b"\r") >= nlines:
-            raise SipParseError("bad_line_break")
+            raise SipParseError(ParseReason.BAD_LINE_BREAK)
         fault = control_fault(lines)
         if fault is not None:
             raise fault
@@ -193,16 +193,16 @@ def parse_message(data: bytes, max_size: int = DEFAULT_MAX_DATAGRAM, *, stream: 
         method = None
         code = start[8:11]
         if len(code) != 3 or not code.isdigit() or start[11:12] not in (b" ", b""):
-            raise SipParseError("bad_status_line")
+            raise SipParseError(ParseReason.BAD_STATUS_LINE)
         status = int(code)
         if status < 100 or status > 699:
-            raise SipParseError("bad_status_code")
+            raise SipParseError(ParseReason.BAD_STATUS_CODE)
         reason = start[12:]
         uri = mbytes = b""
     elif start[:4] == b"SIP/":
         if start[:8] == b"SIP/2.0":
-            raise SipParseError("bad_status_line")
-        raise SipParseError("bad_sip_version", 505)
+            raise SipParseError(ParseReason.BAD_STATUS_LINE)
+        raise SipParseError(ParseReason.BAD_SIP_VERSION, 505)
     else:
         parts = start.split(b" ")
         if len(parts) != 3 or parts[2] != b"SIP/2.0":
@@ -211,13 +211,13 @@ def parse_message(data: bytes, max_size: int = DEFAULT_MAX_DATAGRAM, *, stream: 
         method = _METHODS.get(mbytes)
         if method is None:
             if not mbytes or not _TOKEN.issuperset(mbytes):
-                raise SipParseError("bad_request_line")
+                raise SipParseError(ParseReason.BAD_REQUEST_LINE)
             method = mbytes.decode("ascii")
         # The usual Request-URI: sip:, sips: or tel:, printable, no "<>\"?".
         if uri.translate(None, URI_PLAIN) or not (
                 uri[:4] == b"sip:" or uri[:4] == b"tel:" or uri[:5] == b"sips:"):
             if not uri or b":" not in uri or b"\t" in uri:
-                raise SipParseError("bad_request_line")
+                raise SipParseError(ParseReason.BAD_REQUEST_LINE)
             check_request_uri(uri)
         status = 0
         reason = b""
@@ -244,7 +244,7 @@ def parse_message(data: bytes, max_size: int = DEFAULT_MAX_DATAGRAM, *, stream: 
             first = line[0]
             if first == 32 or first == 9:  # a fold (SP or HTAB) of the line before
                 if not headers:
-                    raise SipParseError("fold_without_header")
+                    raise SipParseError(ParseReason.FOLD_WITHOUT_HEADER)
                 name, prev = headers[-1]
                 headers[-1] = (name, prev + b"\r\n" + line)
                 if kind == _ONCE:
@@ -254,7 +254,7 @@ def parse_message(data: bytes, max_size: int = DEFAULT_MAX_DATAGRAM, *, stream: 
                 continue
             colon = line.find(b":")
             if colon <= 0:
-                raise SipParseError("bad_header_line")
+                raise SipParseError(ParseReason.BAD_HEADER_LINE)
             entry = _line_name(line[: colon + 1])
         lname, kind, value_at = entry
         if kind:
@@ -276,7 +276,7 @@ def parse_message(data: bytes, max_size: int = DEFAULT_MAX_DATAGRAM, *, stream: 
                 later.append(len(headers))
         append((lname, line))
     if not _MANDATORY.issubset(where):
-        raise SipParseError("missing_mandatory_header")
+        raise SipParseError(ParseReason.MISSING_MANDATORY_HEADER)
     required: list[bytes] = []
     if strict:
         for i in later:
@@ -297,23 +297,23 @@ def parse_message(data: bytes, max_size: int = DEFAULT_MAX_DATAGRAM, *, stream: 
     call_id = header_value(raw) if folded else raw[raw.index(b":") + 1 :].strip()
     # Call-ID is a word, or word@word: no whitespace inside (§25.1).
     if len(call_id.split()) != 1:
-        raise SipParseError("bad_call_id")
+        raise SipParseError(ParseReason.BAD_CALL_ID)
     raw = headers[where["cseq"]][1]
     cparts = (header_value(raw) if folded else raw[raw.index(b":") + 1 :]).split()
     if len(cparts) != 2 or not cparts[0].isdigit() or len(cparts[0]) > 10:
-        raise SipParseError("bad_cseq")
+        raise SipParseError(ParseReason.BAD_CSEQ)
     cseq = int(cparts[0])
     if cseq >= 2**31:
-        raise SipParseError("bad_cseq")
+        raise SipParseError(ParseReason.BAD_CSEQ)
     cmethod = cparts[1]
     if method is not None and cmethod == mbytes:
         cseq_method = method  # the request's own, a token already
         if required:
             raise proxy_require(required)
     elif not _TOKEN.issuperset(cmethod):
-        raise SipParseError("bad_cseq")
+        raise SipParseError(ParseReason.BAD_CSEQ)
     elif method is not None:
-        raise SipParseError("cseq_method_mismatch")
+        raise SipParseError(ParseReason.CSEQ_METHOD_MISMATCH)
     else:
         cseq_method = cmethod.decode("ascii")
     content_length = -1
@@ -321,18 +321,18 @@ def parse_message(data: bytes, max_size: int = DEFAULT_MAX_DATAGRAM, *, stream: 
         raw = headers[where["content-length"]][1]
         cl = header_value(raw) if folded else raw[raw.index(b":") + 1 :].strip()
         if not cl.isdigit() or len(cl) > 9:
-            raise SipParseError("bad_content_length")
+            raise SipParseError(ParseReason.BAD_CONTENT_LENGTH)
         content_length = int(cl)
 
     if content_length >= 0:
         if len(body) < content_length:
-            raise SipParseError("body_shorter_than_content_length")
+            raise SipParseError(ParseReason.BODY_SHORTER_THAN_CONTENT_LENGTH)
         if len(body) > content_length:
             if stream:
-                raise SipParseError("body_longer_than_content_length")
+                raise SipParseError(ParseReason.BODY_LONGER_THAN_CONTENT_LENGTH)
             body = body[:content_length]
     elif stream:
-        raise SipParseError("missing_content_length")
+        raise SipParseError(ParseReason.MISSING_CONTENT_LENGTH)
 
     return Message(start, method, uri, status, reason, headers, body, call_id, cseq,
                    cseq_method, content_length >= 0)
@@ -375,7 +375,7 @@ class StreamFramer:
         buf = self._buf
         buf += data
         if len(buf) > self.max_buffer:
-            raise SipParseError("stream_buffer_full", 513)
+            raise SipParseError(ParseReason.STREAM_BUFFER_FULL, 513)
         frames: list[bytes] = []
         while buf:
             total = self._total
@@ -393,12 +393,12 @@ class StreamFramer:
                 end = buf.find(b"\r\n\r\n", self._scan)
                 if end < 0:
                     if len(buf) > self.max_message:
-                        raise SipParseError("too_large", 513)
+                        raise SipParseError(ParseReason.TOO_LARGE, 513)
                     self._scan = max(len(buf) - 3, 0)
                     break
                 total = end + 4 + _stream_content_length(bytes(buf[:end]))
                 if total > self.max_message:
-                    raise SipParseError("too_large", 513)
+                    raise SipParseError(ParseReason.TOO_LARGE, 513)
                 self._total = total
             if len(buf) < total:
                 break
@@ -426,7 +426,7 @@ def _stream_content_length(head: bytes) -> int:
         name = line[:colon].rstrip(b" \t").lower()
         if name == b"content-length" or name == b"l":
             if found >= 0:
-                raise SipParseError("duplicate_content_length")
+                raise SipParseError(ParseReason.DUPLICATE_CONTENT_LENGTH)
             # Read the value as parse_message will, continuation lines
             # included (RFC 3261 §7.3.1), or the two disagree on the frame.
             end = i + 1
@@ -434,8 +434,8 @@ def _stream_content_length(head: bytes) -> int:
                 end += 1
             value = header_value(b"\r\n".join(lines[i:end]))
             if not value.isdigit() or len(value) > 9:
-                raise SipParseError("bad_content_length")
+                raise SipParseError(ParseReason.BAD_CONTENT_LENGTH)
             found = int(value)
     if found < 0:
-        raise SipParseError("missing_content_length")
+        raise SipParseError(ParseReason.MISSING_CONTENT_LENGTH)
     return found

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 
 from .build import add_to_tag
-from .errors import SipParseError, reply_phrase
+from .errors import ParseReason, SipParseError, reply_phrase
 from .headers import parse_via, split_values
 from .message import COMPACT, header_value
 
@@ -95,7 +95,7 @@ def control_fault(lines: list[bytes]) -> SipParseError | None:
     the head split at CRLF), or None when each one is a quoted-pair inside a
     quoted string of a name-addr header. Only called once CTL found one."""
     if CTL.search(lines[0]):
-        return SipParseError("control_char")
+        return SipParseError(ParseReason.CONTROL_CHAR)
     logical: list[bytes] = []
     for line in lines[1:]:
         if line[:1] in (b" ", b"\t") and logical:
@@ -108,7 +108,7 @@ def control_fault(lines: list[bytes]) -> SipParseError | None:
         colon = raw.find(b":")
         name = raw[:colon].rstrip(b" \t").lower() if colon > 0 else b""
         if name not in _QUOTING or CTL.search(_QUOTED.sub(b"", raw[colon + 1 :])):
-            return SipParseError("control_char")
+            return SipParseError(ParseReason.CONTROL_CHAR)
     return None
 
 
@@ -116,12 +116,12 @@ def request_line_fault(start: bytes, parts: list[bytes]) -> SipParseError:
     """Why a request line does not split into Method SP Request-URI SP SIP/2.0
     (RFC 3261 §7.1, RFC 4475 §3.1.2.8-10 and §3.1.2.16)."""
     if len(parts) >= 3 and b"" in parts:
-        return SipParseError("request_line_spaces")  # several SP, or SP at the end
+        return SipParseError(ParseReason.REQUEST_LINE_SPACES)  # several SP, or SP at the end
     if len(parts) > 3 and parts[-1] == b"SIP/2.0":
-        return SipParseError("request_uri_space")
+        return SipParseError(ParseReason.REQUEST_URI_SPACE)
     if len(parts) == 3 and parts[2][:4].upper() == b"SIP/":
-        return SipParseError("bad_sip_version", 505)
-    return SipParseError("bad_request_line")
+        return SipParseError(ParseReason.BAD_SIP_VERSION, 505)
+    return SipParseError(ParseReason.BAD_REQUEST_LINE)
 
 
 def check_request_uri(uri: bytes) -> None:
@@ -130,23 +130,24 @@ def check_request_uri(uri: bytes) -> None:
     a scheme VOS3000 serves (else 416), and for sip/sips no headers part
     (§19.1.1 Table 1; RFC 4475 §3.1.2.11)."""
     if not uri.isascii() or b"<" in uri or b">" in uri or b'"' in uri:
-        raise SipParseError("request_uri_brackets" if uri[:1] == b"<" else "bad_request_uri")
+        raise SipParseError(ParseReason.REQUEST_URI_BRACKETS if uri[:1] == b"<"
+                            else ParseReason.BAD_REQUEST_URI)
     if uri[:4] == b"sip:" or uri[:5] == b"sips:":
         scheme = b"sip"
     else:
         scheme = uri[: uri.find(b":")].lower()
     if scheme == b"sip" or scheme == b"sips":
         if b"?" in uri and b"?" in uri[uri.rfind(b"@") + 1 :]:
-            raise SipParseError("request_uri_headers")
+            raise SipParseError(ParseReason.REQUEST_URI_HEADERS)
     elif scheme != b"tel":
-        raise SipParseError("unsupported_uri_scheme", 416)
+        raise SipParseError(ParseReason.UNSUPPORTED_URI_SCHEME, 416)
 
 
 def check_via(raw: bytes) -> None:
     """One Via header line: no empty value or parameter (RFC 4475 §3.1.2.1)."""
     if VIA_LINE.fullmatch(raw) is None and (
             _EMPTY_VIA.search(raw) or _EMPTY_START.match(raw, raw.find(b":"))):
-        raise SipParseError("bad_via")
+        raise SipParseError(ParseReason.BAD_VIA)
 
 
 def check_top_branch(raw: bytes) -> None:
@@ -156,9 +157,9 @@ def check_top_branch(raw: bytes) -> None:
     p = raw.find(b"branch=z9hG4bK")
     if p >= 0:
         if raw[p + 14 : p + 15] in _BRANCH_END and raw.find(b",", 0, p) < 0:
-            raise SipParseError("bad_branch")
+            raise SipParseError(ParseReason.BAD_BRANCH)
     elif b"z9hG4bK" in raw and parse_via(split_values(header_value(raw))[0]).branch == b"z9hG4bK":
-        raise SipParseError("bad_branch")  # spelled with LWS or another case: read properly
+        raise SipParseError(ParseReason.BAD_BRANCH)  # spelled with LWS or another case: read properly
 
 
 def check_name_addr(value: bytes) -> None:
@@ -170,22 +171,22 @@ def check_name_addr(value: bytes) -> None:
     if value[:1] == b'"':
         m = _QUOTED.match(value)
         if m is None:
-            raise SipParseError("bad_quoted_string")  # RFC 4475 §3.1.2.6
+            raise SipParseError(ParseReason.BAD_QUOTED_STRING)  # RFC 4475 §3.1.2.6
         rest = value[m.end() :].lstrip(b" \t")
         if rest[:1] != b"<":
-            raise SipParseError("bad_name_addr")
+            raise SipParseError(ParseReason.BAD_NAME_ADDR)
         value, lt = rest, 0
     else:
         lt = value.find(b"<")
         if lt > 0 and not _DISPLAY.issuperset(value[:lt]):
-            raise SipParseError("bad_display_name")  # RFC 4475 §3.1.2.15
+            raise SipParseError(ParseReason.BAD_DISPLAY_NAME)  # RFC 4475 §3.1.2.15
     if lt >= 0:
         gt = value.find(b">", lt)
         if gt < 0:
-            raise SipParseError("bad_name_addr")
+            raise SipParseError(ParseReason.BAD_NAME_ADDR)
         inner = value[lt + 1 : gt]
         if not inner or b" " in inner or b"\t" in inner or b"<" in inner:
-            raise SipParseError("bad_name_addr")
+            raise SipParseError(ParseReason.BAD_NAME_ADDR)
         tail = value[gt + 1 :]
     else:
         semi = value.find(b";")
@@ -193,12 +194,12 @@ def check_name_addr(value: bytes) -> None:
         uri = uri.rstrip(b" \t")
         if not uri or b"?" in uri or b"," in uri or b" " in uri or b"\t" in uri or b">" in uri \
                 or b'"' in uri:
-            raise SipParseError("bad_name_addr")  # RFC 4475 §3.1.2.13
+            raise SipParseError(ParseReason.BAD_NAME_ADDR)  # RFC 4475 §3.1.2.13
         tail = b"" if semi < 0 else value[semi:]
     if tail:
         tail = tail.lstrip(b" \t")
         if tail and (tail[:1] != b";" or _EMPTY_PARAM.search(tail)):
-            raise SipParseError("bad_name_addr")
+            raise SipParseError(ParseReason.BAD_NAME_ADDR)
 
 
 def check_name_addr_line(raw: bytes) -> None:
@@ -225,14 +226,14 @@ def check_max_forwards(raw: bytes) -> None:
     """0-255 (RFC 3261 §20.22); leading zeros allowed (RFC 4475 §3.1.1.1)."""
     value = header_value(raw)
     if not value.isdigit() or (value.lstrip(b"0") or b"0") not in MAX_FORWARDS:
-        raise SipParseError("bad_max_forwards")
+        raise SipParseError(ParseReason.BAD_MAX_FORWARDS)
 
 
 def check_date(raw: bytes) -> None:
     """A SIP-date is an rfc1123-date and always GMT (RFC 3261 §20.17, RFC
     4475 §3.1.2.12)."""
     if not header_value(raw).endswith(b" GMT"):
-        raise SipParseError("bad_date")
+        raise SipParseError(ParseReason.BAD_DATE)
 
 
 def proxy_require(raws: list[bytes]) -> SipParseError:
@@ -240,8 +241,8 @@ def proxy_require(raws: list[bytes]) -> SipParseError:
     option tags in Unsupported (RFC 3261 §16.3 step 5, RFC 4475 §3.3.5)."""
     tags = [t.strip() for raw in raws for t in header_value(raw).split(b",")]
     if not tags or not all(t and _TOKEN.issuperset(t) for t in tags):
-        return SipParseError("bad_proxy_require")
-    return SipParseError("proxy_require", 420, (b"Unsupported: " + b", ".join(tags),))
+        return SipParseError(ParseReason.BAD_PROXY_REQUIRE)
+    return SipParseError(ParseReason.PROXY_REQUIRE, 420, (b"Unsupported: " + b", ".join(tags),))
 
 
 # --------------------------------------------------------------------------

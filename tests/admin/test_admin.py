@@ -31,7 +31,18 @@ from sbc.admin.openapi import spec
 from sbc.admin.timing import HistogramSnapshot
 from sbc.config import Config, ConfigError, parse_config
 from sbc.config.admin import AdminConfig
+from sbc.core.reasons import (
+    SCREEN_REASONS,
+    STAGE,
+    Absorbed,
+    DropReason,
+    Offense,
+    ParseReason,
+    Refusal,
+    TransportEvent,
+)
 from sbc.core.screen.bans import BanTable
+from sbc.core.tally import Tally
 from sbc.core.proxy.dialogs import Dialog, DialogState, DialogTable
 from sbc.core.verdict import PUBLIC_TCP, PUBLIC_UDP
 from sbc.io.logsetup import configure_logging, flush_logs
@@ -82,10 +93,13 @@ class FakeBackend:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "verdicts": {"forward": 120, "reply": 30, "drop": 7},
+            "verdicts": {"forward": 120, "reply": 30, "drop": 7, "absorbed": 11},
             "drops": {"malformed": 4, "unknown_source": 3},
             "screen_drops": {"rate_per_ip": 50, "scanner": 9},
+            "absorbed": {"hop_by_hop_100": 8, "ping_answer": 3},
             "parse_errors": {"bad_start_line": 3, "missing_mandatory_header": 1},
+            "refusals": {"method_not_allowed": 2},
+            "offenses": {"scanner": 9},
             "transport": {"tcp_idle_closed": 2},
             "bans": len(self.table),
             "udp_public_received": 216,
@@ -405,10 +419,16 @@ async def test_metrics_parse_and_carry_gateway_labels(make: Make, backend: FakeB
     packets = samples("sbc_packets")
     assert packets[(("verdict", "forward"),)] == 120
     assert packets[(("verdict", "drop"),)] == 7 + 59  # the engine's and the screen's
+    assert packets[(("verdict", "absorbed"),)] == 11  # not drops
     drops = samples("sbc_drops")
     assert drops[(("reason", "rate_per_ip"), ("stage", "screen"))] == 50
-    assert drops[(("reason", "unknown_source"), ("stage", "engine"))] == 3
+    assert drops[(("reason", "unknown_source"), ("stage", "identify"))] == 3
+    assert drops[(("reason", "malformed"), ("stage", "parse"))] == 4
     assert sum(drops.values()) == packets[(("verdict", "drop"),)]
+    assert samples("sbc_absorbed") == {(("reason", "hop_by_hop_100"),): 8,
+                                       (("reason", "ping_answer"),): 3}
+    assert samples("sbc_refusals") == {(("reason", "method_not_allowed"),): 2}
+    assert samples("sbc_offenses") == {(("kind", "scanner"),): 9}
     assert samples("sbc_parse_errors")[(("reason", "bad_start_line"),)] == 3
     assert samples("sbc_gateway_calls_admitted")[(("gateway", "acme"),)] == 40
     assert samples("sbc_gateway_concurrent_calls") == {(("gateway", "acme"),): 2,
@@ -471,17 +491,95 @@ async def test_stats_are_counters_per_rule(make: Make, backend: FakeBackend) -> 
     assert resp.status == 200
     body = await resp.json()
     chains = {c["chain"]: c for c in body["chains"]}
-    assert list(chains) == ["screen", "parse", "engine", "limits"]
+    assert list(chains) == ["screen", "parse", "engine", "absorbed", "refusals", "limits"]
     assert chains["screen"]["packets"] == 59
     assert chains["screen"]["rules"][0] == {"rule": "rate_per_ip", "target": "DROP",
                                             "packets": 50}
     assert chains["engine"]["policy"] == {"forward": 120, "reply": 30}
+    assert chains["engine"]["rules"] == [
+        {"rule": "malformed", "stage": "parse", "target": "DROP", "packets": 4},
+        {"rule": "unknown_source", "stage": "identify", "target": "DROP", "packets": 3}]
+    assert chains["absorbed"]["packets"] == 11 and chains["absorbed"]["rules"][0] == {
+        "rule": "hop_by_hop_100", "target": "ABSORB", "packets": 8}
+    assert chains["refusals"]["rules"] == [
+        {"rule": "method_not_allowed", "target": "REPLY", "packets": 2}]
     assert {"rule": "not_allowed_destination", "gateway": "acme", "target": "REPLY 403",
             "packets": 2} in chains["limits"]["rules"]
     assert {"rule": "gateway_cps", "gateway": "acme", "target": "REPLY 503",
             "packets": 6} in chains["limits"]["rules"]
     assert body["gauges"]["transactions"] == 5
     assert body["counters"]["udp_public_received"] == 216
+
+
+class TallyBackend(FakeBackend):
+    """The fake backend, its counters from a real Tally in which every name
+    of sbc.core.reasons has been counted once."""
+
+    def __init__(self, cfg: Config, clock: Clock) -> None:
+        super().__init__(cfg, clock)
+        tally = self.tally = Tally()
+        tally.banned[0] += 1
+        for reason in DropReason:
+            if reason in SCREEN_REASONS:
+                tally.screened(reason, "192.0.2.1")
+            else:
+                tally.verdicts["drop"] += 1
+                tally.dropped[reason] += 1
+        for absorbed in Absorbed:
+            tally.verdicts["drop"] += 1
+            tally.dropped[absorbed] += 1
+        tally.parse_errors.update(ParseReason)
+        tally.refusals.update(Refusal)
+        tally.offenses.update(Offense)
+        tally.spared.update(Offense)
+        tally.transport.update(TransportEvent)
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), **self.tally.snapshot(),
+                "top_dropped_sources": self.tally.top()}
+
+
+async def test_metrics_and_stats_name_exactly_the_registry(make: Make, clock: Clock) -> None:
+    backend = TallyBackend(parse_config(CONFIG), clock)
+    client = await make(backend)
+    text = await (await client.get("/metrics", headers=AUTH)).text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+
+    def labels(name: str, label: str) -> list[str]:
+        return [s.labels[label] for s in families[name].samples if s.name.endswith("_total")]
+
+    def names(enum: Any) -> set[str]:
+        return {m.value for m in enum}
+
+    drops = {s.labels["reason"]: s.labels["stage"] for s in families["sbc_drops"].samples
+             if s.name.endswith("_total")}
+    assert drops == {r.value: STAGE[r].value for r in DropReason}
+    assert sorted(labels("sbc_absorbed", "reason")) == sorted(names(Absorbed))
+    assert sorted(labels("sbc_refusals", "reason")) == sorted(names(Refusal))
+    assert sorted(labels("sbc_offenses", "kind")) == sorted(names(Offense))
+    assert sorted(labels("sbc_offenses_spared", "kind")) == sorted(names(Offense))
+    assert sorted(labels("sbc_parse_errors", "reason")) == sorted(names(ParseReason))
+    assert sorted(labels("sbc_transport_events", "event")) == sorted(names(TransportEvent))
+    packets = {s.labels["verdict"]: s.value for s in families["sbc_packets"].samples
+               if s.name.endswith("_total")}
+    assert packets["drop"] == len(DropReason) + 1  # the banned one twice: fast path and screen
+    assert packets["absorbed"] == len(Absorbed)
+
+    body = await (await client.get("/api/stats", headers=AUTH)).json()
+    chains = {c["chain"]: c["rules"] for c in body["chains"]}
+    assert {r["rule"] for r in chains["screen"]} == {r.value for r in SCREEN_REASONS}
+    assert {r["rule"]: r["stage"] for r in chains["engine"]} == {
+        r.value: STAGE[r].value for r in DropReason if r not in SCREEN_REASONS}
+    assert {r["rule"] for r in chains["absorbed"]} == names(Absorbed)
+    assert {r["rule"] for r in chains["refusals"]} == names(Refusal)
+    assert {r["rule"] for r in chains["parse"]} == names(ParseReason)
+    assert body["verdicts"] == {"forward": 0, "reply": 0,
+                                "drop": len(DropReason) - len(SCREEN_REASONS),
+                                "absorbed": len(Absorbed)}
+    counters = body["counters"]
+    for key, enum in (("offenses", Offense), ("offenses_spared", Offense),
+                      ("transport", TransportEvent)):
+        assert set(counters[key]) == names(enum), key
 
 
 async def test_stats_as_text_like_iptables(make: Make, backend: FakeBackend) -> None:

@@ -1,8 +1,9 @@
 """The dashboard at `/` in real headless Chromium, against a running sbc.
 
 sbc runs in a thread with its own event loop (Selenium blocks), VOS3000 is an
-asyncio-dgram socket answering the OPTIONS pings, and a scanner sends OPTIONS
-at the public port so the drop charts have something to show. The browser
+asyncio-dgram socket answering the OPTIONS pings (whose answers sbc absorbs:
+the page shows them apart from the drops), and a scanner sends OPTIONS at the
+public port so the drop charts have something to show. The browser
 loads the page, takes the token, draws the charts from the API, and lifts a
 ban that must then be gone from sbc's ban table too.
 """
@@ -251,6 +252,14 @@ def test_dashboard_in_chromium(sbc: tuple[SbcThread, dict[str, int]], tmp_path: 
         assert "acme" in text("#chart-cps .u-legend")
         verdicts = text("#chart-verdict .u-legend")
         assert "screened" in verdicts and "forward" in verdicts, verdicts
+        assert "absorbed" in verdicts, verdicts
+        assert text("#drop-table tr[data-reason='scanner']").split()[1] == "screen"
+
+        # The answers to sbc's own pings are absorbed, shown as such, never as drops.
+        wait.until(lambda d: text("#absorbed-table tr[data-reason='ping_answer']"),
+                   message="the ping answers among the absorbed messages")
+        assert "ping_answer" not in text("#drop-table")
+        assert "ping_answer" not in text("#chart-drops .u-legend")
 
         # The bans made through the API are listed; the scanner leads the top dropped sources.
         def ban_hosts() -> set[str]:

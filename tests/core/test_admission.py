@@ -111,7 +111,7 @@ def test_reply_budget_caps_replies_to_unauthenticated_sources() -> None:
         for i in range(500)
     )
     assert 20 <= replies <= 20 + 10 * 0.5 + 1
-    assert eng.drops["reply_budget"] == 500 - replies
+    assert eng.tally.dropped["reply_budget"] == 500 - replies
 
 
 def test_one_source_or_one_network_cannot_spend_the_whole_reply_budget() -> None:
@@ -129,7 +129,7 @@ def test_one_source_or_one_network_cannot_spend_the_whole_reply_budget() -> None
                             phone, now)
             answered += bool(v.sends)
     assert answered == 10
-    assert eng.drops["reply_budget_source"] > 2300  # the flooders' own budgets ran dry
+    assert eng.tally.dropped["reply_budget_source"] > 2300  # the flooders' own budgets ran dry
 
 
 def test_digest_invite_challenge_then_forward_without_credentials() -> None:
@@ -198,7 +198,7 @@ def test_unknown_user_looks_like_a_wrong_password() -> None:
         creds = authorize(_challenge(eng), "INVITE", RURI, password=password, username=username)
         v = _answered(eng, creds)
         seen.append(_status_line_and_kinds(eng, v, 0.1))
-        assert eng.refusals["digest_failure"] == 1
+        assert eng.tally.refusals["digest_failure"] == 1
     assert seen == [(b"SIP/2.0 403 Forbidden", {"digest_failure": 1})] * 3
 
 
@@ -226,7 +226,7 @@ def test_answer_moved_to_another_destination_is_400_and_an_offense() -> None:
     v = _answered(eng, creds, ruri="sip:00882123456@127.0.0.1:5060")
     assert _status_line_and_kinds(eng, v, 0.1) == (b"SIP/2.0 400 Bad Request",
                                                    {"digest_uri_mismatch": 1})
-    assert eng.refusals["digest_uri_mismatch"] == 1
+    assert eng.tally.refusals["digest_uri_mismatch"] == 1
     # The answer for the number it was made for still goes through.
     assert _answered(eng, creds, now=0.2, cseq=3).kind == "forward"
 
@@ -286,7 +286,7 @@ def test_full_replay_table_asks_again_and_never_admits_twice() -> None:
     ((_, _, again),) = v.sends
     assert again.startswith(b"SIP/2.0 407")
     assert all(b"stale=true" in ln for ln in again.split(b"\r\n") if b"Authenticate:" in ln)
-    assert eng.refusals["nonce_table_full"] == 1
+    assert eng.tally.refusals["nonce_table_full"] == 1
     replay = _answered(eng, first, now=0.4, cseq=4, call_id="c3")
     assert [s for s in replay.sends if s[0] >= PRIVATE] == []
     assert replay.sends[0][2].startswith(b"SIP/2.0 407")

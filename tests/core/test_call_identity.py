@@ -370,7 +370,7 @@ def test_f1_initial_invite_with_a_live_call_id_and_from_tag_from_its_peer_is_482
     again = request("INVITE", GW_A, "live-1", "fa", "z9hG4bK-live-1-other")
     v = eng.receive(again, GW_A, 0.5)
     assert only_reply(v, GW_A) == 482
-    assert eng.refusals["dialog_exists"] == 1
+    assert eng.tally.refusals["dialog_exists"] == 1
     assert eng.dialogs.active("A") == 1  # not counted
     # The slot that was not taken is still there: a second real call goes on.
     _, v = offer(eng, GW_A, "live-2", "fb", "z9hG4bK-live-2", 0.6)
@@ -387,7 +387,7 @@ def test_f2_invite_with_invented_to_tag_from_a_gateway_is_481_and_creates_nothin
     forged = request("INVITE", GW_A, "never-seen", "fx", "z9hG4bK-inv-1", to_tag="invented")
     v = eng.receive(forged, GW_A, 0.0)
     assert only_reply(v, GW_A) == 481
-    assert eng.refusals["no_dialog"] == 1
+    assert eng.tally.refusals["no_dialog"] == 1
     assert (GW_A.host, "no_dialog") in bans.seen
     assert len(eng.dialogs) == 0 and eng.dialogs.active("A") == 0
     # No CPS token was spent: the one token of the bucket admits a real call now.
@@ -404,7 +404,7 @@ def test_f2_any_request_with_a_to_tag_of_no_dialog_is_481() -> None:
                          to_tag="not-vos", cseq=10 + i)
         v = eng.receive(forged, GW_A, 1.0 + i)
         assert only_reply(v, GW_A) == 481, method
-    assert eng.refusals["no_dialog"] == 3
+    assert eng.tally.refusals["no_dialog"] == 3
     assert bans.seen.count((GW_A.host, "no_dialog")) == 3
     assert eng.dialogs.active("A") == 1  # the real call is untouched
     assert len(eng.dialogs) == 1
@@ -429,7 +429,7 @@ def test_f3_another_gateway_in_a_dialog_gets_403_and_changes_nothing(method: str
     call = establish(eng, GW_A, "own-1", "fa", 0.0)
     v = eng.receive(in_dialog(call, method, sender=GW_B), GW_B, 1.0)
     assert only_reply(v, GW_B) == 403
-    assert eng.refusals["dialog_not_owner"] == 1
+    assert eng.tally.refusals["dialog_not_owner"] == 1
     assert (GW_B.host, "dialog_not_owner") in bans.seen
     assert eng.dialogs.active("A") == 1
     # The call is still A's: A's BYE goes on.
@@ -443,7 +443,7 @@ def test_f3_same_host_other_port_is_not_the_peer() -> None:
     elsewhere = Source(PUBLIC_UDP, GW_A.host, 6000)  # still gateway A by IP, not the peer
     v = eng.receive(in_dialog(call, "BYE", sender=elsewhere), elsewhere, 1.0)
     assert only_reply(v, elsewhere) == 403
-    assert eng.refusals["dialog_not_owner"] == 1
+    assert eng.tally.refusals["dialog_not_owner"] == 1
     assert (GW_A.host, "dialog_not_owner") in bans.seen
     assert eng.dialogs.active("A") == 1
 
@@ -459,7 +459,7 @@ def test_f3_over_tcp_the_peer_is_its_host_on_that_transport() -> None:
     udp = Source(PUBLIC_UDP, GW_A.host, 40000)
     v = eng.receive(in_dialog(call, "BYE", sender=udp), udp, 1.0)
     assert only_reply(v, udp) == 403
-    assert eng.refusals["dialog_not_owner"] == 1
+    assert eng.tally.refusals["dialog_not_owner"] == 1
     assert (GW_A.host, "dialog_not_owner") in bans.seen
     assert eng.dialogs.active("A") == 1
     # The same host on a new connection hangs up.
@@ -474,7 +474,7 @@ def test_f3_another_gateways_initial_invite_with_a_live_call_id_and_from_tag_is_
     establish(eng, GW_A, "own-3", "fa", 0.0)
     v = eng.receive(request("INVITE", GW_B, "own-3", "fa", "z9hG4bK-steal"), GW_B, 1.0)
     assert only_reply(v, GW_B) == 403
-    assert eng.refusals["dialog_not_owner"] == 1
+    assert eng.tally.refusals["dialog_not_owner"] == 1
     assert (GW_B.host, "dialog_not_owner") in bans.seen
     assert eng.dialogs.active("A") == 1 and eng.dialogs.active("B") == 0
 
@@ -486,7 +486,7 @@ def test_f3_a_stranger_in_a_dialog_is_dropped_silently_and_offends() -> None:
         v = eng.receive(in_dialog(call, method, sender=STRANGER), STRANGER, 1.0 + i)
         assert v.kind == "drop" and v.reason == "dialog_not_owner"  # type: ignore[union-attr]
         assert v.sends == []
-    assert eng.drops["dialog_not_owner"] == 3
+    assert eng.tally.dropped["dialog_not_owner"] == 3
     assert bans.seen.count((STRANGER.host, "dialog_not_owner")) == 3
     assert eng.dialogs.active("A") == 1
 
@@ -570,8 +570,8 @@ def test_f4_forged_responses_to_vos3000s_bye_are_dropped_and_change_nothing() ->
     # A's own answer goes to VOS3000, and only there.
     v = eng.receive(genuine, GW_A, 1.4)
     assert [(s[0] >= PRIVATE, s[1]) for s in v.sends] == [(True, VOS)]
-    assert eng.drops["response_not_ours"] == 4
-    assert eng.drops["response_not_to_backend"] == 2
+    assert eng.tally.dropped["response_not_ours"] == 4
+    assert eng.tally.dropped["response_not_to_backend"] == 2
 
 
 # The phone set-up (finding 4 and 7): an account in gateway "phones".
@@ -836,7 +836,7 @@ def test_f7_vos_cancel_reaches_the_phone_and_the_call_ends() -> None:
     assert cm.method == "CANCEL"
     assert top_branch(cancel) == top_branch(out)
     assert cm.uri == im.uri
-    assert eng.refusals["no_dialog"] == 0
+    assert eng.tally.refusals["no_dialog"] == 0
     # The phone's 200 (CANCEL) and 487 (INVITE) go back to VOS3000.
     v = eng.receive(respond(cancel, 200, to_tag="p"), PHONE, 2.1)
     ((ch, to, ok),) = v.sends
@@ -857,7 +857,7 @@ def test_f8_unknown_methods_out_of_dialog_get_405(method: str) -> None:
     eng, _ = make_engine(limit=2)
     v = eng.receive(request(method, GW_A, "m-1", "fm", "z9hG4bK-m-1"), GW_A, 0.0)
     assert only_reply(v, GW_A) == 405
-    assert eng.refusals["method_not_allowed"] == 1
+    assert eng.tally.refusals["method_not_allowed"] == 1
     assert len(eng.dialogs) == 0 and eng.dialogs.active("A") == 0
 
 
@@ -868,7 +868,7 @@ def test_f8_lowercase_cancel_does_not_cancel() -> None:
     v = eng.receive(request("cancel", GW_A, call.call_id, call.from_tag, call.branch,
                             cseq_method="cancel"), GW_A, 0.2)
     assert only_reply(v, GW_A) == 405
-    assert eng.refusals["method_not_allowed"] == 1
+    assert eng.tally.refusals["method_not_allowed"] == 1
     # The INVITE was not cancelled: VOS3000's 200 sets the call up.
     vos_answers(eng, call, 200, 0.3)
     assert eng.dialogs.active("A") == 1
@@ -879,5 +879,5 @@ def test_f8_in_dialog_methods_without_a_to_tag_get_481(method: str) -> None:
     eng, _ = make_engine(limit=2)
     v = eng.receive(request(method, GW_A, "m-3", "fm", "z9hG4bK-m-3"), GW_A, 0.0)
     assert only_reply(v, GW_A) == 481
-    assert eng.refusals["no_dialog"] == 1
+    assert eng.tally.refusals["no_dialog"] == 1
     assert len(eng.dialogs) == 0

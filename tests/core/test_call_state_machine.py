@@ -215,11 +215,11 @@ class CallMachine(RuleBasedStateMachine):
         """The other gateway sends an initial INVITE with a live call's Call-ID and From-tag."""
         e = self.pick(data, self.surely_live)
         thief = GATEWAYS[OTHER[e.gw]]
-        before, refused = self.actives(), self.eng.refusals["dialog_not_owner"]
+        before, refused = self.actives(), self.eng.tally.refusals["dialog_not_owner"]
         v = self.eng.receive(request("INVITE", thief, e.call.call_id, e.call.from_tag,
                                      self.fresh("z9hG4bK-steal-")), thief, self.now)
         assert only_reply(v, thief) == 403
-        assert self.eng.refusals["dialog_not_owner"] == refused + 1
+        assert self.eng.tally.refusals["dialog_not_owner"] == refused + 1
         assert (thief.host, "dialog_not_owner") in self.bans.seen
         assert self.actives() == before
 
@@ -229,11 +229,11 @@ class CallMachine(RuleBasedStateMachine):
     def invite_again_from_the_owner_other_branch(self, data: st.DataObject) -> None:
         e = self.pick(data, self.surely_live)
         src = e.call.src
-        before, refused = self.actives(), self.eng.refusals["dialog_exists"]
+        before, refused = self.actives(), self.eng.tally.refusals["dialog_exists"]
         v = self.eng.receive(request("INVITE", src, e.call.call_id, e.call.from_tag,
                                      self.fresh("z9hG4bK-again-")), src, self.now)
         assert only_reply(v, src) == 482
-        assert self.eng.refusals["dialog_exists"] == refused + 1
+        assert self.eng.tally.refusals["dialog_exists"] == refused + 1
         assert self.actives() == before
 
     @precondition(lambda self: self.has(lambda e: self.now - e.sent_at < SURE))
@@ -256,7 +256,7 @@ class CallMachine(RuleBasedStateMachine):
     def request_with_invented_to_tag(self, gw: str, method: str, stranger: bool) -> None:
         src = STRANGER if stranger else GATEWAYS[gw]
         before, n = self.actives(), len(self.eng.dialogs)
-        refused = self.eng.refusals["no_dialog"]
+        refused = self.eng.tally.refusals["no_dialog"]
         v = self.eng.receive(request(method, src, self.fresh("cid-"), self.fresh("ft-"),
                                      self.fresh("z9hG4bK-inv-"), to_tag=self.fresh("made-up-")),
                              src, self.now)
@@ -265,7 +265,7 @@ class CallMachine(RuleBasedStateMachine):
             assert v.sends == []
         else:
             assert only_reply(v, src) == 481
-            assert self.eng.refusals["no_dialog"] == refused + 1
+            assert self.eng.tally.refusals["no_dialog"] == refused + 1
         assert self.actives() == before and len(self.eng.dialogs) == n
 
     # ------------------------------------------------------------------ the caller ends its call
@@ -382,14 +382,14 @@ class CallMachine(RuleBasedStateMachine):
                   "other_port": Source(PUBLIC_UDP, e.call.src.host, e.call.src.port + 1000),
                   "stranger": STRANGER}[who]
         before, n = self.actives(), len(self.eng.dialogs)
-        refused = self.eng.refusals["dialog_not_owner"]
+        refused = self.eng.tally.refusals["dialog_not_owner"]
         v = self.eng.receive(in_dialog(e.call, method, sender=sender), sender, self.now)
         if who == "stranger":
             assert v.kind == "drop" and v.reason == "dialog_not_owner"  # type: ignore[union-attr]
             assert v.sends == []
         else:
             assert only_reply(v, sender) == 403
-            assert self.eng.refusals["dialog_not_owner"] == refused + 1
+            assert self.eng.tally.refusals["dialog_not_owner"] == refused + 1
         assert (sender.host, "dialog_not_owner") in self.bans.seen
         assert self.actives() == before and len(self.eng.dialogs) == n
 

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from sbc.core.reasons import CONNECTION_OFFENSES as OFFENSES
+from sbc.core.reasons import TransportEvent
 from sbc.core.screen.conns import (
-    GLOBAL_CAP,
-    HANDSHAKE_TIMEOUT,
-    IDLE,
-    MESSAGE_DEADLINE,
-    NO_MESSAGE,
-    OFFENSES,
-    PER_SOURCE_CAP,
     ConnClock,
     ConnLimits,
     SourceCounts,
@@ -20,6 +15,12 @@ from sbc.core.screen.conns import (
     overdue,
 )
 
+PER_SOURCE_CAP = TransportEvent.TCP_PER_SOURCE_CAP
+GLOBAL_CAP = TransportEvent.TCP_CONNECTION_CAP
+MESSAGE_DEADLINE = TransportEvent.TCP_MESSAGE_DEADLINE
+NO_MESSAGE = TransportEvent.TCP_NO_MESSAGE
+HANDSHAKE_TIMEOUT = TransportEvent.TLS_HANDSHAKE_TIMEOUT
+IDLE = TransportEvent.TCP_IDLE_CLOSED
 LIMITS = ConnLimits(max_total=4, max_per_source=2, idle=60.0, message_deadline=0.3,
                     handshake_deadline=0.5)
 
@@ -89,8 +90,9 @@ def test_idle_connection_after_messages() -> None:
 
 
 def test_which_reasons_are_offenses() -> None:
-    assert {PER_SOURCE_CAP, MESSAGE_DEADLINE, NO_MESSAGE, HANDSHAKE_TIMEOUT} <= OFFENSES
+    assert {PER_SOURCE_CAP, MESSAGE_DEADLINE, NO_MESSAGE, HANDSHAKE_TIMEOUT} <= OFFENSES.keys()
     assert IDLE not in OFFENSES and GLOBAL_CAP not in OFFENSES
+    assert all(event.value == offense.value for event, offense in OFFENSES.items())
 
 
 @pytest.mark.parametrize(("limits", "interval"), [

@@ -92,7 +92,7 @@ def test_a_customers_preloaded_route_never_reaches_vos3000(method: str) -> None:
     (out,) = to_vos(v)
     assert routes(out) == [] and b"evil.example.com" not in out and b"203.0.113.9" not in out
     assert parse_message(out).uri == b"sip:1000@127.0.0.1:5060"  # the request itself unchanged
-    assert eng.refusals["preloaded_route"] == 1
+    assert eng.tally.refusals["preloaded_route"] == 1
 
 
 def test_a_digest_callers_preloaded_route_is_removed_too() -> None:
@@ -110,11 +110,11 @@ def test_a_route_naming_sbc_is_popped_as_before_and_what_follows_it_removed(own:
     eng = engine()
     v = eng.receive(sent(ACME, extra=f"Route: {own}\r\n"), ACME, 0.0)
     (out,) = to_vos(v)
-    assert routes(out) == [] and eng.refusals["preloaded_route"] == 0  # ours: not counted
+    assert routes(out) == [] and eng.tally.refusals["preloaded_route"] == 0  # ours: not counted
     v = eng.receive(sent(ACME, call_id="c2", extra=f"Route: {own}, <sip:evil.example.com;lr>\r\n"),
                     ACME, 0.1)
     (out,) = to_vos(v)
-    assert routes(out) == [] and eng.refusals["preloaded_route"] == 1
+    assert routes(out) == [] and eng.tally.refusals["preloaded_route"] == 1
 
 
 def test_the_cancel_of_a_call_with_a_preloaded_route_carries_none() -> None:
@@ -143,7 +143,7 @@ def test_in_dialog_requests_keep_their_route_set() -> None:
     bye = sent(ACME, "BYE", cseq=2, branch="z9hG4bK-bye", to=to, extra=f"Route: {rr}\r\n")
     (fwd,) = to_vos(eng.receive(bye, ACME, 1.0))
     assert routes(fwd) == [b"<sip:next.vos.example;lr>"]
-    assert eng.refusals["preloaded_route"] == 0
+    assert eng.tally.refusals["preloaded_route"] == 0
 
 
 # ==========================================================================
@@ -161,7 +161,7 @@ def test_a_certificate_gateways_address_over_udp_or_tcp_is_refused(channel: int)
     ((ch, to, data),) = v.sends
     assert (ch, to) == (channel, (src.host, src.port))
     assert data.startswith(b"SIP/2.0 403 TLS Client Certificate Required\r\n")
-    assert eng.refusals["client_cert_required"] == 1
+    assert eng.tally.refusals["client_cert_required"] == 1
     # Nor does anything else from that address get anywhere over this transport.
     for method in ("REGISTER", "OPTIONS", "MESSAGE"):
         assert to_vos(eng.receive(sent(src, method, call_id=method), src, 0.1)) == []
@@ -193,7 +193,7 @@ def test_forged_udp_from_a_certificate_gateway_gets_no_more_than_the_reply_budge
     answered = sum(bool(eng.receive(sent(ACME, call_id=f"f{i}", branch=f"z9hG4bK{i}"), ACME,
                                     0.0).sends) for i in range(100))
     assert answered == 20  # the per-source burst (10/s, burst 20)
-    assert eng.drops["reply_budget_source"] == 80
+    assert eng.tally.dropped["reply_budget_source"] == 80
 
 
 @pytest.mark.parametrize("channel", [PUBLIC_UDP, PUBLIC_TLS])
@@ -209,7 +209,7 @@ def test_a_certificate_gateways_digest_account_is_refused(channel: int) -> None:
     assert to_vos(v) == []
     ((_, _, data),) = v.sends
     assert data.startswith(b"SIP/2.0 403 TLS Client Certificate Required")
-    assert eng.refusals["client_cert_required"] == 1
+    assert eng.tally.refusals["client_cert_required"] == 1
     # Account 1001 (gateway phones) is admitted as before.
     chal = eng.receive(sent(src, call_id="c2"), src, 0.2).sends[0][2]
     creds = authorize(chal, "INVITE", RURI)

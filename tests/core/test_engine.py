@@ -171,7 +171,7 @@ def test_retransmitted_invite_absorbed_and_answered_with_last_provisional(engine
     engine.receive(ringing, BACKEND, 0.5)
     again = engine.receive(invite(), CALLER, 0.9)
     assert only(again.sends, PUBLIC_UDP)[2].startswith(b"SIP/2.0 180")
-    assert engine.drops["retransmission"] == 0 and len(engine.txs) == 1
+    assert engine.tally.dropped["retransmission"] == 0 and len(engine.txs) == 1
 
 
 def test_silent_backend_retransmits_then_408(engine: Engine) -> None:
@@ -276,7 +276,7 @@ def test_response_with_foreign_via_dropped(engine: Engine) -> None:
 def test_malformed_is_a_named_drop(engine: Engine) -> None:
     v = engine.receive(b"\x00\xff garbage", CALLER, 0.0)
     assert v.kind == "drop" and v.reason == "malformed"
-    assert engine.parse_errors["no_header_end"] == 1
+    assert engine.tally.parse_errors["no_header_end"] == 1
 
 
 def test_tables_expire(engine: Engine) -> None:

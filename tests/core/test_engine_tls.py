@@ -101,4 +101,4 @@ def test_stream_framing_rules_apply_to_tls(engine: Engine) -> None:
     # Refused, to the caller on its TLS flow (no gateway table: a gateway), never forwarded.
     assert v.kind == "reply" and [s[:2] for s in v.sends] == [(PUBLIC_TLS, ("127.0.0.1", 41000))]
     assert v.sends[0][2].startswith(b"SIP/2.0 400 Missing Content-Length\r\n")
-    assert engine.parse_errors["missing_content_length"] == 1
+    assert engine.tally.parse_errors["missing_content_length"] == 1

@@ -68,7 +68,7 @@ def test_503_tries_the_next_target_and_the_call_lives_there(engine: Engine) -> N
     (inv2,) = to_backend(v.sends, SECOND)
     assert first_line(inv2) == first_line(inv1) and top_branch(inv2) != top_branch(inv1)
     assert inv2.replace(top_branch(inv2), b"") == inv1.replace(top_branch(inv1), b"")
-    assert engine.failovers == {"status_503": 1}
+    assert engine.tally.failovers == {"status_503": 1}
     assert engine.dialogs.with_call_id(b"c1@x")[0].backend == SECOND
 
     # A retransmitted 503 from the first is ACKed again, and goes no further.
@@ -107,7 +107,7 @@ def test_every_target_refuses_the_caller_gets_the_last_answer(engine: Engine) ->
     (final,) = to_caller(v.sends)
     assert first_line(final) == b"SIP/2.0 503 Service Unavailable" and b"tag=v2" in final
     assert b"z9hG4bK" in final and top_branch(final) == b"z9hG4bK-1"  # the caller's own Via only
-    assert engine.failovers == {"status_500": 1}
+    assert engine.tally.failovers == {"status_500": 1}
     assert not any(d.active for d in engine.dialogs.with_call_id(b"c1@x"))
 
 
@@ -117,7 +117,7 @@ def test_a_status_not_listed_goes_to_the_caller(engine: Engine) -> None:
     v = engine.receive(respond(inv1, 486), B1, 0.1)
     assert to_backend(v.sends, SECOND) == []
     assert first_line(to_caller(v.sends)[0]).startswith(b"SIP/2.0 486 ")
-    assert not engine.failovers
+    assert not engine.tally.failovers
 
 
 def test_silent_target_fails_over_at_the_deadline_and_late_answers_are_ended(
@@ -131,7 +131,7 @@ def test_silent_target_fails_over_at_the_deadline_and_late_answers_are_ended(
     sends = engine.on_timer(2.0)  # failover deadline: no CANCEL (nothing was heard, §9.1)
     assert [a for ch, a, _ in sends if ch >= PRIVATE] == [SECOND]
     (inv2,) = to_backend(sends)
-    assert engine.failovers == {"timeout": 1}
+    assert engine.tally.failovers == {"timeout": 1}
     assert engine.health.targets[0].fails == 1  # passive health
     assert engine.health.targets[0].reason == "INVITE unanswered for 2 s"
     # No more copies to the first; the second gets its own retransmissions.
@@ -155,7 +155,7 @@ def test_silent_target_fails_over_at_the_deadline_and_late_answers_are_ended(
     assert [first_line(d)[:4] for d in to_backend(v.sends)] == [b"ACK "]
     v = engine.receive(respond(bye, 200), B1, 3.4)
     assert v.reason == "bye_answer"
-    assert engine.failovers["late_2xx_ended"] == 1
+    assert engine.tally.failovers["late_2xx_ended"] == 1
 
     # Meanwhile the call completes on the second.
     *_, ok2 = answer(inv2, *SECOND)
@@ -195,7 +195,7 @@ def test_cancel_while_the_first_is_silent_stops_failover(engine: Engine) -> None
     v = engine.receive(cancel, CALLER, 1.0)
     assert to_backend(v.sends) == []  # nothing heard yet: CANCEL waits (§9.1)
     sends = engine.on_timer(2.0)
-    assert to_backend(sends, SECOND) == [] and not engine.failovers
+    assert to_backend(sends, SECOND) == [] and not engine.tally.failovers
     sends = engine.on_timer(1.0 + 64 * 0.5)
     assert first_line(to_caller(sends)[0]) == b"SIP/2.0 487 Request Terminated"
 
@@ -285,7 +285,7 @@ def test_a_response_to_an_invite_proves_the_target_alive(engine: Engine) -> None
     engine.receive(trying, B1, 0.1)
     assert engine.health.targets[0].fails == 0 and engine.health.is_up(0)
     assert engine.txs[top_branch(inv1)].state is TxState.PROCEEDING
-    assert engine.on_timer(2.0) == [] and not engine.failovers  # heard from: no failover
+    assert engine.on_timer(2.0) == [] and not engine.tally.failovers  # heard from: no failover
 
 
 def test_transaction_expiry_forgets_every_attempt(engine: Engine) -> None:

@@ -209,7 +209,7 @@ def test_a_scheme_sbc_does_not_serve_is_416_before_any_list(eng: Callable[[], En
     v = e.receive(invite_to(1, "urn:service:sos"), CALLER, 0.0)
     assert v.kind == "reply" and to_vos(v) == []
     assert v.sends[0][2].startswith(b"SIP/2.0 416 Unsupported URI Scheme\r\n")
-    assert e.parse_errors["unsupported_uri_scheme"] == 1 and len(e.dialogs) == 0
+    assert e.tally.parse_errors["unsupported_uri_scheme"] == 1 and len(e.dialogs) == 0
 
 
 def test_allowed_list_alone_also_fails_closed() -> None:

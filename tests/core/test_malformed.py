@@ -85,7 +85,7 @@ def test_a_gateway_is_told_the_fault_and_it_is_an_offense(name: str) -> None:
     assert (header_param(msg.get("to") or b"", b"tag") or b"").startswith(b"sbc-")
     if status == 420:
         assert msg.get("unsupported") == b"x-magic"
-    assert eng.refusals["malformed"] == 1 and sum(eng.parse_errors.values()) == 1
+    assert eng.tally.refusals["malformed"] == 1 and sum(eng.tally.parse_errors.values()) == 1
     assert eng.bans.offenses.count("192.0.2.10", 0.0) == 1
     # Stateless: nothing kept, nothing sent later.
     assert not eng.txs and len(eng.dialogs) == 0 and eng.on_timer(600.0) == []
@@ -97,7 +97,7 @@ def test_a_stranger_gets_silence_and_it_is_an_offense(name: str) -> None:
     eng = make_engine()
     v = eng.receive(data, STRANGER, 0.0)
     assert (v.kind, v.reason, v.sends) == ("drop", "malformed", [])  # type: ignore[union-attr]
-    assert eng.drops["malformed"] == 1 and eng.refusals["malformed"] == 0
+    assert eng.tally.dropped["malformed"] == 1 and eng.tally.refusals["malformed"] == 0
     assert eng.bans.offenses.count("203.0.113.66", 0.0) == 1
 
 

@@ -239,12 +239,12 @@ def test_an_invalid_message_is_counted_and_an_offense_of_its_sender(name: str) -
     for host in SENDERS.values():
         eng = make_engine()
         got, _ = deliver(eng, data, Source(PUBLIC_UDP, host, 5099), 0.0)
-        assert sum(eng.parse_errors.values()) == 1, name
+        assert sum(eng.tally.parse_errors.values()) == 1, name
         assert eng.bans.offenses.count(host, 0.0) == 1, name
         if got.status:  # gateways only
-            assert host == GATEWAY_HOST and eng.refusals["malformed"] == 1
+            assert host == GATEWAY_HOST and eng.tally.refusals["malformed"] == 1
         else:
-            assert eng.drops["malformed"] == 1
+            assert eng.tally.dropped["malformed"] == 1
 
 
 def test_nothing_invalid_is_forwarded_in_any_order_or_mix() -> None:

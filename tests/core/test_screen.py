@@ -143,8 +143,8 @@ def test_closed_screen_drops_unknown_sources_before_the_parse() -> None:
     peers = {"127.0.0.77"}
     screen, _ = make(closed=True, has_peer=peers.__contains__)
     for method in ("INVITE", "REGISTER", "BYE"):
-        assert screen.check(msg(method), "127.0.0.66", 5060, 0.0) == "unknown_source"
-    assert screen.check(b"SIP/2.0 200 OK\r\n\r\n", "127.0.0.66", 5060, 0.0) == "unknown_source"
+        assert screen.check(msg(method), "127.0.0.66", 5060, 0.0) == "unknown_source_screened"
+    assert screen.check(b"SIP/2.0 200 OK\r\n\r\n", "127.0.0.66", 5060, 0.0) == "unknown_source_screened"
     # A gateway, and an address that still has a dialog, are parsed as before.
     assert screen.check(msg(), "127.0.0.1", 5060, 0.0) is None
     assert screen.check(msg("BYE"), "127.0.0.77", 5060, 0.0) is None

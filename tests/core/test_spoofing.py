@@ -38,7 +38,7 @@ def test_forged_scanner_datagrams_do_not_ban_a_proved_source() -> None:
         assert screen.check(scanner_packet(n), PHONE, 5062, n * 0.1) == "scanner"
         assert screen.check(scanner_packet(n), SCANNER, 5062, n * 0.1) in ("scanner", "banned")
     assert not bans.is_banned(PHONE, 2.0)
-    assert bans.spared["scanner"] == 20
+    assert bans.tally.spared["scanner"] == 20
     assert bans.is_banned(SCANNER, 2.0)
 
 
@@ -56,7 +56,7 @@ def test_forged_rate_limit_hits_do_not_ban_a_proved_source() -> None:
     for n in range(50):
         screen.check(b"MESSAGE sip:x SIP/2.0\r\n\r\n", PHONE, 5062, 0.0)
         screen.check(b"MESSAGE sip:x SIP/2.0\r\n\r\n", SCANNER, 5062, 0.0)
-    assert not bans.is_banned(PHONE, 0.0) and bans.spared["rate_limit"] > 0
+    assert not bans.is_banned(PHONE, 0.0) and bans.tally.spared["rate_limit"] > 0
     assert bans.is_banned(SCANNER, 0.0)
 
 
@@ -82,7 +82,7 @@ def test_a_registered_phone_is_not_banned_by_forged_malformed_datagrams() -> Non
                            Source(PUBLIC_UDP, PHONE, 5062), 1.0 + n).reason == "malformed"  # type: ignore[union-attr]
         eng.receive(b"INVITE sip:x SIP/2.0\r\nVia: broken\r\n\r\n",
                     Source(PUBLIC_UDP, SCANNER, 5062), 1.0 + n)
-    assert not bans.is_banned(PHONE, 20.0) and bans.spared["malformed"] == 10
+    assert not bans.is_banned(PHONE, 20.0) and bans.tally.spared["malformed"] == 10
     assert bans.is_banned(SCANNER, 20.0)
 
 
@@ -107,7 +107,8 @@ def test_a_confirmed_dialog_is_proof_and_its_end_takes_the_proof_away() -> None:
 
 def test_signatures_missed_before_the_parse_are_caught_after_it() -> None:
     """`User-Agent : friendly-scanner` and a folded line pass the byte check;
-    the parsed message is checked again, counted under the same reason."""
+    the parsed message is checked again: the same offense (scanner), and a
+    drop of the identify stage (`scanner_parsed`), not one of the screen."""
     import re
 
     eng = make_engine()
@@ -119,5 +120,8 @@ def test_signatures_missed_before_the_parse_are_caught_after_it() -> None:
     screen = screen_for(BanTable())
     for data in (spaced, folded):
         assert screen.check(data, SCANNER, 5061, 0.0) is None  # the byte check misses it
-        assert eng.receive(data, Source(PUBLIC_UDP, SCANNER, 5061), 0.0).reason == "scanner"  # type: ignore[union-attr]
-    assert eng.drops["scanner"] == 2 and bans.is_banned(SCANNER, 0.0)
+        assert eng.receive(data, Source(PUBLIC_UDP, SCANNER, 5061), 0.0).reason == "scanner_parsed"  # type: ignore[union-attr]
+    assert eng.tally.dropped["scanner_parsed"] == 2 and bans.is_banned(SCANNER, 0.0)
+    assert eng.tally.drops() == {"scanner_parsed": 2} and eng.tally.screen_drops() == {}
+    assert bans.offenses.get(SCANNER, 0.0) is None  # banned: the record went into the ban
+    assert bans.bans[SCANNER].counts == {"scanner": 2}

@@ -944,7 +944,11 @@ def test_replayed_nonce_count_is_challenged_again(ports: Ports, sbc: SbcFactory)
 
         replay = phone.exchange(answered)  # the same bytes: same nonce, same nc
         assert replay.status == 401, f"a replayed nonce-count got {replay.status}:\n{replay.text}"
-        assert all("stale" not in c for c in _challenges(replay, "WWW-Authenticate"))
+        # The digest was right, the nonce-count is spent: a fresh nonce with
+        # stale=true (RFC 7616 §3.3), so an honest phone retries at once.
+        fresh = _challenges(replay, "WWW-Authenticate")
+        assert fresh and all(c.get("stale", "").lower() == "true" for c in fresh), fresh
+        assert all(c["nonce"] != challenge["nonce"] for c in fresh), fresh
 
         # A higher count on the same nonce is a legitimate next request.
         later = phone.exchange(

@@ -72,7 +72,7 @@ async def test_reload_opens_and_closes_the_unknown_source_screen(tmp_path: Path)
     await server.start()
     try:
         # IP gateways only, unknown sources dropped: refused before the parse.
-        assert server.screen.check(invite(1), "127.0.0.9", 5061, 0.0) == "unknown_source"
+        assert server.screen.check(invite(1), "127.0.0.9", 5061, 0.0) == "unknown_source_screened"
         assert server.engine.receive(invite(2), Source(PUBLIC_UDP, "127.0.0.2", 5061),
                                      0.0).kind == "forward"
 
@@ -87,7 +87,7 @@ async def test_reload_opens_and_closes_the_unknown_source_screen(tmp_path: Path)
         path.write_text(config_text(tmp_path, ports).replace("127.0.0.2", "127.0.0.3"))
         ok, why = await server.reload()
         assert ok, why
-        assert server.screen.check(invite(4), "127.0.0.9", 5061, 2.0) == "unknown_source"
+        assert server.screen.check(invite(4), "127.0.0.9", 5061, 2.0) == "unknown_source_screened"
         assert server.screen.check(invite(2), "127.0.0.2", 5061, 2.0) is None
     finally:
         await server.stop()

@@ -104,7 +104,8 @@ async def test_bad_stream_closes_connection(env, junk: bytes) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", pub)
     writer.write(junk)
     assert await asyncio.wait_for(reader.read(), 5) == b""  # EOF: closed by sbc
-    assert any(k.startswith("tcp_framing_") for k in server.engine.transport)
+    tally = server.engine.tally
+    assert tally.transport["tcp_framing"] == 1 and sum(tally.parse_errors.values()) == 1
     writer.close()
 
 
@@ -120,7 +121,7 @@ async def test_udp_datagram_over_cap_is_refused_never_forwarded(env) -> None:
     assert data.startswith(b"SIP/2.0 513 Message Too Large\r\n") and b"tcp-1@test" in data
     data, _ = await asyncio.wait_for(client.recv(), 5)
     assert data.startswith(b"SIP/2.0 100")
-    assert server.engine.parse_errors["too_large"] == 1
+    assert server.engine.tally.parse_errors["too_large"] == 1
     client.close()
 
 
@@ -148,7 +149,7 @@ async def test_dual_stack_listener_knows_ipv4_peers_by_their_own_address(tmp_pat
                 f"From: <sip:a@127.0.0.9>;tag={n}\r\nTo: <sip:1@127.0.0.1>\r\nCall-ID: m{n}\r\n"
                 "CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n".encode(), ("127.0.0.1", pub))
         deadline = asyncio.get_running_loop().time() + 5
-        while not server.engine.screen_drop_counts().get("rate_per_ip"):
+        while not server.engine.tally.screen_drops().get("rate_per_ip"):
             assert asyncio.get_running_loop().time() < deadline, server.stats()
             await asyncio.sleep(0.01)
         assert list(server.screen.per_ip) == ["127.0.0.9"]

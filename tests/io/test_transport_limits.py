@@ -94,7 +94,7 @@ async def test_slow_sender_closed_at_message_deadline(tmp_path) -> None:
         sender = asyncio.create_task(trickle())
         assert await closed_by_sbc(reader)
         sender.cancel()
-        assert server.engine.transport["tcp_message_deadline"] == 1
+        assert server.engine.tally.transport["tcp_message_deadline"] == 1
         assert offenses(server, "127.0.0.5") == {"tcp_message_deadline": 1}
         assert not server.tcp_conns and server.engine.conn_counts.total == 0
         writer.close()
@@ -104,7 +104,7 @@ async def test_silent_client_closed(tmp_path) -> None:
     async with running(tmp_path, limits()) as (server, pub, _):
         reader, writer = await connect(pub, "127.0.0.5")
         assert await closed_by_sbc(reader)
-        assert server.engine.transport["tcp_no_message"] == 1
+        assert server.engine.tally.transport["tcp_no_message"] == 1
         assert offenses(server, "127.0.0.5") == {"tcp_no_message": 1}
         writer.close()
 
@@ -113,7 +113,7 @@ async def test_tls_client_without_handshake_closed(tmp_path) -> None:
     async with running(tmp_path, limits()) as (server, _, tls):
         reader, writer = await connect(tls, "127.0.0.5")  # plain TCP: no ClientHello
         assert await closed_by_sbc(reader)
-        assert server.engine.transport["tls_handshake_timeout"] == 1
+        assert server.engine.tally.transport["tls_handshake_timeout"] == 1
         assert offenses(server, "127.0.0.5") == {"tls_handshake_timeout": 1}
         assert not server.tls_conns and server.engine.conn_counts.total == 0
         writer.close()
@@ -124,7 +124,7 @@ async def test_tls_client_sending_garbage_closed(tmp_path) -> None:
         reader, writer = await connect(tls, "127.0.0.5")
         writer.write(b"OPTIONS sip:x SIP/2.0\r\n\r\n")  # SIP in the clear on the TLS port
         assert await closed_by_sbc(reader)
-        assert server.engine.transport["tls_handshake_failed"] == 1
+        assert server.engine.tally.transport["tls_handshake_failed"] == 1
         assert offenses(server, "127.0.0.5") == {"tls_handshake_failed": 1}
         writer.close()
 
@@ -134,7 +134,7 @@ async def test_too_many_connections_from_one_source(tmp_path) -> None:
         kept = [await connect(pub, "127.0.0.6") for _ in range(2)] + [await connect(tls, "127.0.0.6")]
         reader, writer = await connect(pub, "127.0.0.6")  # the fourth, TCP and TLS together
         assert await closed_by_sbc(reader)
-        assert server.engine.transport["tcp_per_source_cap"] == 1
+        assert server.engine.tally.transport["tcp_per_source_cap"] == 1
         assert offenses(server, "127.0.0.6") == {"tcp_per_source_cap": 1}
         # The first three are untouched, and another source is still welcome.
         r, w = kept[0]
@@ -157,7 +157,7 @@ async def test_opening_connections_too_fast_is_rate_limited(tmp_path) -> None:
         kept = [await connect(pub, "127.0.0.8") for _ in range(2)] + [await connect(tls, "127.0.0.8")]
         reader, writer = await connect(pub, "127.0.0.8")
         assert await closed_by_sbc(reader)
-        assert server.engine.screen_drop_counts().get("rate_per_ip") == 1
+        assert server.engine.tally.screen_drops().get("rate_per_ip") == 1
         assert offenses(server, "127.0.0.8") == {"rate_limit": 1}
         assert server.engine.conn_counts.get("127.0.0.8") == 3
         other_r, other_w = await connect(pub, "127.0.0.7")
@@ -173,7 +173,7 @@ async def test_global_cap_is_counted_but_no_offense(tmp_path) -> None:
         kept = [await connect(pub, "127.0.0.6"), await connect(pub, "127.0.0.7")]
         reader, writer = await connect(pub, "127.0.0.8")
         assert await closed_by_sbc(reader)
-        assert server.engine.transport["tcp_connection_cap"] == 1
+        assert server.engine.tally.transport["tcp_connection_cap"] == 1
         assert offenses(server, "127.0.0.8") == {}
         for _, w in [*kept, (reader, writer)]:
             w.close()
@@ -184,7 +184,9 @@ async def test_over_the_buffer_closed_and_an_offense(tmp_path) -> None:
         reader, writer = await connect(pub, "127.0.0.5")
         writer.write(b"X" * 5000)  # no header end within tcp_buffer
         assert await closed_by_sbc(reader)
-        assert server.engine.transport["tcp_framing_stream_buffer_full"] == 1
+        tally = server.engine.tally
+        assert tally.transport["tcp_framing"] == 1
+        assert tally.parse_errors == {"stream_buffer_full": 1}  # the framing fault, by parse reason
         assert offenses(server, "127.0.0.5") == {"tcp_framing": 1}
         writer.close()
 
@@ -195,7 +197,7 @@ async def test_idle_connection_closed_by_the_sweep_without_offense(tmp_path) -> 
         writer.write(b"\r\n\r\n")  # a keepalive counts as traffic
         assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
         assert await closed_by_sbc(reader)
-        assert server.engine.transport["tcp_idle_closed"] == 1
+        assert server.engine.tally.transport["tcp_idle_closed"] == 1
         assert offenses(server, "127.0.0.5") == {}
         writer.close()
 
@@ -211,7 +213,7 @@ async def test_repeated_violations_earn_a_ban(tmp_path) -> None:
             "tcp_no_message": 1, "tls_handshake_timeout": 1}
         reader, writer = await connect(pub, "127.0.0.5")  # refused at once now
         assert await closed_by_sbc(reader, timeout=DEADLINE / 2)
-        assert server.engine.screen_drop_counts()["banned"] == 1
+        assert server.engine.tally.screen_drops()["banned"] == 1
         writer.close()
 
 
@@ -219,7 +221,7 @@ async def test_gateway_sources_are_closed_but_never_banned(tmp_path) -> None:
     async with running(tmp_path, limits() + "bans: {max_offenses: 1}\n") as (server, pub, _):
         reader, writer = await connect(pub, "127.0.0.9")
         assert await closed_by_sbc(reader)
-        assert server.engine.transport["tcp_no_message"] == 1
+        assert server.engine.tally.transport["tcp_no_message"] == 1
         assert not server.engine.bans.is_banned("127.0.0.9", server.loop.time())
         writer.close()
 
@@ -230,7 +232,7 @@ async def test_connection_offenses_can_be_switched_off(tmp_path, offense: bool) 
     async with running(tmp_path, extra) as (server, pub, _):
         reader, writer = await connect(pub, "127.0.0.5")
         assert await closed_by_sbc(reader)
-        assert server.engine.transport["tcp_no_message"] == 1
+        assert server.engine.tally.transport["tcp_no_message"] == 1
         assert offenses(server, "127.0.0.5") == ({"tcp_no_message": 1} if offense else {})
         writer.close()
 

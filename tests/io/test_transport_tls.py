@@ -158,7 +158,7 @@ async def test_tls_below_1_2_refused(tmp_path) -> None:
 async def wait_for_count(server: Server, name: str, timeout: float = 5.0) -> None:
     """Poll the counter until it is set (the server side may lag the client's view)."""
     async with asyncio.timeout(timeout):
-        while not server.engine.transport[name]:
+        while not server.engine.tally.transport[name]:
             await asyncio.sleep(0.01)
 
 
@@ -170,7 +170,7 @@ async def test_client_cert_required_and_accepted(tmp_path) -> None:
         assert (await read_message(reader)).startswith(b"SIP/2.0 100")
         data, _ = await asyncio.wait_for(backend.recv(), 5)
         assert b"Call-ID: tls-cert" in data
-        assert not any(k.startswith("tls_client_cert") for k in server.engine.transport)
+        assert not any(k.startswith("tls_client_cert") for k in server.engine.tally.transport)
         writer.close()
 
 
@@ -181,7 +181,7 @@ async def test_client_without_cert_refused(tmp_path) -> None:
         with contextlib.suppress(ConnectionError):
             writer.write(invite(ACME, port, "tls-nocert"))
         assert await closed_by_sbc(reader)
-        assert server.engine.transport["tls_client_cert_missing"] == 1
+        assert server.engine.tally.transport["tls_client_cert_missing"] == 1
         assert not server.tls_conns
         writer.close()
 
@@ -190,7 +190,7 @@ async def test_client_cert_with_another_name_refused(tmp_path) -> None:
     async with running(tmp_path) as (server, tls, _, certs):
         reader, writer = await tls_connect(tls, ACME, client_context(certs, certs.other))
         assert await closed_by_sbc(reader)
-        assert server.engine.transport["tls_client_cert_subject"] == 1
+        assert server.engine.tally.transport["tls_client_cert_subject"] == 1
         writer.close()
 
 
@@ -204,7 +204,7 @@ async def test_client_cert_from_unknown_ca_fails_the_handshake(tmp_path) -> None
             assert await closed_by_sbc(reader)
             writer.close()
         await wait_for_count(server, "tls_handshake_failed")
-        assert "tls_client_cert_missing" not in server.engine.transport
+        assert "tls_client_cert_missing" not in server.engine.tally.transport
 
 
 async def test_gateway_without_requirement_takes_any_client(tmp_path) -> None:
@@ -214,7 +214,7 @@ async def test_gateway_without_requirement_takes_any_client(tmp_path) -> None:
             writer.write(b"\r\n\r\n")
             assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
             writer.close()
-        assert not any(k.startswith("tls_") for k in server.engine.transport)
+        assert not any(k.startswith("tls_") for k in server.engine.tally.transport)
 
 
 async def test_reload_picks_up_a_new_certificate(tmp_path) -> None:

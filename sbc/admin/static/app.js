@@ -3,6 +3,11 @@
  * Rates are deltas of the counters /api/stats and /api/gateways return,
  * divided by the time between two polls. Nothing here is built: plain
  * browser JavaScript over the vendored uPlot.
+ *
+ * The names are sbc's own (sbc/core/reasons.py): drops by reason, each with
+ * its stage; messages absorbed by design (a retransmission, VOS3000's 100
+ * Trying, the answers to sbc's pings) are no drops and are shown apart; parse
+ * errors break down the messages that could not be read, dropped or refused.
  */
 (function () {
   "use strict";
@@ -15,7 +20,7 @@
   const BAN_ROWS = 500;
 
   const VERDICT_COLORS = {forward: "#1e8449", reply: "#2364aa", drop: "#c0392b",
-                          screened: "#d68910"};
+                          screened: "#d68910", absorbed: "#95a5a6"};
   const WARM = ["#c0392b", "#d68910", "#7d3c98", "#2364aa", "#17a589", "#a04000",
                 "#2e4053", "#b03a2e", "#1f618d", "#7e5109", "#148f77", "#884ea0"];
   const COOL = ["#2364aa", "#17a589", "#7d3c98", "#d68910", "#2e4053", "#148f77",
@@ -234,33 +239,56 @@
 
   // ---------------------------------------------------------------- one poll
 
+  function stagesOf(stats) {
+    // The stage of each engine drop, as the rule table gives it.
+    const stages = {};
+    for (const chain of stats.chains || []) {
+      for (const r of chain.rules || []) if (r.stage) stages[r.rule] = r.stage;
+    }
+    return stages;
+  }
+
+  function countRows(id, counts, prevCounts, dt, emptyText) {
+    const rows = Object.keys(counts).map((k) => ({
+      reason: k, rate: prevCounts ? rate(counts[k], prevCounts[k], dt) : 0,
+      total: Number(counts[k]) || 0}));
+    rows.sort((a, b) => b.rate - a.rate || b.total - a.total || (a.reason < b.reason ? -1 : 1));
+    fillTable(id, rows.map((d) => row(
+      [td(d.reason, "mono"), td(fmtRate(d.rate), "num"), td(fmtInt(d.total), "num")],
+      {reason: d.reason})), 3, emptyText);
+  }
+
   function update(t, stats, gateways, bans) {
     const verdicts = stats.verdicts || {};
     const counters = stats.counters || {};
     const screen = counters.screen_drops || {};
     const engineDrops = counters.drops || {};
+    const absorbed = counters.absorbed || {};
     const parse = counters.parse_errors || {};
+    const stages = stagesOf(stats);
     const figures = {};
     for (const gw of gateways.gateways || []) figures[gw.name] = gw.figures || {};
     const sample = {t: t, verdicts: Object.assign({screened: sum(screen)}, verdicts),
-                    screen: screen, engine: engineDrops, parse: parse, figures: figures};
+                    screen: screen, engine: engineDrops, absorbed: absorbed, parse: parse,
+                    figures: figures};
 
     const dropRates = {};
     if (prev) {
       const dt = t - prev.t;
       const v = {};
-      for (const k of new Set(Object.keys(sample.verdicts).concat(["forward", "reply", "drop"]))) {
+      const kinds = ["forward", "reply", "drop", "screened", "absorbed"];
+      for (const k of new Set(Object.keys(sample.verdicts).concat(kinds))) {
         v[k] = rate(sample.verdicts[k], prev.verdicts[k], dt);
       }
-      charts.verdict.push(t, v, ["forward", "reply", "drop", "screened"]);
-      const total = v.forward + v.reply + v.drop + v.screened;
+      charts.verdict.push(t, v, kinds);
+      const total = v.forward + v.reply + v.drop + v.screened + v.absorbed;
       $("latest-verdict").textContent = fmtRate(total) + " pkt/s";
 
       for (const k in screen) dropRates[k] = (dropRates[k] || 0) + rate(screen[k], prev.screen[k], dt);
       for (const k in engineDrops) {
         dropRates[k] = (dropRates[k] || 0) + rate(engineDrops[k], prev.engine[k], dt);
       }
-      charts.drops.push(t, dropRates);
+      charts.drops.push(t, dropRates);  // drops only: absorbed messages are no drops
       $("latest-drops").textContent = fmtRate(sum(dropRates)) + " drops/s";
 
       const cps = {};
@@ -277,19 +305,23 @@
     }
 
     const dropRows = [];
-    const addDrops = (stage, counts, prevCounts) => {
+    const addDrops = (stageOf, counts, prevCounts) => {
       for (const k in counts) {
         const r = prev ? rate(counts[k], prevCounts[k], t - prev.t) : 0;
-        dropRows.push({reason: k, stage: stage, rate: r, total: Number(counts[k]) || 0});
+        dropRows.push({reason: k, stage: stageOf(k), rate: r, total: Number(counts[k]) || 0});
       }
     };
-    addDrops("screen", screen, prev ? prev.screen : {});
-    addDrops("engine", engineDrops, prev ? prev.engine : {});
-    addDrops("parse", parse, prev ? prev.parse : {});
+    addDrops(() => "screen", screen, prev ? prev.screen : {});
+    addDrops((k) => stages[k] || "engine", engineDrops, prev ? prev.engine : {});
     dropRows.sort((a, b) => b.rate - a.rate || b.total - a.total || (a.reason < b.reason ? -1 : 1));
     fillTable("drop-table", dropRows.map((d) => row(
       [td(d.reason, "mono"), td(d.stage), td(fmtRate(d.rate), "num"), td(fmtInt(d.total), "num")],
-      {reason: d.reason})), 4, "nothing dropped yet");
+      {reason: d.reason, stage: d.stage})), 4, "nothing dropped yet");
+    const dt = prev ? t - prev.t : 0;
+    countRows("parse-table", parse, prev ? prev.parse : null, dt, "no parse errors");
+    countRows("absorbed-table", absorbed, prev ? prev.absorbed : null, dt, "nothing absorbed yet");
+    $("latest-absorbed").textContent = prev
+      ? fmtRate(rate(sum(absorbed), sum(prev.absorbed), dt)) + " msg/s" : "";
 
     const gwRows = [];
     for (const gw of gateways.gateways || []) {

@@ -46,6 +46,7 @@ from ...sip.digest import (
 )
 from ...sip.errors import SipParseError
 from ...sip.headers import name_addr_uri, parse_uri
+from ..reasons import Offense
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -63,7 +64,8 @@ DEFAULT_ALGORITHMS = ("MD5", "SHA-256")
 
 # The offense kinds this policy gives rise to (recorded by the engine); they
 # count towards a ban under the `bans.offenses.digest_failure` switch.
-DIGEST_OFFENSES = frozenset(("digest_failure", "digest_uri_mismatch", "digest_from_mismatch"))
+DIGEST_OFFENSES = frozenset((Offense.DIGEST_FAILURE, Offense.DIGEST_URI_MISMATCH,
+                             Offense.DIGEST_FROM_MISMATCH))
 
 _NONCE_TS = 8
 _NONCE_MAC = 16

@@ -1,7 +1,7 @@
 """What every part of the engine shares: the settings and collaborators
 (gateway table, digest, registrar, bans, limits, health), the call state,
 the bytes sbc writes itself (its Via and Record-Route entries per channel),
-the counters, and the message helpers more than one direction uses (our
+the engine's counter table (tally.py), and the message helpers more than one direction uses (our
 branch for a request, a stateless reply, a refusal within the reply budget,
 a BYE that sbc sends itself).
 
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...sip import (
     Message,
+    ParseReason,
     SipParseError,
     Via,
     build,
@@ -33,11 +33,13 @@ from ..screen.bans import BanTable
 from .state import CallState
 from .health import Health, HealthTable
 from ..policy.limits import CallPolicy
+from ..reasons import DropReason, Refusal
 from ..screen.proofs import Proofs
 from ..screen.ratelimit import SourceBudget, TokenBucket
 from .routing import OwnAddresses, derive_branch, stamp_via
 from .scan import Scan, scan_request
 from ..settings import ProxySettings
+from ..tally import Tally
 from ..verdict import (
     PRIVATE,
     PUBLIC_TCP,
@@ -105,7 +107,7 @@ def top_via(msg: Message) -> tuple[int, bytes, list[bytes]]:
                 values = split_values(value)
                 return i, values[0], values[1:]
             return i, value, []
-    raise SipParseError("missing_mandatory_header")
+    raise SipParseError(ParseReason.MISSING_MANDATORY_HEADER)
 
 
 class Context:
@@ -113,8 +115,10 @@ class Context:
                  on_event: EventSink | None, gateways: GatewayTable | None,
                  gateway_info: dict[str, GatewayInfo] | None, auth: DigestAuth | None,
                  registrar: Registrar | None, bans: BanTable | None, policy: CallPolicy | None,
-                 on_bindings: BindingSink | None, on_dialog: DialogSink | None) -> None:
+                 on_bindings: BindingSink | None, on_dialog: DialogSink | None,
+                 tally: Tally) -> None:
         s = self.s = settings
+        self.tally = tally
         self.secret = secret
         self.on_event: EventSink = on_event or _no_events
         self.on_bindings: BindingSink = on_bindings or _no_bindings
@@ -135,10 +139,6 @@ class Context:
         # The screen's scanner signatures, checked again on the parsed message.
         self.signatures: re.Pattern[bytes] | None = None
         self.signatures_on_gateways = False
-        self.failovers: Counter[str] = Counter()  # calls sent on to the next VOS3000, by why
-        self.drops: Counter[str] = Counter()
-        self.parse_errors: Counter[str] = Counter()
-        self.refusals: Counter[str] = Counter()
         self.egresses: list[tuple[str, int]] = [(s.private_host, s.private_port), *s.egresses]
         tls_own = [(s.public_host, s.tls_port)] if s.tls_port is not None else []
         self.own = OwnAddresses([(s.public_host, s.public_port), *tls_own, *self.egresses])
@@ -254,28 +254,28 @@ class Context:
                               sc.cseq_line, to_tag=TAG_PREFIX + b"0", extra=extra, reason=reason)
         return Reply([(src.channel, (src.host, src.port), resp)])
 
-    def refuse(self, status: int, scan: Scan, src: Source, now: float,
-               extra: tuple[bytes, ...] = (), reason: str = "refused",
-               phrase: bytes | None = None) -> Verdict:
-        """A reply to a source that is not authenticated: to its address only, within the budget."""
+    def refuse(self, status: int, scan: Scan, src: Source, now: float, reason: Refusal,
+               extra: tuple[bytes, ...] = (), phrase: bytes | None = None) -> Verdict:
+        """A reply to a source that is not authenticated: to its address only,
+        within the budget (else a silent drop), counted under `reason`."""
         if not self.reply_per_source.take(src.host, now) and not self.proved(src.host, now):
-            return Drop("reply_budget_source")
+            return Drop(DropReason.REPLY_BUDGET_SOURCE)
         if not self.reply_budget.take(now):
-            return Drop("reply_budget")
+            return Drop(DropReason.REPLY_BUDGET)
         reply = self.reply_stateless(status, scan, src, extra=extra, reason=phrase)
-        self.refusals[reason] += 1
+        self.tally.refusals[reason] += 1
         return reply
 
-    def refuse_gateway(self, status: int, scan: Scan, src: Source, reason: str,
+    def refuse_gateway(self, status: int, scan: Scan, src: Source, reason: Refusal,
                        phrase: bytes | None = None) -> Reply:
         """A refusal to an identified gateway, counted under `reason`."""
-        self.refusals[reason] += 1
+        self.tally.refusals[reason] += 1
         return self.reply_stateless(status, scan, src, reason=phrase)
 
     def unknown(self, scan: Scan, src: Source, now: float) -> Verdict:
         if self.s.reject_unknown:
-            return self.refuse(403, scan, src, now, reason="unknown_source")
-        return Drop("unknown_source")
+            return self.refuse(403, scan, src, now, Refusal.UNKNOWN_SOURCE)
+        return Drop(DropReason.UNKNOWN_SOURCE)
 
     # ------------------------------------------------------------------ calls sbc ends itself
 

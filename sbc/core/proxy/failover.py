@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 
 from ...sip import Message, build
+from ..reasons import Absorbed
 from .context import BYE_BRANCH, PING_BRANCH, Context, contact_uri, hostport
 from .routing import derive_branch
 from .timers import TimerKind
@@ -127,7 +128,7 @@ class Failover:
             tx.fo_timer = calls.arm(None, now + s.failover_timeout, TimerKind.FAILOVER, tx)
         if tx.dialog is not None:
             tx.dialog.backend = tx.dest
-        ctx.failovers[reason] += 1
+        ctx.tally.failovers[reason] += 1
         return [(tx.egress, tx.dest, tx.out)]
 
     def failover_due(self, tx: InviteTx, now: float, sends: list[Send]) -> None:
@@ -145,22 +146,22 @@ class Failover:
         ctx = self.ctx
         attempt = next((a for a in tx.attempts or () if a.branch == branch), None)
         if attempt is None:
-            return Drop("late_response")
+            return Drop(Absorbed.LATE_RESPONSE)
         status = msg.status
         to_line = next((raw for name, raw in msg.headers if name == "to"), tx.to_line)
         if status < 200:
             if attempt.done or attempt.cancelled:
-                return Drop("late_response")
+                return Drop(Absorbed.LATE_RESPONSE)
             attempt.cancelled = True  # now it may be cancelled (§9.1)
             cancel = build.request(b"CANCEL", tx.uri, attempt.via, tx.routes, tx.from_line,
                                    tx.to_line, tx.call_id_line, tx.cseq)
-            return Drop("late_response", [(tx.egress, attempt.dest, cancel)])
+            return Drop(Absorbed.LATE_RESPONSE, [(tx.egress, attempt.dest, cancel)])
         first = not attempt.done
         attempt.done = True
         if status >= 300:  # the hop-by-hop ACK, for each copy (§17.1.1.3)
             ack = build.request(b"ACK", tx.uri, attempt.via, tx.routes, tx.from_line, to_line,
                                 tx.call_id_line, tx.cseq)
-            return Drop("late_response", [(tx.egress, attempt.dest, ack)])
+            return Drop(Absorbed.LATE_RESPONSE, [(tx.egress, attempt.dest, ack)])
         # A 2xx the caller must not see: ACK each copy, and end that call on
         # its target with a BYE, once (RFC 3261 §13.2.2.4, §15).
         contact = contact_uri(msg) or tx.uri
@@ -172,5 +173,5 @@ class Failover:
             sends.append((tx.egress, attempt.dest, build.request(
                 b"BYE", contact, via + b"b", [], tx.from_line, to_line, tx.call_id_line,
                 tx.cseq + 1)))
-            ctx.failovers["late_2xx_ended"] += 1
-        return Drop("late_response", sends)
+            ctx.tally.failovers["late_2xx_ended"] += 1
+        return Drop(Absorbed.LATE_RESPONSE, sends)

@@ -40,6 +40,7 @@ from .context import BYE_BRANCH, TAG_PREFIX, Context, contact_uri
 from .dialogs import Dialog, DialogState
 from .failover import Failover
 from ..policy.numbers import dialled
+from ..reasons import Absorbed, DropReason, Offense, Refusal
 from .routing import branch_is_for, without_preloaded_routes
 from .scan import Scan
 from ..screen.screen import signature_in
@@ -59,6 +60,10 @@ from ..verdict import (
     Verdict,
 )
 
+# What a right answer on a nonce that cannot be used is asked again with:
+# a fresh nonce and stale=true (RFC 7616 §3.3).
+_STALE = frozenset((AuthStatus.STALE, AuthStatus.REPLAY, AuthStatus.NONCE_TABLE_FULL))
+
 # Out of dialog, the requests that go on to VOS3000 (ACK and CANCEL have
 # rules of their own). Anything else is answered 405, never forwarded.
 FORWARDED = frozenset(("INVITE", "REGISTER", "OPTIONS", "MESSAGE", "SUBSCRIBE", "NOTIFY", "PUBLISH"))
@@ -66,6 +71,14 @@ FORWARDED = frozenset(("INVITE", "REGISTER", "OPTIONS", "MESSAGE", "SUBSCRIBE", 
 IN_DIALOG_ONLY = frozenset(("BYE", "UPDATE", "INFO", "PRACK", "REFER"))
 # In a dialog that has ended (lingering for retransmissions), only these.
 AFTER_END = frozenset(("BYE", "ACK"))
+# A challenge (401/407), counted by why it was asked (RFC 3261 §22.1).
+_CHALLENGED = {
+    AuthStatus.NO_CREDENTIALS: Refusal.NO_CREDENTIALS,
+    AuthStatus.BAD_NONCE: Refusal.BAD_NONCE,
+    AuthStatus.STALE: Refusal.STALE,
+    AuthStatus.REPLAY: Refusal.REPLAY,
+    AuthStatus.NONCE_TABLE_FULL: Refusal.NONCE_TABLE_FULL,
+}
 ALLOW = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, REFER, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH, REGISTER"
 
 
@@ -107,7 +120,7 @@ class PublicSide:
             if tx is not None and tx.caller[0] == src.host:
                 if method == "INVITE":  # a retransmission: absorbed, answered with what we said last
                     if tx.state is TxState.ACCEPTED or not tx.last_response:
-                        return Drop("retransmission")
+                        return Drop(Absorbed.RETRANSMISSION)
                     return Reply([(tx.caller_channel, tx.caller, tx.last_response)])
                 if method == "CANCEL":
                     return self._cancel(msg, src, now, vi, via_line, tx)
@@ -115,15 +128,15 @@ class PublicSide:
                     tx.acked = True
                     ctx.calls.timers.cancel(tx.g_timer)
                     tx.g_timer = None
-                    return Drop("ack_absorbed")
+                    return Drop(Absorbed.ACK_ABSORBED)
             elif method == "INVITE" and ctx.calls.was_accepted(key, src.host):
-                return Drop("retransmission")  # of an INVITE already answered 2xx
+                return Drop(Absorbed.RETRANSMISSION)  # of an INVITE already answered 2xx
             elif method == "CANCEL":
                 return self._unknown_cancel(msg, src, now, vi, via_line)
             elif method == "ACK" and tx is None:
                 to_tag = header_param(msg.get("to") or b"", b"tag")
                 if to_tag is not None and to_tag.startswith(TAG_PREFIX):
-                    return Drop("ack_absorbed")  # ACK for a final answer we sent statelessly
+                    return Drop(Absorbed.ACK_ABSORBED)  # ACK for a final answer we sent statelessly
 
         scan = ctx.scan(msg, vi, via_line)
         to_tag = header_param(header_value(scan.to_line), b"tag")
@@ -132,23 +145,23 @@ class PublicSide:
         sig = ctx.signatures
         if sig is not None and (gateway is None or ctx.signatures_on_gateways) \
                 and signature_in(sig, msg):
-            ctx.bans.offense(src.host, "scanner", now, spoofable=src.channel == PUBLIC_UDP)
-            return Drop("scanner")
+            ctx.bans.offense(src.host, Offense.SCANNER, now, spoofable=src.channel == PUBLIC_UDP)
+            return Drop(DropReason.SCANNER_PARSED)
 
         # 2. In-dialog requests: the dialog they name, from its own peer.
         if to_tag is not None:
             dlg = ctx.calls.dialogs.find(msg.call_id, from_tag, to_tag)
             if dlg is None:
                 if method == "ACK":  # never answered (§17.1.1.3); the ACK of our own 481 is one
-                    return Drop("no_dialog")
+                    return Drop(DropReason.NO_DIALOG)
                 if gateway is None:
                     return ctx.unknown(scan, src, now)
-                ctx.bans.offense(src.host, "no_dialog", now)
-                return ctx.refuse_gateway(481, scan, src, "no_dialog")
+                ctx.bans.offense(src.host, Offense.NO_DIALOG, now)
+                return ctx.refuse_gateway(481, scan, src, Refusal.NO_DIALOG)
             if not owns(dlg, src):
                 return self._not_owner(scan, src, now, gateway)
             if dlg.state is DialogState.ENDED and method not in AFTER_END:
-                return ctx.refuse_gateway(481, scan, src, "dialog_ended")
+                return ctx.refuse_gateway(481, scan, src, Refusal.DIALOG_ENDED)
             if scan.loop:
                 return ctx.reply_stateless(482, scan, src)
             if scan.mf_zero:
@@ -164,7 +177,7 @@ class PublicSide:
 
         # 3./4. Out of dialog: a gateway by address, or a digest account.
         if method == "ACK":  # it matched no transaction of ours; an ACK is never answered (§17)
-            return Drop("no_transaction")
+            return Drop(DropReason.NO_TRANSACTION)
         account: Account | None = None
         if gateway is None:
             if ctx.auth is None or not ctx.auth.has_accounts or method not in FORWARDED:
@@ -186,7 +199,7 @@ class PublicSide:
 
         if method not in FORWARDED:
             if method in IN_DIALOG_ONLY:
-                return ctx.refuse_gateway(481, scan, src, "no_dialog")
+                return ctx.refuse_gateway(481, scan, src, Refusal.NO_DIALOG)
             return self._not_allowed(scan, src)
         if scan.loop:
             return ctx.reply_stateless(482, scan, src)
@@ -195,7 +208,7 @@ class PublicSide:
         if scan.route_idx:
             scan.lines, removed = without_preloaded_routes(scan.lines)
             if removed:
-                ctx.refusals["preloaded_route"] += 1
+                ctx.tally.refusals[Refusal.PRELOADED_ROUTE] += 1
         info = ctx.gateway_info.get(gateway)
         egress = PRIVATE + info.egress_index if info else PRIVATE
 
@@ -206,7 +219,7 @@ class PublicSide:
                 # a call in progress. Never a second call that escapes counting.
                 if not owns(live, src):
                     return self._not_owner(scan, src, now, gateway)
-                return ctx.refuse_gateway(482, scan, src, "dialog_exists")
+                return ctx.refuse_gateway(482, scan, src, Refusal.DIALOG_EXISTS)
             policy = ctx.policy
             called = _called(msg) if policy.matches_numbers else ()
             dialogs = ctx.calls.dialogs
@@ -215,7 +228,7 @@ class PublicSide:
             if rejected is not None:
                 extra: tuple[bytes, ...] = ()
                 if rejected.status == 403:
-                    ctx.bans.offense(src.host, "blocked_destination", now)
+                    ctx.bans.offense(src.host, Offense.BLOCKED_DESTINATION, now)
                 else:
                     extra = (b"Retry-After: %d" % policy.retry_after,)
                 return self._reject(key, rejected.status, scan, src, now, rejected.reason, extra)
@@ -243,7 +256,7 @@ class PublicSide:
         (an ACK is never answered, RFC 3261 §17); requests are refused."""
         ctx = self.ctx
         if msg.method is None or msg.method == "ACK":
-            return Drop("client_cert_required")
+            return Drop(DropReason.CLIENT_CERT_REQUIRED)
         vi, _via, via_line = ctx.received_via(msg, src)
         return self._refuse_certificate(ctx.scan(msg, vi, via_line), src, now)
 
@@ -254,7 +267,7 @@ class PublicSide:
         Over UDP the source may be forged, so the 403 goes to the packet's
         source only and within the reply budget, like any refusal to a
         source that has not proved itself; counted as `client_cert_required`."""
-        return self.ctx.refuse(403, scan, src, now, reason="client_cert_required",
+        return self.ctx.refuse(403, scan, src, now, Refusal.CLIENT_CERT_REQUIRED,
                                phrase=b"TLS Client Certificate Required")
 
     def _unknown_cancel(self, msg: Message, src: Source, now: float, vi: int,
@@ -270,19 +283,19 @@ class PublicSide:
         ctx = self.ctx
         if not ctx.s.reject_unknown and self._gateway_of(src) is None \
                 and not ctx.proved(src.host, now):
-            return Drop("unknown_source")
-        return ctx.refuse(481, ctx.scan(msg, vi, via_line), src, now, reason="no_transaction")
+            return Drop(DropReason.UNKNOWN_SOURCE)
+        return ctx.refuse(481, ctx.scan(msg, vi, via_line), src, now, Refusal.NO_TRANSACTION)
 
     def _not_owner(self, scan: Scan, src: Source, now: float, gateway: str | None) -> Verdict:
         """A request with the identifiers of a dialog that is not the sender's."""
-        self.ctx.bans.offense(src.host, "dialog_not_owner", now)
+        self.ctx.bans.offense(src.host, Offense.DIALOG_NOT_OWNER, now)
         if gateway is None:
-            return Drop("dialog_not_owner")
-        return self.ctx.refuse_gateway(403, scan, src, "dialog_not_owner")
+            return Drop(DropReason.DIALOG_NOT_OWNER)
+        return self.ctx.refuse_gateway(403, scan, src, Refusal.DIALOG_NOT_OWNER)
 
     def _not_allowed(self, scan: Scan, src: Source) -> Reply:
         ctx = self.ctx
-        ctx.refusals["method_not_allowed"] += 1
+        ctx.tally.refusals[Refusal.METHOD_NOT_ALLOWED] += 1
         return ctx.reply_stateless(405, scan, src, extra=(ALLOW,))
 
     def _authenticate(self, msg: Message, scan: Scan, src: Source, now: float
@@ -299,35 +312,38 @@ class PublicSide:
             if not account.caller_allowed(header_value(scan.from_line)):
                 # A trunk presents many caller IDs; an account that must not
                 # says so (from_must_match), and then only its own name goes.
-                ctx.bans.offense(src.host, "digest_from_mismatch", now)
-                return ctx.refuse(403, scan, src, now, reason="digest_from_mismatch")
+                ctx.bans.offense(src.host, Offense.DIGEST_FROM_MISMATCH, now)
+                return ctx.refuse(403, scan, src, now, Refusal.DIGEST_FROM_MISMATCH)
             return account
-        if status in (AuthStatus.NO_CREDENTIALS, AuthStatus.BAD_NONCE, AuthStatus.STALE,
-                      AuthStatus.REPLAY, AuthStatus.NONCE_TABLE_FULL):
-            # RFC 3261 §22.1: 401 from a registrar, 407 from a proxy. A replayed
-            # nonce-count is refused with a fresh nonce: it may be an honest
-            # retransmission whose answer was lost. A right answer the replay
-            # table has no room for is asked again as if stale (fail closed).
-            stale = status is AuthStatus.STALE or status is AuthStatus.NONCE_TABLE_FULL
+        if status in _CHALLENGED:
+            # RFC 3261 §22.1: 401 from a registrar, 407 from a proxy. A right
+            # answer on a nonce-count already used is asked again with a fresh
+            # nonce and stale=true (RFC 7616 §3.3: the digest was valid, the
+            # nonce is not): a phone that shares one nonce between its
+            # REGISTER and an INVITE sent at the same moment (baresip) retries
+            # instead of giving up, and a replayer learns nothing it did not
+            # know. A right answer the replay table has no room for is asked
+            # again the same way (fail closed).
+            stale = status in _STALE
             # Over UDP the source may be forged, and the challenge is the
             # largest answer sbc gives a stranger: one line (the first
             # configured algorithm) keeps it near the request's own size.
             # Over TCP and TLS the handshake proved the address: every line.
             lines = ctx.auth.challenge(src.host, now, proxy=not register, stale=stale,
                                        single=src.channel == PUBLIC_UDP)
-            return ctx.refuse(401 if register else 407, scan, src, now, extra=tuple(lines),
-                              reason=str(status))
+            return ctx.refuse(401 if register else 407, scan, src, now, _CHALLENGED[status],
+                              extra=tuple(lines))
         if status is AuthStatus.URI_MISMATCH:
             # RFC 7616 §3.4.6: the answer is for another resource.
-            ctx.bans.offense(src.host, "digest_uri_mismatch", now)
-            return ctx.refuse(400, scan, src, now, reason="digest_uri_mismatch")
+            ctx.bans.offense(src.host, Offense.DIGEST_URI_MISMATCH, now)
+            return ctx.refuse(400, scan, src, now, Refusal.DIGEST_URI_MISMATCH)
         if status is AuthStatus.MALFORMED:
-            ctx.bans.offense(src.host, "malformed", now)
-            return Drop("malformed_credentials")
+            ctx.bans.offense(src.host, Offense.MALFORMED, now)
+            return Drop(DropReason.MALFORMED_CREDENTIALS)
         # A wrong password, an unknown user name, an account used from outside
         # its from_cidrs: one answer, so that guessing names teaches nothing.
-        ctx.bans.offense(src.host, "digest_failure", now)
-        return ctx.refuse(403, scan, src, now, reason="digest_failure")
+        ctx.bans.offense(src.host, Offense.DIGEST_FAILURE, now)
+        return ctx.refuse(403, scan, src, now, Refusal.DIGEST_FAILURE)
 
     # ------------------------------------------------------------------ INVITE transactions
 
@@ -458,16 +474,16 @@ class PublicSide:
         lines, branch, nxt = ctx.pop_our_via(msg, ctx.own_public[src.channel],
                                              ctx.marker_public[src.channel])
         if branch is None:
-            return Drop("via_not_ours")
+            return Drop(DropReason.VIA_NOT_OURS)
         if branch.startswith(BYE_BRANCH):
-            return Drop("bye_answer")  # the answer to a BYE of our own
+            return Drop(Absorbed.BYE_ANSWER)  # the answer to a BYE of our own
         if nxt is None:
-            return Drop("no_next_via")
+            return Drop(DropReason.NO_NEXT_VIA)
         addr: Addr = parse_via(nxt).reply_address()
         if ctx.health.by_addr(addr) is None:
-            return Drop("response_not_to_backend")
+            return Drop(DropReason.RESPONSE_NOT_TO_BACKEND)
         if not branch_is_for(ctx.secret, branch, (src.host, src.port), addr):
-            return Drop("response_not_ours")  # nobody sbc sent this request to, or altered
+            return Drop(DropReason.RESPONSE_NOT_OURS)  # nobody sbc sent this request to, or altered
         from_tag = header_param(msg.get("from") or b"", b"tag")
         to_tag = header_param(msg.get("to") or b"", b"tag")
         dlg = ctx.calls.dialogs.get(msg.call_id, from_tag)

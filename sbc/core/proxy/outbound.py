@@ -18,6 +18,7 @@ from ...sip import Message, SipParseError, Via, header_param, header_value, pars
 from .context import BYE_BRANCH, PING_BRANCH, Context, contact_uri
 from .dialogs import Dialog, DialogState
 from .failover import Failover
+from ..reasons import Absorbed, DropReason, Offense
 from .routing import signed_branch
 from .scan import Scan
 from .timers import TimerKind
@@ -50,7 +51,7 @@ class BackendSide:
     def receive(self, msg: Message, src: Source, now: float) -> Verdict:
         ctx = self.ctx
         if src.host not in ctx.health.hosts:
-            return Drop("not_backend")
+            return Drop(DropReason.NOT_BACKEND)
         if msg.method is None:
             return self.response(msg, src, now)
         vi, via, via_line = ctx.received_via(msg, src)
@@ -68,15 +69,15 @@ class BackendSide:
             if method == "CANCEL":
                 return self._cancel_to_binding(msg, src, scan, via, from_tag)
             if method == "ACK":
-                return Drop("no_dialog")
+                return Drop(DropReason.NO_DIALOG)
             return ctx.reply_stateless(481, scan, src)
         dlg = ctx.calls.dialogs.find(msg.call_id, from_tag, to_tag)
         if dlg is None:
             if method == "ACK":
-                return Drop("no_dialog")
+                return Drop(DropReason.NO_DIALOG)
             return ctx.reply_stateless(481, scan, src)
         if src.channel != dlg.egress or src.host != dlg.backend[0]:
-            return Drop("dialog_not_owner")  # another VOS3000, or another gateway's socket
+            return Drop(DropReason.DIALOG_NOT_OWNER)  # another VOS3000, or another gateway's socket
         if dlg.state is DialogState.ENDED and method not in _AFTER_END:
             return ctx.reply_stateless(481, scan, src)
         dlg.cseq_backend = max(dlg.cseq_backend, msg.cseq)
@@ -143,7 +144,7 @@ class BackendSide:
         if dlg is None or not dlg.inbound or dlg.state is not DialogState.EARLY:
             return ctx.reply_stateless(481, scan, src)
         if src.channel != dlg.egress or src.host != dlg.backend[0]:
-            return Drop("dialog_not_owner")
+            return Drop(DropReason.DIALOG_NOT_OWNER)
         start = b"CANCEL " + dlg.peer_contact + b" SIP/2.0" if dlg.peer_contact else None
         return self._to_peer(msg, src, scan, via, dlg.peer_channel, dlg.peer, start=start)
 
@@ -154,28 +155,28 @@ class BackendSide:
         egress = src.channel - PRIVATE
         lines, branch, nxt = ctx.pop_our_via(msg, ctx.egresses[egress], ctx.marker_egress[egress])
         if branch is None:
-            return Drop("via_not_ours")
+            return Drop(DropReason.VIA_NOT_OURS)
         if branch.startswith(BYE_BRANCH):
-            return Drop("bye_answer")  # the answer to a BYE of our own
+            return Drop(Absorbed.BYE_ANSWER)  # the answer to a BYE of our own
         if branch.startswith(PING_BRANCH):
             if msg.status >= 200:
                 self.failover.ping_answer(branch, msg.status, now)
-            return Drop("ping_answer")
+            return Drop(Absorbed.PING_ANSWER)
         tx = ctx.calls.txs.get(branch) if msg.cseq_method in ("INVITE", "CANCEL") else None
         if tx is not None and msg.cseq_method == "CANCEL":
-            return Drop("cancel_answer")  # the 200 for our own CANCEL
+            return Drop(Absorbed.CANCEL_ANSWER)  # the 200 for our own CANCEL
         if nxt is None:
-            return Drop("no_next_via")  # RFC 3261 §16.7 step 3: nowhere to send it
+            return Drop(DropReason.NO_NEXT_VIA)  # RFC 3261 §16.7 step 3: nowhere to send it
         if tx is not None:
             if branch != tx.branch:  # an attempt sbc has moved on from
                 return self.failover.late_response(tx, branch, msg, now)
             if tx.dest[0] != src.host:
-                return Drop("response_not_ours")  # not the VOS3000 this INVITE went to
+                return Drop(DropReason.RESPONSE_NOT_OURS)  # not the VOS3000 this INVITE went to
             return self._invite_response(tx, msg, lines, now)
         via = parse_via(nxt)
         channel = _VIA_CHANNEL.get(via.transport, PUBLIC_UDP)
         if msg.status == 401 or msg.status == 403:
-            ctx.bans.offense(via.reply_address()[0], "backend_auth_failure", now)
+            ctx.bans.offense(via.reply_address()[0], Offense.BACKEND_AUTH_FAILURE, now)
         out = serialize(msg.start, lines, msg.body, msg.has_content_length)
         return Forward([(channel, via.reply_address(), out)])
 
@@ -190,7 +191,7 @@ class BackendSide:
             ctx.health_ok(tx.target, now)  # the attempt's first response: its target is alive
         if status < 200:
             if tx.final:
-                return Drop("hop_by_hop_100") if status == 100 else Drop("late_provisional")
+                return Drop(Absorbed.HOP_BY_HOP_100 if status == 100 else Absorbed.LATE_PROVISIONAL)
             first = tx.state is TxState.CALLING
             tx.step(TxEvent.PROVISIONAL)
             calls.timers.cancel(tx.a_timer)
@@ -207,7 +208,7 @@ class BackendSide:
                     tx.cancelled = True
                     sends.append((tx.egress, tx.dest, tx.cancel_request()))
             if status == 100:
-                return Forward(sends) if sends else Drop("hop_by_hop_100")
+                return Forward(sends) if sends else Drop(Absorbed.HOP_BY_HOP_100)
             if dlg is not None and dlg.state is DialogState.EARLY:
                 dlg.add_answer_tag(header_param(msg.get("to") or b"", b"tag"))
             out = serialize(msg.start, lines, msg.body, msg.has_content_length)
@@ -239,7 +240,7 @@ class BackendSide:
         if not calls.final(tx, TxEvent.FINAL):
             return Reply(sends)  # a retransmitted final answer: re-ACK only
         if status == 401 or status == 403:
-            ctx.bans.offense(tx.caller[0], "backend_auth_failure", now)
+            ctx.bans.offense(tx.caller[0], Offense.BACKEND_AUTH_FAILURE, now)
         tx.last_response = out
         sends.append((tx.caller_channel, tx.caller, out))
         calls.complete(tx, now)

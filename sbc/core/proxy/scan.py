@@ -6,7 +6,7 @@ and a loop check (§16.3 step 4)."""
 
 from __future__ import annotations
 
-from ...sip import Message, SipParseError, header_value, parse_via, split_values
+from ...sip import Message, ParseReason, SipParseError, header_value, parse_via, split_values
 from .routing import OwnAddresses, strip_own_routes
 
 _CREDENTIALS = frozenset(("authorization", "proxy-authorization"))
@@ -56,7 +56,7 @@ def scan_request(msg: Message, vi: int, via_line: bytes, own: OwnAddresses) -> S
             value = header_value(raw)
             # Leading zeros are allowed: "0068" is 68 (RFC 4475 §3.1.1.1).
             if not value.isdigit() or len(value.lstrip(b"0")) > 3:
-                raise SipParseError("bad_max_forwards")
+                raise SipParseError(ParseReason.BAD_MAX_FORWARDS)
             hops = int(value)
             if hops <= 0:
                 sc.mf_zero = True

@@ -6,6 +6,8 @@ before, up to `max_bantime` (fail2ban's bantime.increment / recidive). Exempt
 sources (gateways, configured CIDRs) are never banned automatically; an
 operator can ban and unban anything by hand.
 
+Offense kinds are `Offense` members (sbc.core.reasons); each one recorded,
+and each one a proved source is spared, is counted in the engine's tally.
 Every table here is keyed by an address an attacker chooses, so each has a
 hard cap (`max_entries`) and expiry. Ban and unban events go to `listener`
 (the shell logs them, stores them in SQLite and mirrors them into nftables).
@@ -14,10 +16,12 @@ hard cap (`max_entries`) and expiry. Ban and unban events go to `listener`
 from __future__ import annotations
 
 import heapq
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..reasons import Offense
+from ..tally import Tally
 from .offenses import OffenseTable
 
 
@@ -65,13 +69,13 @@ class BanTable:
         "max_offenses",
         "offenses",
         "proved",
-        "spared",
+        "tally",
     )
 
     def __init__(self, *, max_offenses: int = 5, findtime: float = 600.0, bantime: float = 600.0,
                  increment: float = 2.0, max_bantime: float = 604_800.0, max_entries: int = 100_000,
                  exempt: Callable[[str], bool] | None = None,
-                 counted: frozenset[str] | None = None,
+                 counted: frozenset[Offense] | None = None,
                  listener: Listener | None = None,
                  proved: Callable[[str, float], bool] | None = None) -> None:
         self.max_offenses = max_offenses
@@ -87,7 +91,8 @@ class BanTable:
         # open connection): such a source is never banned for what a forged
         # UDP datagram can cause. Those offenses are only counted, by kind.
         self.proved = proved or (lambda host, now: False)
-        self.spared: Counter[str] = Counter()
+        # Where offenses are counted: the engine's tally once it owns this table.
+        self.tally = Tally()
         self.bans: OrderedDict[str, Ban] = OrderedDict()
         # how many times a source was banned (recidive), oldest first
         self.levels: OrderedDict[str, int] = OrderedDict()
@@ -109,7 +114,7 @@ class BanTable:
         ban = self.bans.get(host)
         return ban is not None and now < ban.expires_at
 
-    def offense(self, host: str, kind: str, now: float, spoofable: bool = False) -> Ban | None:
+    def offense(self, host: str, kind: Offense, now: float, spoofable: bool = False) -> Ban | None:
         """Record an offense; the Ban if this one earned it. `spoofable`: the
         packet came over UDP and proves nothing about its source address
         (a scanner signature, a rate-limit hit, a malformed datagram)."""
@@ -120,8 +125,9 @@ class BanTable:
         if self.exempt(host):
             return None
         if spoofable and self.proved(host, now):
-            self.spared[kind] += 1
+            self.tally.spared[kind] += 1
             return None
+        self.tally.offenses[kind] += 1
         rec = self.offenses.record(host, kind, now)
         if rec.total < self.max_offenses:
             return None

@@ -7,9 +7,9 @@ byte (slowloris), nothing said in time after the connection came up, or idle
 too long. The transport keeps one `ConnClock` per connection, tells it what
 happened (`ready`, `fed`) with the time, and closes what this module names.
 
-Every reason here is a counter name; those in `OFFENSES` also count towards a
-ban of the source (the idle timeout and the global cap are not the source's
-fault). The per-source table holds only addresses with a live connection, so
+Every reason here is a `TransportEvent` (sbc.core.reasons), counted under
+its name; those in `CONNECTION_OFFENSES` are also an offense of the source
+(the idle timeout and the global cap are not the source's fault). The per-source table holds only addresses with a live connection, so
 it is bounded by the global cap.
 """
 
@@ -19,20 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# Reasons a connection is closed (or refused), as counted in metrics.
-PER_SOURCE_CAP = "tcp_per_source_cap"
-GLOBAL_CAP = "tcp_connection_cap"
-IDLE = "tcp_idle_closed"
-MESSAGE_DEADLINE = "tcp_message_deadline"
-NO_MESSAGE = "tcp_no_message"
-FRAMING = "tcp_framing"  # counted as tcp_framing_<parser reason>
-HANDSHAKE_TIMEOUT = "tls_handshake_timeout"
-HANDSHAKE_FAILED = "tls_handshake_failed"
-CLIENT_CERT_MISSING = "tls_client_cert_missing"
-CLIENT_CERT_SUBJECT = "tls_client_cert_subject"
-
-OFFENSES = frozenset({PER_SOURCE_CAP, MESSAGE_DEADLINE, NO_MESSAGE, FRAMING, HANDSHAKE_TIMEOUT,
-                      HANDSHAKE_FAILED, CLIENT_CERT_MISSING, CLIENT_CERT_SUBJECT})
+from ..reasons import TransportEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,18 +64,19 @@ class ConnClock:
             self.partial_since = now
 
 
-def overdue(clock: ConnClock, limits: ConnLimits, now: float) -> str | None:
+def overdue(clock: ConnClock, limits: ConnLimits, now: float) -> TransportEvent | None:
     """The deadline this connection has missed, if any."""
     if clock.ready_at is None:
-        return HANDSHAKE_TIMEOUT if now - clock.opened > limits.handshake_deadline else None
+        late = now - clock.opened > limits.handshake_deadline
+        return TransportEvent.TLS_HANDSHAKE_TIMEOUT if late else None
     if clock.partial_since is not None:
         # A message under way has its own deadline, the first one included.
         if now - clock.partial_since > limits.message_deadline:
-            return MESSAGE_DEADLINE
+            return TransportEvent.TCP_MESSAGE_DEADLINE
     elif clock.messages == 0 and now - clock.ready_at > limits.message_deadline:
-        return NO_MESSAGE
+        return TransportEvent.TCP_NO_MESSAGE
     if now - clock.last_active > limits.idle:
-        return IDLE
+        return TransportEvent.TCP_IDLE_CLOSED
     return None
 
 
@@ -107,13 +95,13 @@ class SourceCounts:
     def get(self, host: str) -> int:
         return self._counts.get(host, 0)
 
-    def admit(self, host: str, limits: ConnLimits) -> str | None:
+    def admit(self, host: str, limits: ConnLimits) -> TransportEvent | None:
         """Take a slot for a new connection from `host`, or say why not."""
         if self.total >= limits.max_total:
-            return GLOBAL_CAP
+            return TransportEvent.TCP_CONNECTION_CAP
         n = self._counts.get(host, 0)
         if n >= limits.max_per_source:
-            return PER_SOURCE_CAP
+            return TransportEvent.TCP_PER_SOURCE_CAP
         self._counts[host] = n + 1
         self.total += 1
         return None

@@ -1,17 +1,18 @@
 """The screen: what a datagram must pass before it is parsed at all.
 
 Cheapest first, on raw bytes (DESIGN.md step 1):
-1. banned source                      -> "banned"
+1. banned source                      -> BANNED
 2. over its rate: per IP and per /24 (IPv4) or /64 (IPv6) for sources that
    are not gateways, a higher per-IP rate for gateways (token buckets, like
-   iptables hashlimit)                -> "rate_per_ip", "rate_per_net", "rate_per_gateway"
+   iptables hashlimit)                -> RATE_PER_IP, RATE_PER_NET, RATE_PER_GATEWAY
 3. a scanner signature in User-Agent or a From/To display name
-   (case-insensitive)                 -> "scanner"
-4. OPTIONS from a source that is not a gateway -> "untrusted_options"
+   (case-insensitive)                 -> SCANNER
+4. OPTIONS from a source that is not a gateway -> UNTRUSTED_OPTIONS
 5. anything else from a source that is not a gateway, when nothing could
    admit it: no digest accounts, unknown sources dropped silently, and no
-   dialog with that address             -> "unknown_source" (the same verdict
-   the engine would reach after a full parse, at a tenth of the cost)
+   dialog with that address             -> UNKNOWN_SOURCE_SCREENED (the
+   engine's UNKNOWN_SOURCE, reached at a tenth of the cost of a full parse)
+(members of sbc.core.reasons.DropReason, all of the screen stage).
 
 Rate and scanner hits are offenses towards a ban. Every table is keyed by a
 source address, so each has a hard cap: when full, the entry created longest
@@ -29,6 +30,19 @@ from ...sip import Message
 from .bans import BanTable
 from .ratelimit import net_key
 from ..identify.gateways import GatewayTable
+from ..reasons import DropReason, Offense
+
+# The members the screen returns, bound once: on Python 3.11 reading an enum
+# member off its class costs as much as the rest of a banned source's drop.
+BANNED = DropReason.BANNED
+RATE_PER_IP = DropReason.RATE_PER_IP
+RATE_PER_NET = DropReason.RATE_PER_NET
+RATE_PER_GATEWAY = DropReason.RATE_PER_GATEWAY
+SCANNER = DropReason.SCANNER
+UNTRUSTED_OPTIONS = DropReason.UNTRUSTED_OPTIONS
+UNKNOWN_SOURCE_SCREENED = DropReason.UNKNOWN_SOURCE_SCREENED
+SCANNER_OFFENSE = Offense.SCANNER
+RATE_OFFENSE = Offense.RATE_LIMIT
 
 # (tokens, stamp): a tuple of floats, which the garbage collector stops
 # tracking, so a table of 200,000 of them costs full collections nothing.
@@ -113,16 +127,16 @@ class Screen:
         return self._sig
 
     def check(self, data: bytes, host: str, port: int, now: float,
-              stream: bool = False) -> str | None:
+              stream: bool = False) -> DropReason | None:
         """A drop reason, or None when the datagram may be parsed. `stream`:
         the message came over a TCP/TLS connection, whose source is not forged."""
         ban = self.bans.bans.get(host)
         if ban is not None and now < ban.expires_at:
-            return "banned"
+            return BANNED
         return self.check_unbanned(data, host, port, now, stream)
 
     def check_unbanned(self, data: bytes, host: str, port: int, now: float,
-                       stream: bool = False) -> str | None:
+                       stream: bool = False) -> DropReason | None:
         """`check` past the ban lookup, which the engine has made itself."""
         gateways = self.gateways
         is_gateway = gateways is None or gateways.by_source(host, port) is not None
@@ -130,16 +144,16 @@ class Screen:
         if over is not None:
             return over
         if self._sig is not None and (not is_gateway or self.apply_to_gateways) and self._scanner(data):
-            self.bans.offense(host, "scanner", now, spoofable=not stream)
-            return "scanner"
+            self.bans.offense(host, SCANNER_OFFENSE, now, spoofable=not stream)
+            return SCANNER
         if not is_gateway:
             if data.startswith(b"OPTIONS "):
-                return "untrusted_options"
+                return UNTRUSTED_OPTIONS
             if self.closed and not self.has_peer(host):
-                return "unknown_source"
+                return UNKNOWN_SOURCE_SCREENED
         return None
 
-    def connection(self, host: str, port: int, now: float) -> str | None:
+    def connection(self, host: str, port: int, now: float) -> DropReason | None:
         """A new TCP or TLS connection spends one token of its source's rate,
         as a datagram does: opening connections fast (each TLS handshake
         costs sbc a key exchange) is a flood like any other. A drop reason,
@@ -148,20 +162,20 @@ class Screen:
         return self._rate(host, gateways is None or gateways.by_source(host, port) is not None,
                           now, False)
 
-    def _rate(self, host: str, is_gateway: bool, now: float, spoofable: bool) -> str | None:
+    def _rate(self, host: str, is_gateway: bool, now: float, spoofable: bool) -> DropReason | None:
         """Step 2: one token of the source's buckets; a rate-limit hit of a
         source that is no gateway is an offense (one a proved source is
         spared when it came in a datagram: see BanTable.offense)."""
         if is_gateway:
             if not self._take(self.per_gw, host, self.rate_gw, self.burst_gw, now):
-                return "rate_per_gateway"
+                return RATE_PER_GATEWAY
             return None
         if not self._take(self.per_ip, host, self.rate_ip, self.burst_ip, now):
-            self.bans.offense(host, "rate_limit", now, spoofable)
-            return "rate_per_ip"
+            self.bans.offense(host, RATE_OFFENSE, now, spoofable)
+            return RATE_PER_IP
         if not self._take(self.per_net, net_key(host), self.rate_net, self.burst_net, now):
-            self.bans.offense(host, "rate_limit", now, spoofable)
-            return "rate_per_net"
+            self.bans.offense(host, RATE_OFFENSE, now, spoofable)
+            return RATE_PER_NET
         return None
 
     def _scanner(self, data: bytes) -> bool:
