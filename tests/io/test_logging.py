@@ -151,3 +151,36 @@ def test_log_line_is_flushed_before_exit() -> None:
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_the_call_record_writer_writes_structlogs_line_key_for_key() -> None:
+    """info_writer skips structlog for JSON lines written per call: the line
+    must be the one structlog writes (same keys in the same order, the same
+    fallback for what JSON cannot hold), and structlog's own in console mode."""
+    from sbc.io.logsetup import info_writer
+
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque>"
+
+    fields = {"call_id": "c1@x", "duration_s": 0.5, "peer": ("127.0.0.1", 5060), "what": Opaque()}
+    for fmt in ("json", "console"):
+        buf = io.StringIO()
+        configure_logging(fmt, "info", buf)
+        get_logger("sbc.test").info("call_end", **fields)
+        info_writer("sbc.test")("call_end", dict(fields))
+        flush_logs()
+        first, second = buf.getvalue().splitlines()
+        if fmt == "json":
+            a, b = json.loads(first), json.loads(second)
+            assert list(a) == list(b) and a.pop("timestamp")[:19] == b.pop("timestamp")[:19]
+            assert a == b and a["what"] == "<opaque>"
+        else:
+            assert first.split(" ", 1)[1] == second.split(" ", 1)[1]
+    configure_logging("json", "info", buf)
+    buf.truncate(0)
+    configure_logging("json", "warning", buf)
+    info_writer("sbc.test")("call_end", dict(fields))  # below the level: nothing
+    flush_logs()
+    assert buf.getvalue() == ""
+    configure_logging("json", "info")
