@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 
 from collections.abc import Awaitable, Callable
@@ -61,6 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     return uvloop.run(serve(cfg, config_path=args.config))
 
 
+def _tune_gc() -> None:
+    """What start-up built (config, tables, modules) lives as long as the
+    process: frozen out of the collector's way. Per message sbc allocates
+    many short-lived objects and few cycles, so the youngest generation is
+    collected every 20,000 allocations rather than 700."""
+    gc.collect()
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(20_000, second, third)
+
+
 # Something to run beside sbc until it stops (the demo's VOS3000 stand-in).
 Beside = Callable[[asyncio.Event], Awaitable[object]]
 
@@ -83,6 +95,7 @@ async def serve(cfg: Config, config_path: str | None = None, beside: Beside | No
         stop.set()
         return 1
     server.install_signal_handlers()
+    _tune_gc()
     log.info("started", **summary(cfg))
     flush_logs()
     sdnotify.notify("READY=1", "STATUS=serving")  # every socket and the admin are bound
