@@ -65,7 +65,14 @@ from loadtest.harness import (
     sipp_binary,
 )
 from loadtest.targets import Layout, stop_server
-from loadtest.versions import Version, VersionSbc, VersionTarget, announce, open_versions
+from loadtest.versions import (
+    Version,
+    VersionSbc,
+    VersionTarget,
+    announce,
+    open_versions,
+    print_problems,
+)
 
 GOAL_KIB_PER_1000 = 300.0
 SBC_LINGER_S = 32.0  # sip.transaction_linger_s when the config does not set it
@@ -476,10 +483,7 @@ def _bench(args: argparse.Namespace, root: Path, stamp: str, versions: list[Vers
     print(format_table(shown, COLUMNS))
     problems = changed + [e for runs in mem_runs.values() for r in runs for e in r.errors]
     problems += [e for runs in cpu_runs.values() for r in runs for e in r.errors]
-    if problems:
-        print(f"\n{len(problems)} problem(s) seen; see the JSON / run folders:")
-        for msg in problems:
-            print(f"  - {msg.splitlines()[0]}")
+    print_problems(problems)
     if args.json:
         doc = {
             "meta": {

@@ -183,3 +183,11 @@ def delta(base: float | None, work: float | None, percent: bool = False) -> floa
     if percent:
         return None if base == 0 else 100.0 * (work - base) / base
     return work - base
+
+
+def print_problems(problems: list[str]) -> None:
+    """The first line of each problem a run saw, after the table."""
+    if problems:
+        print(f"\n{len(problems)} problem(s) seen; see the JSON / run folders:")
+        for msg in problems:
+            print(f"  - {msg.splitlines()[0]}")

@@ -73,7 +73,7 @@ from loadtest.flood.generator import (
 from loadtest.flood.measure import udp_socket_drops, wait_cpu_settled
 from loadtest.harness import REPO, HarnessError, format_table, medians
 from loadtest.targets import KamailioTarget, Layout, SbcTarget, Server, set_key, stop_server
-from loadtest.versions import Version, VersionTarget, announce, delta, open_versions
+from loadtest.versions import Version, VersionTarget, announce, delta, open_versions, print_problems
 
 SCENARIOS = ("options", "register", "invite", "many-sources")
 #: Flat-out runs still need a packet bound: this many per second of --seconds.
@@ -433,31 +433,33 @@ def main(argv: list[str] | None = None) -> int:
         reasons = ", ".join(f"{k} {v:.0f}" for k, v in row["drops_pps"].items())
         print(f"{row['scenario']}: pps by reason: {reasons}")
     if args.json:
-        doc = {
-            "meta": {
-                "started": stamp,
-                "scenarios": args.scenarios,
-                "seconds": args.seconds,
-                "repeat": args.repeat,
-                "rate": args.rate,
-                "sources": args.sources,
-                "payload": args.payload,
-                "set": args.set,
-                "log_level": args.log_level,
-                "cpus": os.cpu_count(),
-                "pinned": {
-                    k: sorted(v) if v else None
-                    for k, v in zip(("generator", "sbc"), cpu_plan(args.pin), strict=True)
-                },
-                "python": platform.python_version(),
-                "generator": str(binary),
-                "workdir": str(root),
-            },
-            "results": results,
-        }
+        doc = {"meta": run_meta(args, stamp, binary, root), "results": results}
         args.json.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
     return 0
+
+
+def run_meta(args: argparse.Namespace, stamp: str, binary: Path, root: Path) -> dict[str, Any]:
+    """What a run's JSON says about how it was made (both modes)."""
+    return {
+        "started": stamp,
+        "scenarios": args.scenarios,
+        "seconds": args.seconds,
+        "repeat": args.repeat,
+        "rate": args.rate,
+        "sources": args.sources,
+        "payload": args.payload,
+        "set": args.set,
+        "log_level": args.log_level,
+        "cpus": os.cpu_count(),
+        "pinned": {
+            k: sorted(v) if v else None
+            for k, v in zip(("generator", "sbc"), cpu_plan(args.pin), strict=True)
+        },
+        "python": platform.python_version(),
+        "generator": str(binary),
+        "workdir": str(root),
+    }
 
 
 # --------------------------------------------------------------------------
@@ -597,38 +599,13 @@ def compare_versions(
     print()
     for line in reasons:
         print(line)
-    if problems:
-        print(f"\n{len(problems)} problem(s) seen; see the JSON / run folders:")
-        for msg in problems:
-            print(f"  - {msg.splitlines()[0]}")
+    print_problems(problems)
     if args.json:
-        doc = {
-            "meta": {
-                "started": stamp,
-                "scenarios": args.scenarios,
-                "seconds": args.seconds,
-                "repeat": args.repeat,
-                "rate": args.rate,
-                "sources": args.sources,
-                "payload": args.payload,
-                "set": args.set,
-                "log_level": args.log_level,
-                "baseline": args.baseline,
-                "versions": [asdict(v) | {"code_dir": str(v.code_dir)} for v in versions],
-                "cpus": os.cpu_count(),
-                "loadavg_at_start": loadavg_at_start,
-                "loadavg_at_end": os.getloadavg(),
-                "pinned": {
-                    k: sorted(v) if v else None
-                    for k, v in zip(("generator", "sbc"), cpu_plan(args.pin), strict=True)
-                },
-                "python": platform.python_version(),
-                "generator": str(binary),
-                "workdir": str(root),
-            },
-            "table": rows,
-            "results": results,
-        }
+        meta = run_meta(args, stamp, binary, root)
+        meta.update(baseline=args.baseline,
+                    versions=[asdict(v) | {"code_dir": str(v.code_dir)} for v in versions],
+                    loadavg_at_start=loadavg_at_start, loadavg_at_end=os.getloadavg())
+        doc = {"meta": meta, "table": rows, "results": results}
         args.json.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
     return 0
