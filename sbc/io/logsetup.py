@@ -19,10 +19,10 @@ import atexit
 import logging
 import sys
 import time
-import json
 from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO, cast
 
+import orjson
 import structlog
 
 __all__ = ["LEVELS", "configure_logging", "flush_logs", "get_logger", "info_writer"]
@@ -144,10 +144,19 @@ def _fallback(obj: Any) -> Any:
     return structlog_form() if structlog_form is not None else repr(obj)
 
 
+_DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS  # tallies keyed by enums and numbers
+
+
+def _dumps(obj: Any, **_kw: Any) -> str:
+    """One JSON line with orjson (structlog's documented fast serializer):
+    a few times cheaper than json.dumps for the same object; compact, UTF-8."""
+    return orjson.dumps(obj, default=_fallback, option=_DUMPS_OPTIONS).decode()
+
+
 def info_writer(name: str) -> Callable[[str, dict[str, Any]], None]:
     """`get_logger(name).info(event, **fields)` for lines written per call
     (call records): with JSON output the same line, key for key, is made
-    with one json.dumps instead of structlog's bound logger and processor
+    with one orjson.dumps instead of structlog's bound logger and processor
     chain, about a third of the cost; otherwise structlog writes it."""
     logger = get_logger(name)
 
@@ -157,7 +166,7 @@ def info_writer(name: str) -> Callable[[str, dict[str, Any]], None]:
             return
         line: dict[str, Any] = {"logger": name, **fields, "event": event, "level": "info"}
         _timestamp(None, "info", line)
-        _SINK.write(json.dumps(line, default=_fallback) + "\n")
+        _SINK.write(_dumps(line) + "\n")
         _SINK.flush()
 
     return write
@@ -171,7 +180,7 @@ def configure_logging(fmt: str = "json", level: str = "info", stream: TextIO | N
         raise ValueError(f"unknown log level {level!r}; one of {', '.join(LEVELS)}") from None
     renderer: structlog.typing.Processor
     if fmt == "json":
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer(serializer=_dumps)
     elif fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     else:

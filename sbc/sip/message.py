@@ -40,6 +40,19 @@ COMPACT = {
     "d": "request-disposition",
 }
 
+# Headers whose first line's index the parser records (Message.where): the
+# single-value ones it checks, and Via.
+INDEXED = frozenset(("via", "from", "to", "call-id", "cseq", "content-length", "max-forwards"))
+
+
+def _index(headers: list[Header]) -> dict[str, int]:
+    where: dict[str, int] = {}
+    for i, (name, _raw) in enumerate(headers):
+        if name in INDEXED and name not in where:
+            where[name] = i
+    return where
+
+
 def header_value(raw: bytes) -> bytes:
     """The value part of a raw header line, unfolded and stripped."""
     value = raw[raw.index(b":") + 1 :]
@@ -69,6 +82,7 @@ class Message:
         "start",
         "status",
         "uri",
+        "where",
     )
 
     def __init__(
@@ -84,6 +98,7 @@ class Message:
         cseq: int,
         cseq_method: str,
         has_content_length: bool,
+        where: dict[str, int] | None = None,
     ) -> None:
         self.start = start
         self.method = method
@@ -96,6 +111,11 @@ class Message:
         self.cseq = cseq
         self.cseq_method = cseq_method
         self.has_content_length = has_content_length
+        # The index in `headers` of the first line of each header in INDEXED
+        # that the message has (the parser knows them already); a name of
+        # INDEXED that is not here is not in the message. Headers are never
+        # reordered after the parse, so the indexes hold.
+        self.where: dict[str, int] = where if where is not None else _index(headers)
 
     @property
     def is_request(self) -> bool:
@@ -103,6 +123,9 @@ class Message:
 
     def get(self, name: str) -> bytes | None:
         """The value of the first header called `name` (canonical lower-case long form)."""
+        if name in INDEXED:
+            i = self.where.get(name)
+            return None if i is None else header_value(self.headers[i][1])
         for hname, raw in self.headers:
             if hname == name:
                 return header_value(raw)

@@ -335,7 +335,7 @@ def parse_message(data: bytes, max_size: int = DEFAULT_MAX_DATAGRAM, *, stream: 
         raise SipParseError(ParseReason.MISSING_CONTENT_LENGTH)
 
     return Message(start, method, uri, status, reason, headers, body, call_id, cseq,
-                   cseq_method, content_length >= 0)
+                   cseq_method, content_length >= 0, where)
 
 
 class StreamFramer:

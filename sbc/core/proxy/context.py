@@ -100,14 +100,14 @@ def tag_of(msg: Message, name: str) -> bytes | None:
 
 
 def top_via(msg: Message) -> tuple[int, bytes, list[bytes]]:
-    for i, (name, raw) in enumerate(msg.headers):
-        if name == "via":
-            value = header_value(raw)
-            if b"," in value:
-                values = split_values(value)
-                return i, values[0], values[1:]
-            return i, value, []
-    raise SipParseError(ParseReason.MISSING_MANDATORY_HEADER)
+    i = msg.where.get("via")
+    if i is None:
+        raise SipParseError(ParseReason.MISSING_MANDATORY_HEADER)
+    value = header_value(msg.headers[i][1])
+    if b"," in value:
+        values = split_values(value)
+        return i, values[0], values[1:]
+    return i, value, []
 
 
 class Context:

@@ -12,7 +12,7 @@ Timer kinds are named (`TimerKind`); the engine dispatches them by a table.
 
 from __future__ import annotations
 
-import heapq
+from heapq import heapify, heappop, heappush
 from enum import StrEnum
 from itertools import count
 from typing import Any
@@ -29,19 +29,12 @@ class TimerKind(StrEnum):
     DURATION = "L"  # a call reached its gateway's duration limit
 
 
-class Timer:
-    """An entry of the heap: ordered by deadline, then by push order."""
-
-    __slots__ = ("deadline", "kind", "obj", "seq")
-
-    def __init__(self, deadline: float, seq: int, kind: TimerKind, obj: Any) -> None:
-        self.deadline = deadline
-        self.seq = seq
-        self.kind = kind
-        self.obj = obj  # None once cancelled
-
-    def __lt__(self, other: Timer) -> bool:
-        return (self.deadline, self.seq) < (other.deadline, other.seq)
+# An entry of the heap, `[deadline, seq, kind, obj]`: a plain list, so the
+# heap orders entries by deadline, then push order, in C (no `__lt__` call
+# per comparison; `seq` is unique, so kind and obj are never compared).
+# `obj` (index 3) is None once the entry is cancelled or has fired.
+Timer = list[Any]
+_OBJ = 3
 
 
 class TimerHeap:
@@ -64,36 +57,41 @@ class TimerHeap:
         return len(self._heap)
 
     def push(self, deadline: float, kind: TimerKind, obj: Any) -> Timer:
-        entry = Timer(deadline, next(self._seq), kind, obj)
-        heapq.heappush(self._heap, entry)
+        entry = [deadline, next(self._seq), kind, obj]
+        heappush(self._heap, entry)
         return entry
 
+    @staticmethod
+    def pending(entry: Timer) -> bool:
+        """Whether `entry` is still to fire (neither cancelled nor fired)."""
+        return entry[_OBJ] is not None
+
     def cancel(self, entry: Timer | None) -> None:
-        if entry is None or entry.obj is None:
+        if entry is None or entry[3] is None:
             return
-        entry.obj = None
+        entry[3] = None
         self._dead += 1
         heap = self._heap
         if self._dead * 2 > len(heap) and len(heap) >= self.COMPACT_MIN:
-            self._heap = [e for e in heap if e.obj is not None]
-            heapq.heapify(self._heap)
+            self._heap = [e for e in heap if e[3] is not None]
+            heapify(self._heap)
             self._dead = 0
 
     def next_deadline(self) -> float | None:
         heap = self._heap
-        while heap and heap[0].obj is None:
-            heapq.heappop(heap)
+        while heap and heap[0][3] is None:
+            heappop(heap)
             self._dead -= 1
-        return heap[0].deadline if heap else None
+        return heap[0][0] if heap else None
 
     def pop_due(self, now: float) -> list[tuple[float, TimerKind, Any]]:
         heap = self._heap
         due = []
-        while heap and heap[0].deadline <= now:
-            entry = heapq.heappop(heap)
-            if entry.obj is None:
+        while heap and heap[0][0] <= now:
+            entry = heappop(heap)
+            if entry[3] is None:
                 self._dead -= 1
                 continue
-            due.append((entry.deadline, entry.kind, entry.obj))
-            entry.obj = None  # fired: a later cancel of it is a no-op
+            due.append((entry[0], entry[2], entry[3]))
+            entry[3] = None  # fired: a later cancel of it is a no-op
         return due
