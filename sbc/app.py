@@ -1,6 +1,8 @@
 """From a validated Config to the engine and its collaborators: gateway table,
-digest verifier, registrar, and the SQLite store that keeps registrations
-across restarts. The server owns the result; nothing here touches sockets."""
+digest verifier, registrar, the SQLite store that keeps registrations
+across restarts, and the proved sources of the trusted lane (kept in step
+with the engine and the kernel). The server owns the result; nothing here
+touches sockets."""
 
 from __future__ import annotations
 
@@ -27,11 +29,13 @@ from .core.engine import Engine, Setup
 from .core.identify.gateways import GatewayInfo, GatewayTable
 from .core.policy.limits import CallPolicy, GatewayPolicy, PrefixSet
 from .core.identify.registrar import Binding, Registrar
+from .core.screen.lanes import TrustedSources
 from .core.screen.screen import Screen
 from .core.settings import ProxySettings
 from .state.dialogs import DialogKeeper
 from .firewall.nftset import NftBanSet
 from .io.addresses import FAST
+from .io.trusted import TrustedKeeper
 from .io.logsetup import get_logger
 from .state.store import Store, from_rows, to_rows
 
@@ -46,14 +50,19 @@ class Components:
     dialogs: DialogKeeper
     loop: asyncio.AbstractEventLoop
     secret: bytes
+    trusted: TrustedKeeper
     kernel: NftBanSet | None = None
+    kernel_ok: bool = False  # the ruleset was loaded
 
     async def start(self) -> None:
-        """Load the kernel ruleset (nftables mode) and put the active bans into it."""
+        """Load the kernel ruleset (nftables mode) and put the active bans and
+        proved sources into it."""
         if self.kernel is not None:
-            if not await self.kernel.setup():
+            self.kernel_ok = await self.kernel.setup()
+            if not self.kernel_ok:
                 log.error("firewall_setup_failed", **self.kernel.stats())
             self.bans.kernel_restore(self.loop.time())
+        self.trusted.restore(self.loop.time())
 
     async def stop(self) -> None:
         if self.kernel is not None:
@@ -73,6 +82,7 @@ class Components:
         engine.bans.offenses.expire(now)
         if engine.screen is not None:
             engine.screen.expire(now)
+        self.trusted.sweep(now)
 
     def close(self) -> None:
         self.bans.flush()
@@ -124,7 +134,7 @@ def gateway_table(cfg: Config) -> GatewayTable:
 
 def restart_needed(old: Config, new: Config) -> str | None:
     """What a reload cannot change in place (sockets, the state file), or None."""
-    for what in ("public", "private", "backend", "state", "firewall"):
+    for what in ("public", "private", "backend", "state", "firewall", "lanes"):
         if getattr(old, what) != getattr(new, what):
             return f"{what}: changing it needs a restart"
     if gateway_infos(old)[1] != gateway_infos(new)[1]:
@@ -137,6 +147,12 @@ def reconfigure(parts: Components, cfg: Config) -> None:
     and nonces stay; gateways, accounts, limits and screening change from the
     next packet."""
     parts.engine.reconfigure(engine_setup(cfg, parts.engine, parts.secret))
+    parts.trusted.pair_hosts = pair_hosts(cfg)
+
+
+def pair_hosts(cfg: Config) -> frozenset[str]:
+    """The addresses of `ip_port` gateways (a connection comes from any port)."""
+    return frozenset(host for gw in cfg.gateways for host, _ in gw.ip_port)
 
 
 def engine_setup(cfg: Config, engine: Engine, secret: bytes) -> Setup:
@@ -169,12 +185,21 @@ def build_components(cfg: Config, loop: asyncio.AbstractEventLoop) -> Components
     engine.reconfigure(engine_setup(cfg, engine, secret))
     kernel = kernel_set(cfg)
     keeper = BanKeeper(bans, store, loop.time, kernel=kernel)
+    trusted = TrustedKeeper(engine, TrustedSources(cfg.lanes.max_proved), loop.time,
+                            proof_timeout_s=cfg.lanes.proof_timeout_s, kernel=kernel)
+    trusted.pair_hosts = pair_hosts(cfg)
+    engine.conn_counts.trusted = trusted.trusted_host  # the reserved connection slots
     if kernel is not None:
-        kernel.on_reset = lambda: keeper.kernel_restore(loop.time())
+        def kernel_reset() -> None:
+            keeper.kernel_restore(loop.time())
+            trusted.kernel_restore(loop.time())
+
+        kernel.on_reset = kernel_reset
     dialogs = DialogKeeper(engine, store, loop.time)
     dialogs.restore()
-    parts = Components(engine, store, keeper, dialogs, loop, secret, kernel)
+    parts = Components(engine, store, keeper, dialogs, loop, secret, trusted, kernel)
     engine.on_bindings = parts.save_bindings
+    trusted.attach()  # beside the store's sinks: confirmed dialogs, registrations
     log.info("state_loaded", path=cfg.state.path, bindings=len(registrar),
              gateways=len(table), accounts=len(accounts(cfg)))
     return parts
@@ -185,7 +210,8 @@ def conn_limits(cfg: Config) -> ConnLimits:
     return ConnLimits(max_total=lim.max_tcp_connections,
                       max_per_source=lim.max_tcp_connections_per_source,
                       idle=lim.tcp_idle_timeout_s, message_deadline=lim.tcp_message_deadline_s,
-                      handshake_deadline=lim.tls_handshake_timeout_s)
+                      handshake_deadline=lim.tls_handshake_timeout_s,
+                      reserved=cfg.lanes.reserve_of(lim.max_tcp_connections))
 
 
 def ban_table(cfg: Config, gateways: GatewayTable) -> BanTable:

@@ -15,7 +15,7 @@ sections live in `sbc.config.gateways`, which also re-exports the error and
 field helpers every section uses (from `sbc.config.base`); the global call limits (`calls`) live in
 `sbc.config.calls`; the screening, ban and firewall sections live in
 `sbc.config.defense`; the TLS section and a gateway's TLS requirements live in
-`sbc.config.tls`.
+`sbc.config.tls`; the two lanes (`lanes`) live in `sbc.config.lanes`.
 """
 
 from .calls import CallsConfig
@@ -37,6 +37,7 @@ from .gateways import (
     hostport,
 )
 from .tls import GatewayTls, TlsConfig
+from .lanes import LanesConfig
 from .load import ConfigError, ConfigIssue, load_config, parse_config
 from .schema import (
     BackendConfig,
@@ -50,6 +51,7 @@ from .schema import (
     PublicConfig,
     SipConfig,
     Transport,
+    lanes_mode,
     summary,
 )
 
@@ -68,6 +70,7 @@ __all__ = [
     "GatewayConfig",
     "GatewayLimits",
     "GatewayTls",
+    "LanesConfig",
     "LimitsConfig",
     "LogFormat",
     "LogLevel",
@@ -83,6 +86,7 @@ __all__ = [
     "TlsConfig",
     "Transport",
     "hostport",
+    "lanes_mode",
     "load_config",
     "parse_config",
     "summary",

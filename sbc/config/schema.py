@@ -19,6 +19,7 @@ from .admin import AdminConfig, check_admin
 from .base import IPAddress, OptionalIPAddress
 from .calls import CallsConfig, check_calls
 from .defense import BansConfig, FirewallConfig, ScreenConfig
+from .lanes import LanesConfig, check_lanes
 from .gateways import (
     AuthConfig,
     Count,
@@ -38,6 +39,7 @@ from .gateways import (
     problem,
 )
 from .tls import TlsConfig
+from ..core.screen.lanes import LaneMode, lane_mode
 
 # --------------------------------------------------------------------------
 # Field types
@@ -312,7 +314,7 @@ class LoggingConfig(Section):
 
 
 _SECTIONS = ("public", "private", "backend", "sip", "limits", "logging", "auth", "registrar",
-             "state", "calls", "screen", "bans", "firewall", "admin", "tls")
+             "state", "calls", "screen", "bans", "firewall", "admin", "tls", "lanes")
 
 
 class Config(Section):
@@ -334,6 +336,7 @@ class Config(Section):
     firewall: FirewallConfig = Field(default_factory=FirewallConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     tls: TlsConfig = Field(default_factory=TlsConfig)
+    lanes: LanesConfig = Field(default_factory=LanesConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -408,6 +411,11 @@ class Config(Section):
         check_admin(self.admin, self.public.host, self.public.port, self.public.tcp)
         if self.public.tls:
             check_admin(self.admin, self.public.host, self.public.tls_port, True)
+        return self
+
+    @model_validator(mode="after")
+    def _lanes_own_port(self) -> Self:
+        check_lanes(self.lanes, self.public, self.private, self.gateways)
         return self
 
     @model_validator(mode="after")
@@ -544,5 +552,13 @@ def summary(cfg: Config) -> dict[str, str]:
         out["public_advertised"] = cfg.public.advertised_hostport
     if cfg.private.advertise_host is not None:
         out["private_advertised"] = cfg.private.advertised_hostport
+    if lanes_mode(cfg) is not LaneMode.OFF:
+        out["lanes"] = lanes_mode(cfg).value
+        out["trusted_port"] = str(cfg.lanes.trusted_port)
     return out
+
+
+def lanes_mode(cfg: Config) -> LaneMode:
+    """off, two_ports or kernel (see sbc.core.screen.lanes)."""
+    return lane_mode(cfg.lanes.trusted_port, cfg.public.udp, cfg.firewall.enabled)
 

@@ -14,6 +14,10 @@ here raises into the caller: a failing `nft` is logged (at most once per
 `log_interval_s`) and counted, and the sbc keeps dropping banned sources in
 user space either way.
 
+The same queue keeps the sets of proved sources (`proved4` / `proved6`,
+see sbc.firewall.steer) in step: `add(..., kind="proved")` and
+`remove(..., kind="proved")`, with the proof's remaining time as timeout.
+
 An nftables transaction is all or nothing, and deleting an element that is not
 there (it expired a moment ago) is an error that would undo the whole batch.
 Each command is therefore written so that it holds whatever the set contains:
@@ -46,6 +50,7 @@ MAX_TIMEOUT_S = 365 * 86_400.0
 # "/dev/stdin:3:35-43: Error: Could not process rule: No such file or directory"
 _ERROR_LINE = re.compile(r"^[^\n:]*:(\d+):[\d-]+: Error:", re.MULTILINE)
 _MAX_RETRIES = 8
+_SETS = ("banned", "proved")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,7 @@ class _Op:
     host: str = ""
     family: int = 4
     timeout_s: float = math.inf
+    set: str = "banned"  # the sets banned4/6, or proved4/6
 
 
 class NftBanSet:
@@ -129,21 +135,22 @@ class NftBanSet:
         self._start()
         return ok
 
-    def add(self, host: str, timeout_s: float) -> None:
-        """Queue a ban of `host` for `timeout_s` seconds (math.inf: until removed)."""
+    def add(self, host: str, timeout_s: float, kind: str = "banned") -> None:
+        """Queue a ban of `host` for `timeout_s` seconds (math.inf: until
+        removed); with kind "proved", its proof instead."""
         address = self._address(host)
         if address is None:
             return
-        if not timeout_s > 0:  # also NaN
+        if not timeout_s > 0 or kind not in _SETS:  # also NaN
             self.counters["invalid"] += 1
             return
-        self._enqueue(_Op("add", str(address), address.version, timeout_s))
+        self._enqueue(_Op("add", str(address), address.version, timeout_s, kind))
 
-    def remove(self, host: str) -> None:
-        """Queue the end of `host`'s ban; nothing happens if it is not banned."""
+    def remove(self, host: str, kind: str = "banned") -> None:
+        """Queue the end of `host`'s ban (or proof); nothing happens if it has none."""
         address = self._address(host)
-        if address is not None:
-            self._enqueue(_Op("remove", str(address), address.version))
+        if address is not None and kind in _SETS:
+            self._enqueue(_Op("remove", str(address), address.version, set=kind))
 
     def flush(self) -> None:
         """Queue emptying both ban sets (after everything queued before)."""
@@ -281,7 +288,7 @@ class NftBanSet:
             if op.kind == "flush":
                 cmds = [f"flush set inet {t} banned4", f"flush set inet {t} banned6"]
             else:
-                where = f"inet {t} banned{op.family}"
+                where = f"inet {t} {op.set}{op.family}"
                 cmds = [f"add element {where} {{ {op.host} }}",
                         f"delete element {where} {{ {op.host} }}"]
                 if op.kind == "add":
@@ -345,11 +352,14 @@ def _timeout(seconds: float) -> str:
 
 
 def _coalesce(ops: list[_Op]) -> list[_Op]:
-    """Only the last request per address counts; a flush makes earlier ones moot."""
+    """Only the last request per address counts; a flush makes earlier bans
+    moot (proofs are not flushed)."""
     last_flush = max((i for i, op in enumerate(ops) if op.kind == "flush"), default=-1)
-    latest: dict[tuple[int, str], _Op] = {}
-    for op in ops[last_flush + 1:]:
-        key = (op.family, op.host)
+    latest: dict[tuple[str, int, str], _Op] = {}
+    for i, op in enumerate(ops):
+        if op.kind == "flush" or (i < last_flush and op.set == "banned"):
+            continue
+        key = (op.set, op.family, op.host)
         latest.pop(key, None)  # keep the order of the latest request
         latest[key] = op
     head = [ops[last_flush]] if last_flush >= 0 else []

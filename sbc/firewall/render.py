@@ -21,6 +21,14 @@ cheapest first, the same order the sbc screen applies in user space
    KERNEL_RATE_FACTOR times the config's screen.rate_per_ip / rate_per_net:
    the kernel only cuts what is far over, so sbc still sees a source exceed
    its own (lower) limit, counts the offense and bans it.
+
+With nftables there are two more pieces. The sets `proved4` / `proved6` hold
+the sources that proved they are at their address (a live registration, a
+confirmed dialog), kept in step by sbc; when nothing could admit an unknown
+source (no digest accounts, unknown sources dropped), everyone else who is
+no gateway is dropped before the meters (`unknown_source_screened`). And
+with `lanes.trusted_port`, gateways and proved sources are steered to the
+trusted port (sbc.firewall.steer).
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from .steer import PROVED_SETS, steer_chain
 
 __all__ = ["FORMATS", "FirewallSpec", "Limit", "render", "render_spec", "spec_from_config"]
 
@@ -77,6 +87,9 @@ class FirewallSpec:
     per_net: Limit = Limit(200.0, 400)
     max_sources: int = 200_000
     bantime_s: float = 600.0
+    trusted_port: int | None = None  # the trusted lane's port (udp), steered to by the kernel
+    closed: bool = False  # nothing could admit an unknown source: drop it in the kernel
+    max_proved: int = 65_536
 
 
 def spec_from_config(cfg: Any) -> FirewallSpec:
@@ -99,6 +112,10 @@ def spec_from_config(cfg: Any) -> FirewallSpec:
                       KERNEL_RATE_FACTOR * int(screen.rate_per_net.burst)),
         max_sources=int(screen.max_sources),
         bantime_s=float(cfg.bans.bantime_s),
+        trusted_port=cfg.lanes.trusted_port if cfg.public.udp else None,
+        closed=(not any(gw.digest for gw in cfg.gateways)
+                and cfg.auth.unknown_source == "drop"),
+        max_proved=int(cfg.lanes.max_proved),
     )
 
 
@@ -277,7 +294,10 @@ def _nft_hook(spec: FirewallSpec) -> list[str]:
         prefix = "meta nfproto ipv4 " if address.version == 4 else ""
     else:
         prefix = f"{'ip' if address.version == 4 else 'ip6'} daddr {address} "
-    return [f"\t\t{prefix}{proto} dport {port} jump sip" for proto, port in _listeners(spec)]
+    listeners = _listeners(spec)
+    if spec.trusted_port is not None:  # steered datagrams meet the same checks
+        listeners.append(("udp", spec.trusted_port))
+    return [f"\t\t{prefix}{proto} dport {port} jump sip" for proto, port in listeners]
 
 
 def _nftables(spec: FirewallSpec) -> list[str]:
@@ -318,6 +338,9 @@ def _nftables(spec: FirewallSpec) -> list[str]:
     # bans.increment); an element added by hand without one stays until deleted.
     for name, kind in (("banned4", "ipv4_addr"), ("banned6", "ipv6_addr")):
         out += _nft_set(name, kind, ("timeout",), (f"size {BAN_SET_SIZE}",))
+    # Proved sources, kept in step by sbc; each element times out by itself.
+    for name, kind in PROVED_SETS:
+        out += _nft_set(name, kind, ("timeout",), (f"size {spec.max_proved}",))
     out += meter_sets
     out += [
         "\tchain input {",
@@ -335,6 +358,7 @@ def _nftables(spec: FirewallSpec) -> list[str]:
         (f"\t\tmeta l4proto udp @th,64,64 0x{_OPTIONS.hex()} counter drop "
          'comment "untrusted_options"'),
         *(["\t\ttcp flags & (syn | ack) != syn accept"] if _streams(spec) else []),
+        *(_nft_closed() if spec.closed else []),
         (f"\t\tupdate @rate_ip4 {{ ip saddr {_nft_limit(spec.per_ip)} }} counter drop "
          'comment "rate_per_ip"'),
         (f"\t\tupdate @rate_ip6 {{ ip6 saddr {_nft_limit(spec.per_ip)} }} counter drop "
@@ -345,6 +369,8 @@ def _nftables(spec: FirewallSpec) -> list[str]:
          f'{_nft_limit(spec.per_net)} }} counter drop comment "rate_per_net"'),
         "\t}",
     ]
+    if spec.udp and spec.trusted_port is not None:
+        out += steer_chain(spec.host, spec.port, spec.trusted_port)
     if spec.udp:
         out += [
             "\t# Optional, see \"Connection tracking\" above: uncomment to stop tracking",
@@ -366,6 +392,18 @@ def _nftables(spec: FirewallSpec) -> list[str]:
         ]
     out.append("}")
     return out
+
+
+def _nft_closed() -> list[str]:
+    """No digest accounts and unknown sources dropped: only gateways (accepted
+    above) and proved sources (a dialog's peer) may go on."""
+    return [
+        "\t\t# Nothing could admit an unknown source (no digest accounts):",
+        ("\t\tmeta nfproto ipv4 ip saddr != @proved4 counter drop "
+         'comment "unknown_source_screened"'),
+        ("\t\tmeta nfproto ipv6 ip6 saddr != @proved6 counter drop "
+         'comment "unknown_source_screened"'),
+    ]
 
 
 # --------------------------------------------------------------------------

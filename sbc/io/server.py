@@ -2,7 +2,9 @@
 pipeline, sbc.io.pipeline), starts and stops, reloads, and answers the
 admin app. The pipeline runs the one loop timer; the shell's periodic work
 (connection deadlines, persistence, housekeeping, the summary line) is
-registered on it."""
+registered on it. With `lanes.trusted_port` the public UDP side is two
+sockets read in lane order (sbc.io.lanes); the start-up line `lanes` says
+which mode runs."""
 
 from __future__ import annotations
 
@@ -17,13 +19,15 @@ from . import sdnotify
 from ..admin import PacketTimer, ban_counts, ban_rows, dialog_rows, start_admin
 from ..core.screen.screen import Screen
 from ..admin.timing import HistogramSnapshot
-from ..config import Config, ConfigError, load_config, summary
+from ..config import Config, ConfigError, lanes_mode, load_config, summary
+from ..core.screen.lanes import LaneMode
 from ..config.tls import server_context
 from ..app import Components, build_components, reconfigure, restart_needed
 from ..core.engine import Engine
 from ..core.screen.conns import overdue
 from ..core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP
 from .logsetup import configure_logging, flush_logs, get_logger, info_writer
+from .lanes import LaneSockets
 from .pipeline import Pipeline
 from .tcp import TcpConnection
 from .tls import TlsConnection
@@ -54,6 +58,8 @@ class Server:
         self._public_udp: asyncio.DatagramTransport | None = None
         self._egress: list[asyncio.DatagramTransport] = []
         self._public_proto: UdpProtocol | None = None
+        self._lanes: LaneSockets | None = None
+        self._lane_stats: dict[str, int] = {}
         self._tcp_server: asyncio.base_events.Server | None = None
         self._tls_server: asyncio.base_events.Server | None = None
         self._stopped = asyncio.Event()
@@ -85,7 +91,15 @@ class Server:
                 )
                 self._egress.append(transport)
             self.pipeline.egress = list(self._egress)
-            if "udp" in cfg.public.transports:
+            mode, lanes = lanes_mode(cfg), cfg.lanes
+            if mode is not LaneMode.OFF and lanes.trusted_port is not None:
+                self._lanes = LaneSockets(
+                    loop, cfg.public.host, cfg.public.port, lanes.trusted_port, mode,
+                    self.pipeline.datagram_handler(PUBLIC_UDP), self.parts.trusted.trusted,
+                    budget=lanes.untrusted_budget, check_every=lanes.trusted_check_every,
+                    backlog_max=lanes.stranger_backlog)
+                self.pipeline.public_udp = self._lanes.sender
+            elif "udp" in cfg.public.transports:
                 self._public_udp, self._public_proto = await loop.create_datagram_endpoint(
                     _udp(self.pipeline, PUBLIC_UDP),
                     local_addr=(cfg.public.host, cfg.public.port),
@@ -118,6 +132,7 @@ class Server:
         pipeline.every(self.engine.conn_limits.sweep_interval, self._sweep_conns)
         pipeline.every(self.persist_interval, self._persist)
         await self.parts.start()
+        self._log_lanes()
         if cfg.admin.enabled:
             try:
                 self._admin = await start_admin(self, cfg.admin)
@@ -144,6 +159,7 @@ class Server:
         if self._public_udp is not None:
             self._public_udp.close()
             self._public_udp = None
+        self._close_lanes()
         for conns in self.conns.values():
             for conn in list(conns.values()):
                 conn.close()  # asyncio flushes what is buffered before closing
@@ -157,8 +173,28 @@ class Server:
         await self.parts.stop()
         self._close_sockets()
 
+    def _log_lanes(self) -> None:
+        """Which lane mode runs: off, two ports, or kernel steering (which
+        falls back to two ports when the ruleset could not be loaded)."""
+        cfg = self.cfg
+        mode = lanes_mode(cfg)
+        fields: dict[str, Any] = {"mode": mode.value}
+        if mode is not LaneMode.OFF:
+            fields.update(public_port=cfg.public.port, trusted_port=cfg.lanes.trusted_port,
+                          untrusted_budget=cfg.lanes.untrusted_budget)
+        if mode is LaneMode.KERNEL and not self.parts.kernel_ok:
+            fields.update(mode=LaneMode.TWO_PORTS.value, steering="nftables ruleset not loaded")
+        log.info("lanes", **fields)
+
+    def _close_lanes(self) -> None:
+        if self._lanes is not None:
+            self._lane_stats = self._lanes.stats()  # for the closing line
+            self._lanes.close()
+            self._lanes = None
+
     def _close_sockets(self) -> None:
         self.pipeline.stop()
+        self._close_lanes()
         for t in (*self._egress, self._public_udp):
             if t is not None:
                 t.close()
@@ -309,7 +345,9 @@ class Server:
             **e.tally.snapshot(),
             "top_dropped_sources": e.tally.top(10),
             "bans": len(e.bans),
-            "udp_public_received": self._public_proto.received if self._public_proto else 0,
+            "udp_public_received": self.pipeline.received(PUBLIC_UDP),
+            "lanes": {**(self._lanes.stats() if self._lanes is not None else self._lane_stats),
+                      **self.parts.trusted.stats()},
             "transactions": len(e.txs),
             "dialogs": len(e.dialogs),
             "gateways": self.gateway_figures(),

@@ -54,6 +54,7 @@ screen:
   scanner_signatures: ["friendly-scanner"]
   rate_per_ip: {rate: 5, burst: 10}
   rate_per_net: {rate: 1000, burst: 2000}
+auth: {unknown_source: reject}  # strangers are answered, so the kernel lets them through
 firewall: {mode: nftables, table: sbcfw}
 """
 

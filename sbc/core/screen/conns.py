@@ -11,11 +11,16 @@ Every reason here is a `TransportEvent` (sbc.core.reasons), counted under
 its name; those in `CONNECTION_OFFENSES` are also an offense of the source
 (the idle timeout and the global cap are not the source's fault). The per-source table holds only addresses with a live connection, so
 it is bounded by the global cap.
+
+The last `reserved` slots under the global cap are kept for gateways and
+proved sources (`SourceCounts.trusted` tells them): a flood of connections
+from strangers fills the cap only up to the reserve, and a gateway can
+still connect.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +34,7 @@ class ConnLimits:
     idle: float = 600.0
     message_deadline: float = 10.0
     handshake_deadline: float = 5.0
+    reserved: int = 0  # slots under max_total only gateways and proved sources may take
 
     @property
     def sweep_interval(self) -> float:
@@ -83,11 +89,13 @@ def overdue(clock: ConnClock, limits: ConnLimits, now: float) -> TransportEvent 
 class SourceCounts:
     """Open connections per source address, for the per-source cap."""
 
-    __slots__ = ("_counts", "total")
+    __slots__ = ("_counts", "total", "trusted")
 
-    def __init__(self) -> None:
+    def __init__(self, trusted: Callable[[str], bool] = lambda host: False) -> None:
         self._counts: dict[str, int] = {}
         self.total = 0
+        # A gateway or proved source, which may take the reserved slots.
+        self.trusted = trusted
 
     def __len__(self) -> int:
         return len(self._counts)
@@ -98,6 +106,8 @@ class SourceCounts:
     def admit(self, host: str, limits: ConnLimits) -> TransportEvent | None:
         """Take a slot for a new connection from `host`, or say why not."""
         if self.total >= limits.max_total:
+            return TransportEvent.TCP_CONNECTION_CAP
+        if self.total >= limits.max_total - limits.reserved and not self.trusted(host):
             return TransportEvent.TCP_CONNECTION_CAP
         n = self._counts.get(host, 0)
         if n >= limits.max_per_source:
