@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import ParseReason, SipParseError
 
@@ -105,8 +106,10 @@ def format_hostport(host: str, port: int | None = None) -> str:
     return h if port is None else f"{h}:{port}"
 
 
-@dataclass(frozen=True, slots=True)
-class Via:
+class Via(NamedTuple):
+    """One parsed Via value. A named tuple: made once or twice per message,
+    at a third of a frozen dataclass's cost."""
+
     transport: str  # upper-case, e.g. "UDP"
     host: str
     port: int | None
