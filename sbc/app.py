@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from .state.bans import BanKeeper
+from .cluster.redis_link import RedisLink, make_cluster
 from .config import Config
 from .core.identify.auth import (
     DIGEST_OFFENSES,
@@ -53,6 +54,7 @@ class Components:
     trusted: TrustedKeeper
     kernel: NftBanSet | None = None
     kernel_ok: bool = False  # the ruleset was loaded
+    cluster: RedisLink | None = None  # bans shared with other nodes (cluster.enabled)
 
     async def start(self) -> None:
         """Load the kernel ruleset (nftables mode) and put the active bans and
@@ -63,8 +65,12 @@ class Components:
                 log.error("firewall_setup_failed", **self.kernel.stats())
             self.bans.kernel_restore(self.loop.time())
         self.trusted.restore(self.loop.time())
+        if self.cluster is not None:
+            self.cluster.start()
 
     async def stop(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self.kernel is not None:
             await self.kernel.close()
 
@@ -134,7 +140,7 @@ def gateway_table(cfg: Config) -> GatewayTable:
 
 def restart_needed(old: Config, new: Config) -> str | None:
     """What a reload cannot change in place (sockets, the state file), or None."""
-    for what in ("public", "private", "backend", "state", "firewall", "lanes"):
+    for what in ("public", "private", "backend", "state", "firewall", "lanes", "cluster"):
         if getattr(old, what) != getattr(new, what):
             return f"{what}: changing it needs a restart"
     if gateway_infos(old)[1] != gateway_infos(new)[1]:
@@ -197,7 +203,8 @@ def build_components(cfg: Config, loop: asyncio.AbstractEventLoop) -> Components
         kernel.on_reset = kernel_reset
     dialogs = DialogKeeper(engine, store, loop.time)
     dialogs.restore()
-    parts = Components(engine, store, keeper, dialogs, loop, secret, trusted, kernel)
+    parts = Components(engine, store, keeper, dialogs, loop, secret, trusted, kernel,
+                       cluster=make_cluster(cfg.cluster, keeper, loop))
     engine.on_bindings = parts.save_bindings
     trusted.attach()  # beside the store's sinks: confirmed dialogs, registrations
     log.info("state_loaded", path=cfg.state.path, bindings=len(registrar),

@@ -44,6 +44,7 @@ class SbcCollector:
         b = self.backend
         stats = b.stats()
         yield from _traffic(stats)
+        yield from _cluster(stats.get("cluster"))
         yield from _gateways(b.gateway_figures(), b.cfg)
         yield from _bans(b.ban_counts())
         ready, details = b.ready()
@@ -121,6 +122,29 @@ def _traffic(stats: Mapping[str, Any]) -> Iterable[Metric]:
                            ("tls_connections", "sbc_tls_connections", "Open public TLS connections")):
         if isinstance(stats.get(key), int):
             yield GaugeMetricFamily(name, doc, value=stats[key])
+
+
+def _cluster(cluster: object) -> Iterable[Metric]:
+    """The link to the cluster's Redis and the ban events through it (with `cluster`)."""
+    if not isinstance(cluster, Mapping):
+        return
+    yield GaugeMetricFamily("sbc_cluster_link_up",
+                            "1 while the link to the cluster's Redis is up, else 0 (degraded)",
+                            value=0 if cluster.get("degraded", True) else 1)
+    yield CounterMetricFamily("sbc_cluster_link_transitions",
+                              "Changes of the cluster link's state (connected, lost)",
+                              value=int(cluster.get("transitions", 0)))
+    yield _by("sbc_cluster_ban_events_sent",
+              "This node's ban events pushed to Redis, by result (stored, kept, lifted)",
+              "result", _counts(cluster, "sent"))
+    yield _by("sbc_cluster_ban_events_received",
+              "Ban events read from Redis, by outcome (applied, echo, longer_local, invalid, ...)",
+              "outcome", _counts(cluster, "received"))
+    yield CounterMetricFamily("sbc_cluster_ban_events_dropped",
+                              "Ban events dropped because the publish queue was full",
+                              value=int(cluster.get("dropped", 0)))
+    yield GaugeMetricFamily("sbc_cluster_ban_events_pending", "Ban events waiting to be published",
+                            value=int(cluster.get("pending", 0)))
 
 
 def _by(name: str, doc: str, label: str, counts: Mapping[str, int]) -> Metric:

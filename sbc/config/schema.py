@@ -18,6 +18,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from .admin import AdminConfig, check_admin
 from .base import IPAddress, OptionalIPAddress
 from .calls import CallsConfig, check_calls
+from .cluster import ClusterConfig, cluster_summary
 from .defense import BansConfig, FirewallConfig, ScreenConfig
 from .lanes import LanesConfig, check_lanes
 from .gateways import (
@@ -314,7 +315,7 @@ class LoggingConfig(Section):
 
 
 _SECTIONS = ("public", "private", "backend", "sip", "limits", "logging", "auth", "registrar",
-             "state", "calls", "screen", "bans", "firewall", "admin", "tls", "lanes")
+             "state", "calls", "screen", "bans", "firewall", "admin", "tls", "lanes", "cluster")
 
 
 class Config(Section):
@@ -337,6 +338,7 @@ class Config(Section):
     admin: AdminConfig = Field(default_factory=AdminConfig)
     tls: TlsConfig = Field(default_factory=TlsConfig)
     lanes: LanesConfig = Field(default_factory=LanesConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -555,6 +557,7 @@ def summary(cfg: Config) -> dict[str, str]:
     if lanes_mode(cfg) is not LaneMode.OFF:
         out["lanes"] = lanes_mode(cfg).value
         out["trusted_port"] = str(cfg.lanes.trusted_port)
+    out.update(cluster_summary(cfg.cluster))
     return out
 
 

@@ -321,7 +321,10 @@ class Server:
         return self.parts.bans.lift(host)
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        return self.engine.health.state(self.loop.time())
+        ok, details = self.engine.health.state(self.loop.time())
+        if self.parts.cluster is not None:  # degraded without Redis, still serving: still ready
+            details = {**details, "cluster": self.parts.cluster.readiness()}
+        return ok, details
 
     def processing_time(self) -> HistogramSnapshot | None:
         return self.timer.snapshot()
@@ -353,6 +356,7 @@ class Server:
             "gateways": self.gateway_figures(),
             "tcp_connections": len(self.tcp_conns),
             "tls_connections": len(self.tls_conns),
+            **({"cluster": self.parts.cluster.stats()} if self.parts.cluster is not None else {}),
         }
 
 

@@ -42,6 +42,11 @@ class BanKeeper:
         self._log_second = 0
         self._logged = 0
         self.unlogged = 0  # ban / unban lines left out past the budget
+        # In a cluster (sbc.cluster): this node's name, written into its bans,
+        # and the hook that announces its changes (not those adopted from others).
+        self.node = ""
+        self.publish: Callable[[str, Ban, str, float, float], None] | None = None
+        self._adopting = False
         table.listener = self.on_change
         wall = time.time()
         store.prune_bans(wall - retention_s)
@@ -65,6 +70,8 @@ class BanKeeper:
     def on_change(self, event: str, ban: Ban) -> None:
         now = self.clock()
         loggable = self._may_log(now)
+        if event == "ban" and not ban.node:
+            ban.node = self.node
         if event == "ban":
             if loggable:
                 log.info("ban", **ban.explain(now))
@@ -76,15 +83,31 @@ class BanKeeper:
                          manual=ban.manual, lifted_by=self._lifted_by)
             if self.kernel is not None:
                 self.kernel.remove(ban.host)
-        self._pending[ban.host] = _row(ban, now, time.time(), lifted=event == "unban")
+        wall = time.time()
+        self._pending[ban.host] = _row(ban, now, wall, lifted=event == "unban")
+        if self.publish is not None and not self._adopting:
+            self.publish(event, ban, self._lifted_by, now, wall)
 
-    def lift(self, host: str) -> bool:
-        """An operator's unban (API, or `sbc unban` through the file)."""
-        self._lifted_by = "operator"
+    def lift(self, host: str, by: str = "operator") -> bool:
+        """An operator's unban (API, or `sbc unban` through the file), or
+        `by` another node of the cluster (not announced again)."""
+        self._lifted_by = by
+        self._adopting = by != "operator"
         try:
             return self.table.unban(host) is not None
         finally:
             self._lifted_by = "expiry"
+            self._adopting = False
+
+    def adopt(self, ban: Ban) -> None:
+        """A ban another node made: into the table, the kernel set and the
+        store like one of ours, but not announced again."""
+        self._adopting = True
+        try:
+            self.table.restore(ban)
+            self.on_change("ban", ban)
+        finally:
+            self._adopting = False
 
     def kernel_restore(self, mono_now: float) -> None:
         """Put every active ban into the kernel set (after it was created)."""
@@ -126,7 +149,7 @@ def _row(ban: Ban, mono_now: float, wall: float, lifted: bool = False) -> BanRow
 
     return BanRow(ban.host, ban.reason, dict(ban.counts), to_wall(ban.first_seen),
                   to_wall(ban.last_seen), ban.level, to_wall(ban.banned_at),
-                  to_wall(ban.expires_at), ban.manual, lifted, wall)
+                  to_wall(ban.expires_at), ban.manual, lifted, wall, ban.node)
 
 
 def _ban(row: BanRow, mono_now: float, wall: float) -> Ban:
@@ -135,7 +158,7 @@ def _ban(row: BanRow, mono_now: float, wall: float) -> Ban:
 
     return Ban(row.host, row.reason, dict(row.counts), to_mono(row.first_seen_wall),
                to_mono(row.last_seen_wall), row.level, to_mono(row.banned_wall),
-               to_mono(row.expires_wall), row.manual)
+               to_mono(row.expires_wall), row.manual, row.node)
 
 
 def manual_ban(store: Store, host: str, seconds: float, reason: str = "manual") -> BanRow:

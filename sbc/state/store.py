@@ -114,6 +114,10 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # which dialogs keep as `egress`, start at 3 from here on.
         "UPDATE dialogs SET egress = egress + 1 WHERE egress >= 2",
     ),
+    (
+        # In a cluster, the node that made the ban ("": this one, alone).
+        "ALTER TABLE bans ADD COLUMN node TEXT NOT NULL DEFAULT ''",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -153,6 +157,7 @@ class BanRow:
     manual: bool
     lifted: bool
     updated_wall: float
+    node: str = ""
 
 
 class Store:
@@ -240,10 +245,10 @@ class Store:
                 self._conn.executemany(
                     "INSERT OR REPLACE INTO bans (host, reason, counts, first_seen_wall,"
                     " last_seen_wall, level, banned_wall, expires_wall, manual, lifted,"
-                    " updated_wall) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    " updated_wall, node) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     [(r.host, r.reason, json.dumps(r.counts, sort_keys=True), r.first_seen_wall,
                       r.last_seen_wall, r.level, r.banned_wall, r.expires_wall, int(r.manual),
-                      int(r.lifted), r.updated_wall) for r in rows])
+                      int(r.lifted), r.updated_wall, r.node) for r in rows])
         except sqlite3.Error as e:
             raise StoreError(f"{self._name}: cannot save bans: {e}") from None
 
@@ -252,10 +257,10 @@ class Store:
         try:
             cur = self._conn.execute(
                 "SELECT host, reason, counts, first_seen_wall, last_seen_wall, level, banned_wall,"
-                " expires_wall, manual, lifted, updated_wall FROM bans WHERE updated_wall > ?"
+                " expires_wall, manual, lifted, updated_wall, node FROM bans WHERE updated_wall > ?"
                 " ORDER BY updated_wall LIMIT ?", (updated_after, limit))
             return [BanRow(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], r[7], bool(r[8]),
-                           bool(r[9]), r[10]) for r in cur]
+                           bool(r[9]), r[10], r[11]) for r in cur]
         except (sqlite3.Error, ValueError) as e:
             raise StoreError(f"{self._name}: cannot load bans: {e}") from None
 

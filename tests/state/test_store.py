@@ -165,13 +165,16 @@ def test_dialogs_from_before_the_backend_columns_migrate(tmp_path: Path) -> None
     with conn:
         conn.execute("DROP TABLE dialogs")
         conn.execute(store_module._MIGRATIONS[2][0])
+        conn.execute("DROP TABLE bans")  # and the bans as they were then
+        for sql in store_module._MIGRATIONS[1]:
+            conn.execute(sql)
         conn.execute("INSERT INTO dialogs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                      (b"c@x", "acme", 0, "192.0.2.1", 5060, 2, 0, b"f", b"t", b"pc", b"bc", 1, 0,
                       WALL, WALL, WALL + 3600, 0.0))
         conn.execute("UPDATE schema_version SET version = 3")
     conn.close()
     with Store(path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 5
+        assert s.schema_version == SCHEMA_VERSION == 6
         (row,) = s.load_dialogs(WALL)
         assert row.call_id == b"c@x" and (row.backend_host, row.backend_port) == ("", 0)
         s.apply_dialogs([row._replace(backend_host="10.0.0.2", backend_port=5070)], [])

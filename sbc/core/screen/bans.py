@@ -36,9 +36,10 @@ class Ban:
     banned_at: float = 0.0
     expires_at: float = 0.0
     manual: bool = False
+    node: str = ""  # in a cluster, the node that made the ban (sbc.cluster)
 
     def explain(self, now: float) -> dict[str, object]:
-        return {
+        return {**({"node": self.node} if self.node else {}),
             "host": self.host, "reason": self.reason, "offenses": dict(self.counts),
             "first_seen_ago_s": round(now - self.first_seen, 1),
             "last_seen_ago_s": round(now - self.last_seen, 1),
