@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import sys
 
 from collections.abc import Awaitable, Callable
 
 import uvloop
 
+from .build_info import core
 from .config import Config, ConfigError, load_config, summary
+from .io.gcpolicy import FREEZE_INTERVAL, FullCollection, GcPolicy
 from .io.logsetup import configure_logging, flush_logs, get_logger
 
 log = get_logger("sbc")
@@ -62,17 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     return uvloop.run(serve(cfg, config_path=args.config))
 
 
-def _tune_gc() -> None:
-    """What start-up built (config, tables, modules) lives as long as the
-    process: frozen out of the collector's way. Per message sbc allocates
-    many short-lived objects and few cycles, so the youngest generation is
-    collected every 20,000 allocations rather than 700."""
-    gc.collect()
-    gc.freeze()
-    _, second, third = gc.get_threshold()
-    gc.set_threshold(20_000, second, third)
-
-
 # Something to run beside sbc until it stops (the demo's VOS3000 stand-in).
 Beside = Callable[[asyncio.Event], Awaitable[object]]
 
@@ -95,8 +85,10 @@ async def serve(cfg: Config, config_path: str | None = None, beside: Beside | No
         stop.set()
         return 1
     server.install_signal_handlers()
-    _tune_gc()
-    log.info("started", **summary(cfg))
+    collector = GcPolicy(server.loop.time(), on_full=_log_full_collection)
+    collector.start()
+    server.pipeline.every(FREEZE_INTERVAL, collector.tick)
+    log.info("started", **summary(cfg), core=core())
     flush_logs()
     sdnotify.notify("READY=1", "STATUS=serving")  # every socket and the admin are bound
     watchdog = sdnotify.Watchdog(server.loop)
@@ -109,9 +101,16 @@ async def serve(cfg: Config, config_path: str | None = None, beside: Beside | No
     await server.stop()
     if standin is not None:
         await standin
-    log.info("stopped", **server.stats())
+    log.info("stopped", **server.stats(), gc_full_collections=collector.fulls,
+             gc_cycles_freed=collector.freed)
     flush_logs()
+    collector.stop()
     return 0
+
+
+def _log_full_collection(done: FullCollection) -> None:
+    log.info("gc_full", collected=done.collected, pause_ms=round(done.pause_s * 1000, 1),
+             tracked=done.tracked)
 
 
 def _bans_command(cfg: Config, args: argparse.Namespace) -> int:
@@ -135,6 +134,7 @@ def _bans_command(cfg: Config, args: argparse.Namespace) -> int:
                     print(json.dumps({"host": row.host, "reason": row.reason,
                                       "offenses": row.counts, "level": row.level,
                                       "manual": row.manual,
+                                      **({"node": row.node} if row.node else {}),
                                       "expires_in_s": round(row.expires_wall - wall)}))
             return 0
         try:

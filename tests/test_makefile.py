@@ -55,3 +55,39 @@ def test_a_second_run_reuses_the_venv_until_pyproject_changes(tmp_path: Path) ->
     lines = _plan("run", venv)
     assert any(line.startswith(f"{venv}/bin/python -m pip install") for line in lines), lines
     assert not any(line.startswith("/usr/bin/python3 -m venv") for line in lines), lines
+
+
+def test_the_default_install_compiles_nothing(tmp_path: Path) -> None:
+    for target in ("run", "test"):
+        lines = _plan(target, tmp_path / "venv")
+        assert not any("SBC_COMPILE" in line or "mypyc" in line for line in lines), lines
+
+
+def test_compiled_builds_a_wheel_into_its_own_venv(tmp_path: Path) -> None:
+    # The compiled core never lands in the source tree or in .venv/: a wheel
+    # built under build/compiled/, installed into a venv of its own.
+    venv, cvenv = tmp_path / "venv", tmp_path / "compiled"
+    lines = _plan("compiled", venv, f"CVENV={cvenv}")
+    assert f"/usr/bin/python3 -m venv {cvenv}" in lines
+    (build,) = [line for line in lines if "SBC_COMPILE=1" in line]
+    assert build.startswith(f"SBC_COMPILE=1 {cvenv}/bin/python -m pip wheel ")
+    assert "--no-build-isolation" in build and "-w build/compiled/wheels ." in build
+    pip = [line for line in lines if " pip " in f" {line} " and line != build]
+    assert pip and all(line.startswith(f"{cvenv}/bin/python -m pip ") for line in pip), pip
+    assert not any(" -e " in f" {line} " or "--inplace" in line or str(venv) in line
+                   for line in lines), lines
+    assert any("install" in line and "gcc" in line for line in lines)  # the compiler, when missing
+
+
+def test_test_compiled_runs_a_copy_of_the_tests_against_the_compiled_venv(tmp_path: Path) -> None:
+    cvenv = tmp_path / "compiled"
+    lines = _plan("test-compiled", tmp_path / "venv", f"CVENV={cvenv}")
+    run = lines[-1]
+    assert run.startswith('cd "$d" && SBC_EXPECT_CORE=mypyc '), run
+    assert f"{cvenv}/bin/python -m pytest" in run
+    for needed in ("tests/core", "tests/sip", "tests/e2e/test_calls.py",
+                   "tests/e2e/test_call_state.py", "tests/test_build_info.py"):
+        assert needed in run.split(), needed
+    copy = lines[-2]
+    # No sources in the copy: they would be imported instead of the wheel.
+    assert "tests loadtest tools" in copy and " sbc " not in f" {copy} "

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import sbc
 from sbc.config.defense import OffensesConfig
 from sbc.core.engine import Engine
 from sbc.core.identify.auth import DIGEST_OFFENSES
@@ -33,7 +34,9 @@ from sbc.core.verdict import PRIVATE, PUBLIC_UDP, Source
 from sbc.sip.errors import reply_phrase
 from tools.standin import answer
 
-SBC = Path(__file__).resolve().parents[2] / "sbc"
+# The sources of the package under test: this tree's, or an installed wheel's
+# (make test-compiled runs a copy of tests/ against .venv-compiled).
+SBC = Path(sbc.__file__).resolve().parent
 
 # Calls whose reason argument must be a member of an enum, never a literal.
 CALLS = frozenset(("Drop", "refuse", "refuse_gateway", "offense", "SipParseError", "screened",

@@ -3,8 +3,9 @@
 The machinery lives in loadtest/harness.py (shared with the benchmark).  Here:
 - `ports`: loopback ports free for UDP and TCP;
 - `sbc`: a factory that writes a config to tmp_path, starts
-  `python -m sbc run --config FILE`, waits for the "started" log line, and at
-  teardown sends SIGTERM to that PID and asserts exit code 0;
+  `python -m sbc run --config FILE`, waits for the "started" log line (whose
+  `core` must be SBC_EXPECT_CORE: `mypyc` under `make test-compiled`, `python`
+  otherwise), and at teardown sends SIGTERM to that PID and asserts exit code 0;
 - `sipp`: a factory for SIPp processes with bounded calls and timeouts.
 
 Every test in this folder is marked `e2e`.  Without a `sipp` binary they fail
@@ -12,6 +13,8 @@ Every test in this folder is marked `e2e`.  Without a `sipp` binary they fail
 """
 
 from __future__ import annotations
+
+import os
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,6 +69,7 @@ def sbc(tmp_path: Path, ports: Ports) -> Iterator[SbcFactory]:
     was started with (a restart: same sockets, same state file).
     """
     started: list[SbcProcess] = []
+    expected_core = os.environ.get("SBC_EXPECT_CORE", "python")
 
     def start(
         overrides: dict[str, Any] | None = None, *, config_path: Path | None = None
@@ -80,6 +84,9 @@ def sbc(tmp_path: Path, ports: Ports) -> Iterator[SbcFactory]:
         proc = SbcProcess(path, workdir)
         started.append(proc)
         proc.start()
+        (line,) = proc.named("started")
+        core = line.get("core")
+        assert core == expected_core, f"sbc runs core={core}, expected {expected_core}"
         return proc
 
     yield start
