@@ -5,11 +5,17 @@
         [--transport udp|tcp] [--call-ms 1000] [--json out.json]
 
 For each rate and each repeat, a fresh sbc (own config, free loopback ports),
-a SIPp UAS (uas.xml) and a SIPp UAC (uac.xml) run `rate * duration` calls.
-sbc's CPU time (utime + stime from /proc/PID/stat) is read just before the
-caller starts and just after it ends; its peak RSS (VmHWM) at the end.  The
-table shows the median of each column over the repeats; --json writes every
-run as well.  See loadtest/README.md for what each column means.
+a SIPp UAS (uas.xml) and a SIPp UAC (uac.xml, which honours Record-Route: ACK
+and BYE cross sbc) run `rate * duration` calls of --call-ms hold; beside them
+the latency probe (loadtest/probe.py) places --probe-cps calls of the same
+shape and times INVITE -> 200 in microseconds.  The server's CPU time (the run
+time of every thread of every process, /proc/PID/task/*/schedstat) is read
+just before the callers start and just after both have ended, and divided by
+the calls that completed (SIPp's and the probe's); utime + stime of
+/proc/PID/stat over the same window is kept beside it as a cross-check.  Its
+peak RSS (VmHWM) at the end.  The table shows the median of each column over
+the repeats; --json writes every run as well.  See loadtest/README.md for what
+each column means.
 
 This is a measurement, not a test: it never fails on slow numbers, only on
 processes that cannot be started.  All traffic stays on 127.0.0.1, every
@@ -42,8 +48,11 @@ from loadtest.harness import (
     format_table,
     free_ports,
     medians,
+    cpu_seconds,
     sipp_binary,
+    tree_cpu_seconds,
 )
+from loadtest.probe import ProbeProcess
 from loadtest.targets import KamailioTarget, Layout, SbcTarget, Server, stop_server
 
 
@@ -70,7 +79,16 @@ class Run:
     answer_p50_ms: float | None = None
     answer_p90_ms: float | None = None
     answer_p99_ms: float | None = None
+    ok_pct: float | None = None  # SIPp's calls that succeeded, of those planned
+    probe_placed: int = 0
+    probe_completed: int = 0
+    probe_failed: int = 0
+    probe_p50_us: float | None = None  # the probe's INVITE -> 200, microseconds
+    probe_p99_us: float | None = None
+    probe_max_us: float | None = None
     cpu_s: float = 0.0
+    cpu_stat_s: float = 0.0  # the same window, utime + stime of /proc/PID/stat
+    cpu_calls: int = 0  # the calls the CPU is divided by: SIPp's and the probe's that completed
     cpu_us_per_call: float | None = None
     peak_rss_mib: float = 0.0
     sbc_exit: int | None = None
@@ -130,10 +148,12 @@ def call_pair(
     transport: str = "udp",
     fine_latency: bool = True,
     caller_ip: str = LOOPBACK,
+    extra_uas_calls: int = 0,
 ) -> tuple[Sipp, Sipp]:
     """The VOS3000 stand-in (uas.xml on the layout's backend address) and the
     caller (uac.xml from `caller_ip`, to the server's public address) for
-    `calls` calls at `rate` per second; both bounded by -m and -timeout."""
+    `calls` calls at `rate` per second; both bounded by -m and -timeout.
+    The stand-in answers `extra_uas_calls` more (the probe's)."""
     (caller,) = free_ports(1)
     budget = calls / rate + call_ms / 1000 + 30
     limit = int(rate * (call_ms / 1000 + 1) * 3) + 100
@@ -143,7 +163,7 @@ def call_pair(
         workdir / "uas",
         local_ip=layout.backend_host,
         local_port=layout.backend_port,
-        calls=calls,
+        calls=calls + extra_uas_calls,
         timeout_s=budget + 10,
         trace_msg=False,
         recv_timeout_ms=None,
@@ -177,11 +197,15 @@ def one_run(
     layout: Layout | None = None,
 ) -> Run:
     """One call run against a fresh server: sbc (the default, every loopback
-    caller a gateway) or another target, on `layout`."""
+    caller a gateway) or another target, on `layout`.  With `args.probe_cps`
+    (absent: 0, no probe) the latency probe runs beside SIPp for the same
+    seconds, from the gateway's address."""
     if layout is None:
         layout = Layout.pick(gateway="127.0.0.0/8")
     target = target or SbcTarget(args.log_level)
     calls = int(rate * args.duration)
+    probe_cps = float(getattr(args, "probe_cps", 0) or 0)
+    probe_calls = probe_call_count(probe_cps, args.duration)
     run = Run(rate=rate, transport=args.transport, repeat=repeat, calls=calls)
     name = f"{args.transport}-{rate}cps" + ("" if target.name == "sbc" else f"-{target.name}")
     workdir = root / f"{name}-run{repeat}"
@@ -194,27 +218,47 @@ def one_run(
         layout,
         transport=args.transport,
         fine_latency=args.fine_latency,
+        extra_uas_calls=probe_calls,
     )
+    probe = None
+    if probe_calls:
+        probe = ProbeProcess(
+            workdir / "probe",
+            layout.public,
+            rate=probe_cps,
+            calls=probe_calls,
+            hold_ms=args.call_ms,
+            seconds=args.duration + args.call_ms / 1000 + 20,
+            local=(probe_host(layout), 0),
+        )
     server: Server | None = None
+    probe_res: dict[str, Any] = {}
     started = time.monotonic()
     try:
         server = target.start(workdir, layout)
         uas.start().wait_bound()
         cpu0 = server.cpu_seconds()
+        stat0 = tree_cpu_seconds(server.pids(), cpu_seconds)
+        if probe is not None:
+            probe.start()
         uac.start()
         uac_res = uac.wait()
+        if probe is not None:
+            probe_res = probe.wait()
         cpu1 = server.cpu_seconds()
+        run.cpu_stat_s = round(tree_cpu_seconds(server.pids(), cpu_seconds) - stat0, 3)
         run.peak_rss_mib = round(server.peak_rss_kib() / 1024, 1)
         uas_res = uas.wait()
     finally:
+        if probe is not None:
+            probe.stop()
         uac.stop()
         uas.stop()
         run.sbc_exit = stop_server(server, run.errors)
     run.wall_s = round(time.monotonic() - started, 2)
     read_call_results(run, uac_res, uas_res, args.call_ms, keep=args.keep)
-    run.cpu_s = round(cpu1 - cpu0, 3)
-    if run.succeeded:
-        run.cpu_us_per_call = round((cpu1 - cpu0) / run.succeeded * 1e6, 1)
+    read_probe_result(run, probe_res, probe_calls)
+    cpu_per_call(run, cpu1 - cpu0)
     if run.uac_exit not in (0, 1) or run.uas_exit not in (0, 1):
         run.errors.append(
             f"SIPp exit codes: caller {run.uac_exit}, vos3000 {run.uas_exit} (see {workdir})"
@@ -222,6 +266,44 @@ def one_run(
     if run.sbc_exit not in (0, None):
         run.errors.append(f"{target.name} exited {run.sbc_exit} on SIGTERM (see {workdir})")
     return run
+
+
+def probe_call_count(probe_cps: float, seconds: float) -> int:
+    """Calls the probe places over `seconds` at `probe_cps` (0: no probe)."""
+    return max(1, round(probe_cps * seconds)) if probe_cps > 0 else 0
+
+
+def probe_host(layout: Layout) -> str:
+    """The probe's source address: the gateway's, so the server treats it
+    like SIPp's caller; 127.0.0.1 when the gateway is a network (the
+    benchmarks' 127.0.0.0/8)."""
+    return LOOPBACK if "/" in layout.gateway else layout.gateway
+
+
+def read_probe_result(run: Run, result: dict[str, Any], wanted: int) -> None:
+    """The probe's counts and INVITE -> 200 percentiles (µs) into `run`."""
+    if not wanted:
+        return
+    run.probe_placed = int(result.get("placed", 0))
+    run.probe_completed = int(result.get("completed", 0))
+    run.probe_failed = wanted - run.probe_completed
+    answers = [float(v) for v in result.get("invite_200_us", [])]
+    run.probe_p50_us = _r1(percentile(answers, 50))
+    run.probe_p99_us = _r1(percentile(answers, 99))
+    run.probe_max_us = _r1(max(answers) if answers else None)
+    if not result:
+        run.errors.append("the latency probe left no result")
+
+
+def cpu_per_call(run: Run, cpu_s: float) -> None:
+    """Server CPU over the load window per completed call (SIPp's and the
+    probe's), in µs; and SIPp's calls ok as a share of those planned."""
+    run.cpu_s = round(cpu_s, 3)
+    run.cpu_calls = run.succeeded + run.probe_completed
+    if run.cpu_calls:
+        run.cpu_us_per_call = round(cpu_s / run.cpu_calls * 1e6, 1)
+    if run.calls:
+        run.ok_pct = round(100 * run.succeeded / max(run.calls, run.attempted), 2)
 
 
 def read_call_results(
@@ -265,6 +347,10 @@ def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+def _r1(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
 def _elapsed_s(text: str) -> float:
     """SIPp's 'HH:MM:SS:uuuuuu' (or 'HH:MM:SS') to seconds."""
     parts = text.strip().split(":")
@@ -296,7 +382,14 @@ NUMERIC = [
     "answer_p50_ms",
     "answer_p90_ms",
     "answer_p99_ms",
+    "ok_pct",
+    "probe_completed",
+    "probe_failed",
+    "probe_p50_us",
+    "probe_p99_us",
+    "probe_max_us",
     "cpu_s",
+    "cpu_stat_s",
     "cpu_us_per_call",
     "peak_rss_mib",
     "wall_s",
@@ -320,6 +413,9 @@ COLUMNS = [
     ("100 p99", "trying_p99_ms", "{:.2f}"),
     ("200 p50", "answer_p50_ms", "{:.2f}"),
     ("200 p99", "answer_p99_ms", "{:.2f}"),
+    ("probe p50 us", "probe_p50_us", "{:.0f}"),
+    ("probe p99 us", "probe_p99_us", "{:.0f}"),
+    ("probe max us", "probe_max_us", "{:.0f}"),
     ("cpu us/call", "cpu_us_per_call", "{:.0f}"),
     ("rss MiB", "peak_rss_mib", "{:.1f}"),
 ]
@@ -358,6 +454,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="call duration between ACK and BYE, SIPp -d (default 1000)",
     )
     p.add_argument(
+        "--probe-cps",
+        type=float,
+        default=20.0,
+        help="the latency probe's call rate beside SIPp; 0 = no probe (default 20)",
+    )
+    p.add_argument(
         "--log-level",
         default="info",
         choices=("debug", "info", "warning", "error"),
@@ -383,6 +485,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--rates: give at least one rate >= 1")
     if args.duration <= 0 or args.repeat < 1:
         p.error("--duration must be > 0 and --repeat >= 1")
+    if not 0 <= args.probe_cps <= 200:
+        p.error("--probe-cps: 0 .. 200")
     if max(args.rate_list) * args.duration > 1_000_000:
         p.error("more than 1,000,000 calls in one run; lower --rates or --duration")
     return args
@@ -416,7 +520,8 @@ def main(argv: list[str] | None = None) -> int:
             note = f"  ! {'; '.join(run.errors)}" if run.errors else ""
             print(
                 f"  {rate:>5} cps run {repeat}: {run.succeeded}/{run.attempted} ok, "
-                f"{run.failed} failed, cpu {run.cpu_us_per_call} us/call, "
+                f"{run.failed} failed, probe {run.probe_completed} ok p99 {run.probe_p99_us} us, "
+                f"cpu {run.cpu_us_per_call} us/call, "
                 f"rss {run.peak_rss_mib} MiB, {run.wall_s}s{note}",
                 flush=True,
             )
@@ -435,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"median of {args.repeat} run(s) per rate; transport {args.transport}; "
         "rtt = SIPp -trace_rtt INVITE->200 (ms, SIPp clock); 100/200 = INVITE->100 and "
-        "INVITE->200 from -trace_shortmsg (ms)"
+        "INVITE->200 from -trace_shortmsg (ms); probe = the latency probe's INVITE->200 (us); "
+        "cpu = server schedstat run time per completed call (SIPp's and the probe's)"
     )
     print(table(rows))
     if args.json:
@@ -447,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
                 "duration_s": args.duration,
                 "repeat": args.repeat,
                 "call_ms": args.call_ms,
+                "probe_cps": args.probe_cps,
                 "log_level": args.log_level,
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),

@@ -13,7 +13,10 @@ Both servers get the same loopback layout: public 127.0.0.10, private
 127.0.0.66 or from 127.1.0.0 upwards.
 
 Scenarios:
-  calls             SIPp calls at --cps from the gateway (bench_calls.one_run)
+  calls             SIPp calls at each of --cps from the gateway, Record-Route
+                    honoured (ACK and BYE cross the server), --call-ms hold,
+                    the latency probe at --probe-cps beside SIPp
+                    (bench_calls.one_run, the same run as bench_calls.py)
   options-flood     scanner OPTIONS from one source   (bench_flood.one_run)
   register-flood    REGISTER brute force from one source
   invite-flood      INVITE from an unknown source
@@ -24,12 +27,14 @@ Scenarios:
                     succeed >= 99.9 % (completed and answered within
                     --fire-answer-ms)
 
-The flood scenarios run at each of --flood-rates (packets per second; 0 =
-as fast as the generator can).  CPU is utime + stime from /proc, over every
-process of the server (Kamailio's workers included).  Memory is sbc's peak
-RSS (VmHWM) and, for Kamailio, the largest sum of Pss over its processes
-(its shared memory counted once).  Handled packets are the server's own
-count for sbc and offered minus kernel socket drops for Kamailio.
+The flood scenarios run at each of --flood-rates (packets per second; 0 = as
+fast as the generator can). CPU is the run time of every thread of every
+process of the server (/proc/PID/task/*/schedstat; Kamailio's workers
+included). --targets may add kamailio-tlsf: the same Kamailio with the TLSF
+allocator (-x tlsf -X tlsf). Memory is sbc's peak RSS (VmHWM) and, for
+Kamailio, the largest sum of Pss over its processes (its shared memory counted
+once). Handled packets are the server's own count for sbc and offered minus
+kernel socket drops for Kamailio.
 
 A measurement, not a test.  Traffic stays on 127.0.0.0/8, every load is
 bounded in packets and seconds, and every process is ended by its PID.
@@ -71,6 +76,18 @@ PUBLIC, PRIVATE, BACKEND = "127.0.0.10", "127.0.0.11", "127.0.0.20"
 FIRE_BASE = "127.1.0.0"
 #: Calls must succeed at least this often for a flood step to count as survived.
 SURVIVED = 99.9
+
+
+#: What --targets may name: sbc with its operator defaults (one gateway, no
+#: admin), Kamailio with the reference config, and that Kamailio on TLSF.
+TARGETS = ("sbc", "kamailio", "kamailio-tlsf")
+
+
+def make_target(name: str, kamailio_children: int) -> SbcTarget | KamailioTarget:
+    if name == "sbc":
+        return SbcTarget()
+    mem = name.partition("-")[2] or None
+    return KamailioTarget(kamailio_children, mem_manager=mem)
 
 
 def layout() -> Layout:
@@ -208,13 +225,33 @@ CALL_FIGURES = [
     ("attempted", "calls attempted", "{:.0f}"),
     ("succeeded", "calls ok", "{:.0f}"),
     ("failed", "calls failed", "{:.0f}"),
+    ("ok_pct", "calls ok %", "{:.2f}"),
+    ("probe_p50_us", "probe INVITE->200 p50 us", "{:.0f}"),
+    ("probe_p99_us", "probe INVITE->200 p99 us", "{:.0f}"),
+    ("probe_max_us", "probe INVITE->200 max us", "{:.0f}"),
+    ("probe_failed", "probe calls failed", "{:.0f}"),
     ("trying_p50_ms", "INVITE->100 p50 ms", "{:.2f}"),
     ("trying_p99_ms", "INVITE->100 p99 ms", "{:.2f}"),
     ("answer_p50_ms", "INVITE->200 p50 ms", "{:.2f}"),
     ("answer_p90_ms", "INVITE->200 p90 ms", "{:.2f}"),
     ("answer_p99_ms", "INVITE->200 p99 ms", "{:.2f}"),
+    ("rtt_p99_ms", "SIPp rtd INVITE->200 p99 ms", "{:.0f}"),
     ("cpu_us_per_call", "cpu us/call", "{:.0f}"),
     ("peak_rss_mib", "mem MiB", "{:.1f}"),
+]
+#: The per-rate call table: one row per target and rate.
+CALL_SUMMARY = [
+    ("target", "target", "{}"),
+    ("cps", "rate", "{:.0f}"),
+    ("ok %", "ok_pct", "{:.2f}"),
+    ("us/call", "cpu_us_per_call", "{:.0f}"),
+    ("probe p50 us", "probe_p50_us", "{:.0f}"),
+    ("probe p99 us", "probe_p99_us", "{:.0f}"),
+    ("probe max us", "probe_max_us", "{:.0f}"),
+    ("SIPp p50 ms", "answer_p50_ms", "{:.2f}"),
+    ("SIPp p99 ms", "answer_p99_ms", "{:.2f}"),
+    ("SIPp rtd p99 ms", "rtt_p99_ms", "{:.0f}"),
+    ("peak MiB", "peak_rss_mib", "{:.1f}"),
 ]
 FLOOD_FIGURES = [
     ("offered_pps", "offered pps", "{:.0f}"),
@@ -254,6 +291,24 @@ def ratio(a: float | None, b: float | None) -> float | None:
 # Running
 
 
+def calls_args(rate: float, args: argparse.Namespace) -> argparse.Namespace:
+    """bench_calls' own arguments for one calls case: the same run as
+    `bench_calls.py --rates RATE --duration SECONDS --call-ms ... --probe-cps ...`."""
+    argv = [
+        "--rates",
+        f"{int(rate)}",
+        "--duration",
+        f"{args.seconds:g}",
+        "--call-ms",
+        str(args.call_ms),
+        "--probe-cps",
+        f"{args.probe_cps:g}",
+    ]
+    if not args.fine_latency:
+        argv.append("--no-fine-latency")
+    return bench_calls.parse_args(argv)
+
+
 def run_case(
     scenario: str,
     rate: float,
@@ -270,12 +325,12 @@ def run_case(
     for repeat in range(1, args.repeat + 1):
         for target in targets:
             if scenario == "calls":
-                ns = bench_calls.parse_args(
-                    ["--rates", f"{int(rate)}", "--duration", f"{args.seconds:g}"]
-                )
-                ns.call_ms = args.call_ms
+                ns = calls_args(rate, args)
                 run: Any = bench_calls.one_run(int(rate), repeat, ns, caseroot, target, layout())
-                note = f"{run.succeeded}/{run.attempted} ok, {run.cpu_us_per_call} us/call"
+                note = (
+                    f"{run.succeeded}/{run.attempted} ok, probe p50/p99 "
+                    f"{run.probe_p50_us}/{run.probe_p99_us} us, {run.cpu_us_per_call} us/call"
+                )
             elif scenario == "calls-under-fire":
                 run = fire_run(target, repeat, args, caseroot)
                 note = f"max flood {run.max_flood_pps_ok} pps; " + ", ".join(
@@ -325,7 +380,24 @@ def run_case(
     return case
 
 
+def targets_of(cases: list[dict[str, Any]]) -> list[str]:
+    """The targets that ran, in the order of TARGETS."""
+    return [t for t in TARGETS if any(t in case for case in cases)]
+
+
+def calls_summary(cases: list[dict[str, Any]]) -> str:
+    """The calls cases as one row per target and rate (medians): calls ok %,
+    server µs per call, the probe's and SIPp's INVITE->200, peak memory."""
+    rows = []
+    for name in targets_of(cases):
+        for case in cases:
+            if case["scenario"] == "calls" and name in case:
+                rows.append({"target": name, "rate": case["rate"], **case[name]["median"]})
+    return format_table(rows, CALL_SUMMARY) if rows else ""
+
+
 def table(cases: list[dict[str, Any]]) -> str:
+    names = targets_of(cases)
     rows = []
     for case in cases:
         figures = (
@@ -336,24 +408,15 @@ def table(cases: list[dict[str, Any]]) -> str:
             else FLOOD_FIGURES
         )
         for key, title, fmt in figures:
-            sbc = case.get("sbc", {}).get("median", {}).get(key)
-            kam = case.get("kamailio", {}).get("median", {}).get(key)
-            rows.append(
-                {
-                    "case": case["label"],
-                    "figure": title,
-                    "sbc": None if sbc is None else fmt.format(sbc),
-                    "kamailio": None if kam is None else fmt.format(kam),
-                    "ratio": case.get("ratio", {}).get(key),
-                }
-            )
-    columns = [
-        ("scenario", "case", "{}"),
-        ("figure", "figure", "{}"),
-        ("sbc", "sbc", "{}"),
-        ("kamailio", "kamailio", "{}"),
-        ("sbc/kamailio", "ratio", "{:.2f}"),
-    ]
+            row: dict[str, Any] = {"case": case["label"], "figure": title}
+            for name in names:
+                value = case.get(name, {}).get("median", {}).get(key)
+                row[name] = None if value is None else fmt.format(value)
+            row["ratio"] = case.get("ratio", {}).get(key)
+            rows.append(row)
+    columns = [("scenario", "case", "{}"), ("figure", "figure", "{}")]
+    columns += [(name, name, "{}") for name in names]
+    columns.append(("sbc/kamailio", "ratio", "{:.2f}"))
     return format_table(rows, columns)
 
 
@@ -362,7 +425,7 @@ def reasons_lines(cases: list[dict[str, Any]]) -> list[str]:
     Kamailio keeps no per-reason counters, so only sbc has them."""
     lines = []
     for case in cases:
-        for name in ("sbc", "kamailio"):
+        for name in targets_of([case]):
             runs = case.get(name, {}).get("runs", [])
             per = [r.get("drops_pps") or {} for r in runs]
             keys = sorted({k for p in per for k in p})
@@ -379,7 +442,7 @@ def fire_table(cases: list[dict[str, Any]]) -> str:
     for case in cases:
         if case["scenario"] != "calls-under-fire":
             continue
-        steps = {name: case[name]["steps"] for name in ("sbc", "kamailio") if name in case}
+        steps = {name: case[name]["steps"] for name in targets_of([case])}
         for i, pps in enumerate(s["flood_pps"] for s in next(iter(steps.values()))):
             row: dict[str, Any] = {"flood_pps": pps}
             for name, st in steps.items():
@@ -390,7 +453,7 @@ def fire_table(cases: list[dict[str, Any]]) -> str:
                 row[f"{name}_drops"] = st[i].get("socket_drops")
             rows.append(row)
     columns = [("flood pps", "flood_pps", "{:.0f}")]
-    for name in ("sbc", "kamailio"):
+    for name in targets_of(cases):
         columns += [
             (f"{name} calls ok %", f"{name}_ok", "{:.2f}"),
             (f"{name} 200 p99 ms", f"{name}_p99", "{:.1f}"),
@@ -415,11 +478,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated (default all)")
-    p.add_argument("--targets", default="sbc,kamailio", help="sbc, kamailio or both (default)")
+    p.add_argument(
+        "--targets",
+        default="sbc,kamailio",
+        help=f"comma-separated, of {', '.join(TARGETS)} (default sbc,kamailio)",
+    )
     p.add_argument("--repeat", type=int, default=3, help="runs per target and case (default 3)")
     p.add_argument("--seconds", type=float, default=5.0, help="load per run (default 5)")
     p.add_argument("--cps", default="100", help="calls: call rates, comma-separated (default 100)")
     p.add_argument("--call-ms", type=int, default=1000, help="calls: call duration (default 1000)")
+    p.add_argument(
+        "--probe-cps",
+        type=float,
+        default=20.0,
+        help="calls: the latency probe's call rate beside SIPp; 0 = none (default 20)",
+    )
+    p.add_argument(
+        "--no-fine-latency",
+        dest="fine_latency",
+        action="store_false",
+        help="calls: no SIPp -trace_shortmsg (its microsecond INVITE->100/200 columns)",
+    )
     p.add_argument(
         "--flood-rates",
         default="20000,50000",
@@ -468,8 +547,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if bad or not args.scenario_list:
         p.error(f"--scenarios: {', '.join(bad) or 'none'}; choose from {', '.join(SCENARIOS)}")
     args.target_list = [t.strip() for t in args.targets.split(",") if t.strip()]
-    if not args.target_list or set(args.target_list) - {"sbc", "kamailio"}:
-        p.error("--targets: sbc, kamailio or both")
+    if not args.target_list or set(args.target_list) - set(TARGETS):
+        p.error(f"--targets: one or more of {', '.join(TARGETS)}")
+    if len(set(args.target_list)) != len(args.target_list):
+        p.error("--targets: each at most once")
+    if not 0 <= args.probe_cps <= 200:
+        p.error("--probe-cps: 0 .. 200")
     args.cps_list = _ints(args.cps, "--cps", p)
     args.flood_rate_list = _ints(args.flood_rates, "--flood-rates", p)
     args.fire_step_list = _ints(args.fire_steps, "--fire-steps", p)
@@ -490,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     if sipp_binary() is None:
         print("compare: sipp not found (apt-get install sip-tester)", file=sys.stderr)
         return 2
-    if "kamailio" in args.target_list and kamailio_binary() is None:
+    if any(t.startswith("kamailio") for t in args.target_list) and kamailio_binary() is None:
         print("compare: kamailio not found (apt-get install kamailio)", file=sys.stderr)
         return 2
     try:
@@ -503,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     targets: list[SbcTarget | KamailioTarget] = []
     for name in args.target_list:
-        targets.append(SbcTarget() if name == "sbc" else KamailioTarget(args.kamailio_children))
+        targets.append(make_target(name, args.kamailio_children))
     print(
         f"compare: {', '.join(args.scenario_list)}; {' vs '.join(args.target_list)}, "
         f"{args.repeat} repeat(s) of {args.seconds:g}s; files in {root}",
@@ -531,6 +614,16 @@ def main(argv: list[str] | None = None) -> int:
         "(below 1: sbc lower; for cpu and memory lower is better)"
     )
     print(table(cases))
+    summary = calls_summary(cases)
+    if summary:
+        print()
+        print(
+            f"calls, per target and rate (medians; {args.call_ms} ms hold, Record-Route "
+            f"honoured, probe at {args.probe_cps:g} cps; us/call = server CPU (schedstat) "
+            "per completed call; probe = INVITE->200 in us; SIPp = -trace_shortmsg INVITE->200 ms, "
+            "rtd = -trace_rtt ms):"
+        )
+        print(summary)
     reasons = reasons_lines(cases)
     if reasons:
         print()
@@ -555,6 +648,9 @@ def main(argv: list[str] | None = None) -> int:
             "flood_rates": args.flood_rate_list,
             "fire_steps": args.fire_step_list,
             "fire_cps": args.fire_cps,
+            "call_ms": args.call_ms,
+            "probe_cps": args.probe_cps,
+            "fine_latency": args.fine_latency,
             "kamailio_children": args.kamailio_children,
             "cpus": os.cpu_count(),
             "python": platform.python_version(),

@@ -66,7 +66,8 @@ def check_config(values: dict[str, str | int] | None = None, config: Path = CONF
 
 
 class KamailioProcess:
-    """`kamailio -DD -E -f kamailio.cfg -P pidfile -A ...` as a child process."""
+    """`kamailio -DD -E -f kamailio.cfg -P pidfile -A ...` as a child process;
+    `mem_manager` ("tlsf", "fm", "qm") picks its allocator (-x and -X)."""
 
     def __init__(
         self,
@@ -76,6 +77,7 @@ class KamailioProcess:
         shm_mib: int = 512,
         pkg_mib: int = 16,
         config: Path = CONFIG,
+        mem_manager: str | None = None,
     ) -> None:
         binary = kamailio_binary()
         if binary is None:
@@ -103,6 +105,9 @@ class KamailioProcess:
             str(shm_mib),
             "-M",
             str(pkg_mib),
+            # Kamailio's memory allocator for shared and private memory
+            # (-x, -X: "qm" by default, "fm", "tlsf").
+            *(["-x", mem_manager, "-X", mem_manager] if mem_manager else []),
             *defines(values),
         ]
         self.proc: subprocess.Popen[bytes] | None = None
@@ -148,7 +153,7 @@ class KamailioProcess:
         return process_tree(self.pid)
 
     def cpu_seconds(self) -> float:
-        """utime + stime summed over the main process and every worker."""
+        """CPU time (`run_seconds`) summed over the main process and every worker."""
         return tree_cpu_seconds(self._workers or self.pids())
 
     def peak_rss_kib(self) -> int:

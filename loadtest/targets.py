@@ -2,9 +2,10 @@
 front-end config, both on the same loopback addresses.
 
 A target starts one server for a run (`start(workdir, layout, account=...)`)
-and returns a process object with `pid`, `cpu_seconds()`, `peak_rss_kib()`
-and `stop()`; `totals(process)` after the stop gives the server's own packet
-counts where it has them (sbc's `stopped` line), else None.
+and returns a process object with `pid`, `pids()` (its processes),
+`cpu_seconds()` (the run time of their threads, harness.run_seconds), `peak_rss_kib()` and `stop()`;
+`totals(process)` after the stop gives the server's own packet counts where it
+has them (sbc's `stopped` line), else None.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class Server(Protocol):
     def start(self, timeout: float = 20.0) -> None: ...
 
     def cpu_seconds(self) -> float: ...
+
+    def pids(self) -> list[int]: ...
 
     def peak_rss_kib(self) -> int: ...
 
@@ -143,11 +146,16 @@ class SbcTarget:
 
 
 class KamailioTarget:
-    name = "kamailio"
+    """Kamailio with the reference config; `mem_manager` ("tlsf", ...) picks
+    its allocator and names the target ("kamailio-tlsf")."""
 
-    def __init__(self, children: int = 2, max_calls: int = 100000) -> None:
+    def __init__(
+        self, children: int = 2, max_calls: int = 100000, mem_manager: str | None = None
+    ) -> None:
         self.children = children
         self.max_calls = max_calls
+        self.mem_manager = mem_manager
+        self.name = f"kamailio-{mem_manager}" if mem_manager else "kamailio"
 
     def values(self, layout: Layout) -> dict[str, str | int]:
         return {
@@ -165,7 +173,7 @@ class KamailioTarget:
         }
 
     def start(self, workdir: Path, layout: Layout, *, account: bool = False) -> KamailioProcess:
-        kam = KamailioProcess(workdir, self.values(layout))
+        kam = KamailioProcess(workdir, self.values(layout), mem_manager=self.mem_manager)
         kam.start()
         return kam
 

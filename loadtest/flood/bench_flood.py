@@ -21,8 +21,8 @@ addresses 127.1.0.0, 127.1.0.1, ...  Scenarios:
 Offered is what the generator sent; handled is what sbc itself counted
 (screen drops plus engine verdicts, from its `stopped` log line); the
 difference is the kernel dropping datagrams sbc did not read in time (its
-socket's drop counter in /proc/net/udp).  sbc's CPU time (utime + stime of
-/proc/PID/stat) is read before the flood and after sbc has worked off its
+socket's drop counter in /proc/net/udp).  sbc's CPU time (schedstat run time of
+its threads, harness.run_seconds) is read before the flood and after sbc has worked off its
 queue, and divided by handled packets.  Peak RSS is VmHWM.  The table shows
 medians over the repeats; --json keeps every run.
 
@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"median of {args.repeat} run(s); offered = generator (gen.c) send rate; handled = "
         "packets sbc counted (screen drops + engine verdicts) / flood seconds; sock drops = "
-        "kernel drops at sbc's public socket; cpu = sbc utime+stime per handled packet"
+        "kernel drops at sbc's public socket; cpu = sbc CPU (schedstat) per handled packet"
     )
     print(table(rows))
     print()
@@ -592,7 +592,7 @@ def compare_versions(
     print(
         f"median of {args.repeat} run(s) per version, alternated; offered = generator (gen.c) "
         "send rate; handled = packets sbc counted (screen drops + engine verdicts) / flood "
-        "seconds; sock drops = kernel drops at sbc's public socket; cpu = sbc utime+stime per "
+        "seconds; sock drops = kernel drops at sbc's public socket; cpu = sbc CPU (schedstat) per "
         "handled packet; change = working tree - baseline (in % of the baseline)"
     )
     print(compare_table(rows))

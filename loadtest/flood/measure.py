@@ -41,7 +41,7 @@ def wait_cpu_settled(sbc: _HasCpu, quiet: float = 0.2, timeout: float = 5.0) -> 
     while time.monotonic() < deadline:
         time.sleep(quiet)
         now = sbc.cpu_seconds()
-        if now - last < 0.011:  # at most one clock tick: idle
+        if now - last < 0.011:  # under 11 ms of CPU in `quiet` seconds: idle
             return now
         last = now
     return last
