@@ -100,3 +100,9 @@ test-compiled: sipp $(CVENV)/.installed-compiled
 	d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && \
 	tar -c --exclude=__pycache__ --exclude=loadtest/results setup.py pyproject.toml tests loadtest tools | tar -x -C "$$d" && \
 	cd "$$d" && SBC_EXPECT_CORE=mypyc $(abspath $(CVPY)) -m pytest -p no:cacheprovider $(COMPILED_TESTS) $(COMPILED_DESELECT:%=--deselect %)
+
+# The container image built and run on a real Docker engine (tests/docker, README
+# "Docker"): needs docker.io and debootstrap, and a running dockerd or root.
+.PHONY: docker-test
+docker-test: sipp $(VENV)/.installed-test
+	$(VPY) -m pytest -m docker tests/docker

@@ -39,21 +39,11 @@ INTERPRETED = {
     # descriptors are read as attributes of their declared types, and sbc
     # stops at start-up: "TypeError: BanTable object expected; got _Shared".
     "sbc/core/engine.py",
-    # routing.strip_own_routes marks removed Route lines with None in a
-    # `list[bytes]` (behind a `type: ignore`), and scan_request then filters
-    # them out: compiled, reading that None as bytes raises TypeError, the
-    # engine drops the message, and an ACK or BYE carrying sbc's own Route
-    # (every in-dialog request from the caller) never reaches VOS3000.
-    "sbc/core/proxy/scan.py",
     # BanTable is subclassed by interpreted code (the tests' recording table:
     # "interpreted classes cannot inherit from compiled"), and its `offense`
     # accepts any string as the kind there, where compiled code raises
     # "Offense object expected; got str".
     "sbc/core/screen/bans.py",
-    # GatewayTable.by_source promises to return None, never raise, for a host
-    # that is not a str or a port that is not an int; compiled, the argument
-    # check raises TypeError before the body runs.
-    "sbc/core/identify/gateways.py",
 }
 
 # Where the build writes its C sources, objects and extension modules: never

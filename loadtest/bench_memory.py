@@ -19,8 +19,9 @@ process; the same drain, the second VmRSS.  Growth = (RSS2 - RSS1) /
 (printed, never asserted) is at most 300.
 
 CPU: a fresh sbc per run, --cpu-rate (1000) cps for --cpu-seconds (10),
-bench_calls.one_run: utime + stime of /proc/PID/stat over the caller's run,
-divided by successful calls.
+bench_calls.one_run: the run time of every thread of the server
+(/proc/PID/task/*/schedstat, as every harness here counts it) over the
+caller's run, divided by completed calls.
 
 Versions: the working tree and, with --baseline REV, REV checked out as a
 temporary `git worktree` under the run's folder in loadtest/results/ (removed
@@ -477,7 +478,7 @@ def _bench(args: argparse.Namespace, root: Path, stamp: str, versions: list[Vers
         f"median of {args.repeat} run(s) per version.  RSS = VmRSS once sbc's tables are empty "
         f"after {args.first_sample} (@first) and {args.calls} (@last) ended calls at "
         f"{args.rate:g} cps; KiB/1000 calls = growth between the two per 1,000 calls ended "
-        f"in between (goal <= {GOAL_KIB_PER_1000:.0f}, not enforced); cpu = utime+stime per "
+        f"in between (goal <= {GOAL_KIB_PER_1000:.0f}, not enforced); cpu = schedstat run time per "
         f"successful call at {args.cpu_rate} cps"
     )
     print(format_table(shown, COLUMNS))

@@ -1,10 +1,11 @@
 """Deployment: the container image, the compose file and the systemd unit.
 
-No Docker engine runs in CI, so the image is checked piece by piece: the wheel
-its build stage makes (from exactly the files it copies) holds the package and
-every data file; that wheel installs into a bare venv, where it validates the
-container config, serves, and passes the image's own HEALTHCHECK command; the
-Dockerfile passes hadolint.  The systemd unit is verified by systemd-analyze,
+tests/docker builds the image and runs it on a real engine; here, without
+Docker, it is checked piece by piece: the wheel its build stage makes (from
+exactly the files it copies) holds the package and every data file; that
+wheel installs into a bare venv, where it validates the container config,
+serves, and passes the image's own HEALTHCHECK command; the Dockerfile passes
+hadolint.  The systemd unit is verified by systemd-analyze,
 and its readiness protocol is tested against a real sbc process."""
 
 from __future__ import annotations
@@ -68,18 +69,28 @@ def only(keyword: str, stage: int | None = None) -> list[str]:
 
 
 def test_dockerfile_multi_stage_pinned_slim_non_root() -> None:
+    # One base for both stages: the build argument BASE_IMAGE (a local Debian
+    # base offline, tests/docker), by default a pinned slim image, never :latest.
+    (base,) = [a for s, k, a in instructions() if k == "ARG" and s == -1]
+    name, _, default = base.partition("=")
+    assert name == "BASE_IMAGE"
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", default), default
     froms = only("FROM")
-    assert len(froms) == 2, froms
-    for image in froms:
-        name = image.split()[0]
-        assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", name), name  # pinned, never :latest
+    assert [f.split()[0] for f in froms] == ["${BASE_IMAGE}"] * 2, froms
     assert froms[0].endswith(" AS build")
     runtime = len(froms) - 1
-    # The runtime stage gets only the wheel, not the sources.
+    # The runtime stage gets the build stage's venv (the wheel installed with
+    # its dependencies) and the config: not the sources, the wheel or the compiler.
     copies = only("COPY", runtime)
-    assert copies == ["configs/sbc.container.yaml /etc/sbc/sbc.yaml"], copies
+    assert copies == ["--from=build /opt/sbc /opt/sbc",
+                      "configs/sbc.container.yaml /etc/sbc/sbc.yaml"], copies
+    build_runs = " ".join(only("RUN", 0))
+    assert "/opt/build/bin/pip --python /opt/sbc/bin/python install --no-cache-dir /wheels/sbc-" \
+        in build_runs
+    assert "SBC_COMPILE=1" in build_runs and "gcc" in build_runs
     run = " ".join(only("RUN", runtime))
-    assert "from=build" in run and "pip install --no-cache-dir /wheels/sbc-" in run
+    assert "pip" not in run and "apt-get" not in run
+    assert "PATH=/opt/sbc/bin:$PATH" in " ".join(only("ENV", runtime))
 
     users = only("USER", runtime)
     assert users == ["10001:10001"]

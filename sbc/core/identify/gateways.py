@@ -115,9 +115,13 @@ class GatewayTable:
         self._nets4 = _ordered(by_len4, 32)
         self._nets6 = _ordered(by_len6, 128)
 
-    def by_source(self, host: str, port: int) -> str | None:
+    def by_source(self, host: object, port: object) -> str | None:
         """The gateway `host`:`port` belongs to, or None (also for anything that
-        is not an IP address and a port 1..65535).  Never raises."""
+        is not an IP address and a port 1..65535).  Never raises: the
+        arguments are typed `object` and checked here, so a compiled build
+        keeps the promise too."""
+        if not isinstance(host, str) or not isinstance(port, int):
+            return None
         try:
             if ":" in host:
                 address = _from_bytes(self._pton(self._af6, host))
