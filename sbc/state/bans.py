@@ -87,6 +87,11 @@ class BanKeeper:
         self._pending[ban.host] = _row(ban, now, wall, lifted=event == "unban")
         if self.publish is not None and not self._adopting:
             self.publish(event, ban, self._lifted_by, now, wall)
+        if ban.manual or self._lifted_by == "operator":
+            # An operator's act is on disk before the API answers: a process
+            # killed the next moment still has it. (Automatic bans, a flood's
+            # worth a second, go in the periodic batch.)
+            self.flush()
 
     def lift(self, host: str, by: str = "operator") -> bool:
         """An operator's unban (API, or `sbc unban` through the file), or

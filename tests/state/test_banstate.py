@@ -77,3 +77,20 @@ def test_operator_ban_and_unban_reach_a_running_sbc(tmp_path: Path) -> None:
     assert not manual_unban(operator, "192.0.2.99")
     operator.close()
     k.store.close()
+
+
+def test_an_operators_ban_and_unban_are_on_disk_at_once(tmp_path: Path) -> None:
+    """No flush, no poll: a process killed right after the API answered
+    still has the operator's ban (and later the unban) in its file."""
+    db = tmp_path / "state.sqlite"
+    clock = Clock()
+    k, table = keeper(db, clock)
+    table.ban("198.51.100.7", clock(), reason="operator", duration=3600.0, manual=True)
+    on_disk = {r.host: r for r in Store(db).load_bans()}
+    assert "198.51.100.7" in on_disk and not on_disk["198.51.100.7"].lifted
+    table.offense("203.0.113.9", "scanner", clock())
+    table.offense("203.0.113.9", "scanner", clock())  # automatic: batched
+    assert "203.0.113.9" not in {r.host for r in Store(db).load_bans()}
+    assert k.lift("198.51.100.7")
+    on_disk = {r.host: r for r in Store(db).load_bans()}
+    assert on_disk["198.51.100.7"].lifted
