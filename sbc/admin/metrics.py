@@ -45,6 +45,7 @@ class SbcCollector:
         stats = b.stats()
         yield from _traffic(stats)
         yield from _cluster(stats.get("cluster"))
+        yield from _cluster_limits(stats.get("cluster_limits"))
         yield from _gateways(b.gateway_figures(), b.cfg)
         yield from _bans(b.ban_counts())
         ready, details = b.ready()
@@ -145,6 +146,27 @@ def _cluster(cluster: object) -> Iterable[Metric]:
                               value=int(cluster.get("dropped", 0)))
     yield GaugeMetricFamily("sbc_cluster_ban_events_pending", "Ban events waiting to be published",
                             value=int(cluster.get("pending", 0)))
+
+
+def _cluster_limits(limits: object) -> Iterable[Metric]:
+    """Call limits shared across nodes (sbc.cluster.limits), with `cluster.share_limits`."""
+    if not isinstance(limits, Mapping):
+        return
+    yield GaugeMetricFamily("sbc_cluster_limits_shared",
+                            "1 while call limits are cluster-wide, 0 while each node applies "
+                            "its share (limit / live nodes)",
+                            value=1 if limits.get("mode") == "shared" else 0)
+    yield GaugeMetricFamily("sbc_cluster_live_nodes", "Live nodes (heartbeats) last seen in Redis",
+                            value=int(limits.get("live_nodes", 0)))
+    cap = GaugeMetricFamily("sbc_cluster_call_slots",
+                            "Calls this node may hold now under a shared concurrency limit",
+                            labels=["limit"])
+    concurrency = limits.get("concurrency")
+    if isinstance(concurrency, Mapping):
+        for name, figures in sorted(concurrency.items()):
+            if isinstance(figures, Mapping):
+                cap.add_metric([str(name)], int(figures.get("cap", 0)))
+    yield cap
 
 
 def _by(name: str, doc: str, label: str, counts: Mapping[str, int]) -> Metric:

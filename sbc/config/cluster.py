@@ -1,5 +1,5 @@
-"""The `cluster` section: several sbc nodes sharing their bans through Redis
-(or Valkey). Off by default: one node needs no Redis.
+"""The `cluster` section: several sbc nodes sharing their bans and call
+limits through Redis (or Valkey). Off by default: one node needs no Redis.
 
 `url` names the server (`redis://` in the clear, `rediss://` over TLS, an
 optional `/db` number); the password goes either in the URL
@@ -7,8 +7,11 @@ optional `/db` number); the password goes either in the URL
 this node in every ban it makes (default: the host name), `key_prefix` is put
 in front of every key and channel, so several clusters can share one server.
 The timeouts bound every Redis command: a slow or unreachable server never
-holds up SIP, sbc keeps serving on its own bans and says so (see
-sbc.cluster).
+holds up SIP, sbc keeps serving on its own bans and its share of each limit
+(the limit ÷ live nodes) and says so (see sbc.cluster). `share_limits`
+switches the shared limits off (each node then applies every limit alone);
+`slot_ttl_s` is how long a dead node's calls keep their slots;
+`fallback_nodes` is what a node that never reached Redis divides by.
 """
 
 from __future__ import annotations
@@ -96,6 +99,10 @@ class ClusterConfig(Section):
     ping_interval_s: Seconds = 1.0  # how often the link is checked
     retry_max_s: Seconds = 2.0  # longest wait between two reconnection attempts
     max_pending: Count = 10_000  # ban events waiting to be published; beyond, dropped and counted
+    # Call limits (CPS, concurrency) across the nodes (README, "Running several nodes").
+    share_limits: bool = True
+    slot_ttl_s: Seconds = 6.0  # a call's slot outlives its node by this much; refreshed every third
+    fallback_nodes: Count = 2  # nodes to divide limits by before Redis has ever answered
 
     @model_validator(mode="after")
     def _usable(self) -> Self:

@@ -16,8 +16,9 @@ fail closed: an odd spelling must not walk past them).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .numbers import longest_first, matched
 from .numbers import normalise as normalise  # re-exported: prefixes and tests use it
@@ -72,6 +73,13 @@ GLOBAL_CPS = Rejection(503, b"CPS Limit", "global_cps")
 GLOBAL_CONCURRENT = Rejection(503, b"Concurrent Call Limit", "global_concurrent")
 
 
+class SharedCheck(Protocol):
+    """Concurrency shared with other nodes (sbc.cluster.limits.SharedLimits):
+    whether this node holds a slot for one more call."""
+
+    def admit(self, gateway: str, active_gateway: int, active_total: int) -> Rejection | None: ...
+
+
 class CallPolicy:
     def __init__(self, gateways: dict[str, GatewayPolicy] | None = None, *,
                  max_cps: float = 0.0, max_cps_burst: float = 1.0, max_concurrent: int = 0,
@@ -96,6 +104,24 @@ class CallPolicy:
                       if self.blocked or p.blocked or p.allowed}
         self._default_tech = longest_first(self.tech) if self.blocked else None
         self._second: dict[str, tuple[int, int, int]] = {}  # gateway -> (second, count, last full second)
+        self.shared: SharedCheck | None = None  # a cluster's limits (sbc.cluster), else None
+
+    def buckets(self) -> dict[str, TokenBucket]:
+        """The CPS buckets by gateway, the global one under "*"."""
+        out = dict(self._buckets)
+        if self._global_bucket is not None:
+            out["*"] = self._global_bucket
+        return out
+
+    def share(self, shared: SharedCheck, buckets: Mapping[str, TokenBucket]) -> None:
+        """Limits shared with other nodes: `shared` answers for concurrency,
+        `buckets` (same names as `buckets()`) replace the CPS buckets."""
+        self.shared = shared
+        for name, bucket in buckets.items():
+            if name == "*":
+                self._global_bucket = bucket
+            elif name in self._buckets:
+                self._buckets[name] = bucket
 
     def policy(self, gateway: str) -> GatewayPolicy | None:
         return self.gateways.get(gateway)
@@ -125,6 +151,11 @@ class CallPolicy:
             return self._count(gateway, GATEWAY_CONCURRENT)
         if self.max_concurrent and active_total >= self.max_concurrent:
             return self._count(gateway, GLOBAL_CONCURRENT)
+        shared = self.shared
+        if shared is not None:  # a cluster: a slot this node holds (sbc.cluster.limits)
+            refused = shared.admit(gateway, active_gateway, active_total)
+            if refused is not None:
+                return self._count(gateway, refused)
         bucket = self._buckets.get(gateway)
         if bucket is not None and not bucket.take(now):
             return self._count(gateway, GATEWAY_CPS)

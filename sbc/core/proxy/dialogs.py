@@ -243,6 +243,13 @@ class DialogTable:
         calls = self._active.get(gateway)
         return len(calls) if calls else 0
 
+    def calls(self, gateway: str) -> dict[DialogKey, Dialog]:
+        """The gateway's calls in progress (read only: the cluster's slots)."""
+        return self._active.get(gateway) or {}
+
+    def gateways_active(self) -> list[str]:
+        return list(self._active)
+
     def active_total(self) -> int:
         return sum(len(c) for c in self._active.values())
 
