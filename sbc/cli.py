@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 
+from . import fraud_cli
 from .build_info import core
 from .config import Config, ConfigError, load_config, summary
 from .io.gcpolicy import FREEZE_INTERVAL, FullCollection, GcPolicy
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("host", help="IP address")
     p = sub.add_parser("bans", help="list bans, with why")
     p.add_argument("--config", required=True, help="YAML config file (for its state file)")
+    fraud_cli.add_parser(sub)  # sbc fraud clear / show
     args = parser.parse_args(argv)
 
     try:
@@ -59,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("ban", "unban", "bans"):
         return _bans_command(cfg, args)
+    if args.command == "fraud":
+        return fraud_cli.command(cfg, args)
     configure_logging(cfg.logging.format, cfg.logging.level)
     return uvloop.run(serve(cfg, config_path=args.config))
 

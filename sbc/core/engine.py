@@ -469,3 +469,27 @@ class Engine:
         if dlg.state is DialogState.CONFIRMED and self.ctx.calls.dialogs.get(dlg.call_id, dlg.tag) is dlg:
             sends.extend(self.ctx.byes(dlg))
             self.ctx.calls.end(dlg, now, "max_duration")
+
+    # ------------------------------------------------------------------ toll-fraud watch
+
+    def fraud_tick(self, now: float) -> list[Send]:
+        """The toll-fraud watch's second (sbc.core.fraud): running minutes
+        judged, and the calls a block with cut_calls ends, with BYE to both
+        sides as at the duration limit. A call not answered yet is ended once
+        it is (its key waits in the watch)."""
+        fraud = self.ctx.fraud
+        if fraud is None:
+            return []
+        sends: list[Send] = []
+        calls = self.ctx.calls
+        for key in fraud.tick(now):
+            dlg = calls.dialogs.get(*key)
+            if dlg is None or dlg.state is DialogState.ENDED:
+                continue
+            if dlg.state is DialogState.EARLY:
+                fraud.to_cut.append(key)
+                continue
+            sends.extend(self.ctx.byes(dlg))
+            calls.end(dlg, now, "fraud_cut")
+            fraud.figures["cut"] += 1
+        return sends

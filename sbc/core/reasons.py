@@ -130,6 +130,7 @@ class Refusal(StrEnum):
     DIGEST_FAILURE = "digest_failure"  # 403
     DIGEST_URI_MISMATCH = "digest_uri_mismatch"  # 400
     DIGEST_FROM_MISMATCH = "digest_from_mismatch"  # 403
+    FRAUD_SUSPECTED = "fraud_suspected"  # 403: a toll-fraud block stands (sbc.core.fraud)
 
 
 class Offense(StrEnum):

@@ -21,7 +21,7 @@ import os
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple, Self
+from typing import Any, NamedTuple, Self
 
 from ..core.identify.registrar import Binding
 
@@ -118,6 +118,30 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # In a cluster, the node that made the ban ("": this one, alone).
         "ALTER TABLE bans ADD COLUMN node TEXT NOT NULL DEFAULT ''",
     ),
+    (
+        # The toll-fraud watch (sbc.state.fraud): each gateway's counters,
+        # block and calls in progress under each rule, as one JSON record;
+        # and the operators' clears, asked for by `sbc fraud clear` (applied
+        # by the running sbc, which fills in applied_wall) or the admin API.
+        """CREATE TABLE IF NOT EXISTS fraud_scopes (
+               gateway TEXT NOT NULL,
+               rule TEXT NOT NULL,
+               body TEXT NOT NULL,
+               updated_wall REAL NOT NULL,
+               PRIMARY KEY (gateway, rule)
+           )""",
+        """CREATE TABLE IF NOT EXISTS fraud_clears (
+               id INTEGER PRIMARY KEY AUTOINCREMENT,
+               gateway TEXT NOT NULL,
+               rule TEXT NOT NULL,
+               by TEXT NOT NULL,
+               note TEXT NOT NULL,
+               requested_wall REAL NOT NULL,
+               applied_wall REAL NOT NULL DEFAULT 0,
+               lifted INTEGER NOT NULL DEFAULT 0
+           )""",
+        "CREATE INDEX IF NOT EXISTS fraud_clears_pending ON fraud_clears (applied_wall)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -158,6 +182,17 @@ class BanRow:
     lifted: bool
     updated_wall: float
     node: str = ""
+
+
+class FraudClearRow(NamedTuple):
+    id: int
+    gateway: str  # "*": every gateway
+    rule: str  # "*": every rule
+    by: str
+    note: str
+    requested_wall: float
+    applied_wall: float  # 0: not applied yet
+    lifted: bool  # a block stood and was lifted
 
 
 class Store:
@@ -296,6 +331,60 @@ class Store:
                               r[15], r[16], r[17], r[18]) for r in cur]
         except sqlite3.Error as e:
             raise StoreError(f"{self._name}: cannot load dialogs: {e}") from None
+
+    # ------------------------------------------------------------------ toll-fraud watch
+
+    def save_fraud(self, upserts: list[tuple[str, str, dict[str, Any]]],
+                   deletes: list[tuple[str, str]], wall: float) -> None:
+        """One transaction for the scopes that changed: (gateway, rule, record)."""
+        try:
+            with _transaction(self._conn):
+                self._conn.executemany("DELETE FROM fraud_scopes WHERE gateway = ? AND rule = ?",
+                                       deletes)
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO fraud_scopes VALUES (?,?,?,?)",
+                    [(g, r, json.dumps(body, separators=(",", ":")), wall)
+                     for g, r, body in upserts])
+        except (sqlite3.Error, ValueError) as e:
+            raise StoreError(f"{self._name}: cannot save fraud state: {e}") from None
+
+    def load_fraud(self) -> list[dict[str, Any]]:
+        try:
+            return [json.loads(r[0]) for r in self._conn.execute("SELECT body FROM fraud_scopes")]
+        except (sqlite3.Error, ValueError) as e:
+            raise StoreError(f"{self._name}: cannot load fraud state: {e}") from None
+
+    def add_fraud_clear(self, gateway: str, rule: str, by: str, note: str, wall: float,
+                        applied_wall: float = 0.0, lifted: bool = False) -> int:
+        """An operator's clear; applied_wall 0: for the running sbc to apply."""
+        try:
+            with _transaction(self._conn):
+                cur = self._conn.execute(
+                    "INSERT INTO fraud_clears (gateway, rule, by, note, requested_wall,"
+                    " applied_wall, lifted) VALUES (?,?,?,?,?,?,?)",
+                    (gateway, rule, by, note, wall, applied_wall, int(lifted)))
+            return int(cur.lastrowid or 0)
+        except sqlite3.Error as e:
+            raise StoreError(f"{self._name}: cannot save a fraud clear: {e}") from None
+
+    def fraud_clears(self, pending: bool = False, limit: int = 200) -> list[FraudClearRow]:
+        """Clears, newest first (pending: not applied yet, oldest first)."""
+        sql = ("SELECT id, gateway, rule, by, note, requested_wall, applied_wall, lifted"
+               " FROM fraud_clears " + ("WHERE applied_wall = 0 ORDER BY id" if pending
+                                        else "ORDER BY id DESC") + " LIMIT ?")
+        try:
+            return [FraudClearRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]))
+                    for r in self._conn.execute(sql, (limit,))]
+        except sqlite3.Error as e:
+            raise StoreError(f"{self._name}: cannot read fraud clears: {e}") from None
+
+    def fraud_clear_applied(self, clear_id: int, wall: float, lifted: bool) -> None:
+        try:
+            with _transaction(self._conn):
+                self._conn.execute("UPDATE fraud_clears SET applied_wall = ?, lifted = ?"
+                                   " WHERE id = ?", (wall, int(lifted), clear_id))
+        except sqlite3.Error as e:
+            raise StoreError(f"{self._name}: cannot save a fraud clear: {e}") from None
 
     def close(self) -> None:
         self._conn.close()

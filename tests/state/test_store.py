@@ -174,7 +174,7 @@ def test_dialogs_from_before_the_backend_columns_migrate(tmp_path: Path) -> None
         conn.execute("UPDATE schema_version SET version = 3")
     conn.close()
     with Store(path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 6
+        assert s.schema_version == SCHEMA_VERSION == 7
         (row,) = s.load_dialogs(WALL)
         assert row.call_id == b"c@x" and (row.backend_host, row.backend_port) == ("", 0)
         s.apply_dialogs([row._replace(backend_host="10.0.0.2", backend_port=5070)], [])

@@ -54,6 +54,7 @@ from ..verdict import (
 )
 
 if TYPE_CHECKING:
+    from ..fraud.watch import FraudWatch
     from ..identify.auth import DigestAuth
     from .dialogs import Dialog
     from ..identify.gateways import GatewayInfo, GatewayTable
@@ -135,6 +136,7 @@ class Context:
         self.health = HealthTable(s.targets, down_after=s.down_after, up_after=s.up_after,
                                   interval=s.ping_interval, timeout=s.ping_timeout)
         self.calls = CallState(s, self)
+        self.fraud: FraudWatch | None = None  # the toll-fraud watch; None: no rules
         self.proofs = Proofs()
         # The screen's scanner signatures, checked again on the parsed message.
         self.signatures: re.Pattern[bytes] | None = None

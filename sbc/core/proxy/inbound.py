@@ -222,6 +222,12 @@ class PublicSide:
                 return ctx.refuse_gateway(482, scan, src, Refusal.DIALOG_EXISTS)
             policy = ctx.policy
             called = _called(msg) if policy.matches_numbers else ()
+            # -- toll-fraud watch (sbc.core.fraud): a block in force refuses
+            fraud = None if ctx.fraud is None else ctx.fraud.match(gateway, msg.uri, called, now)
+            if fraud is not None and fraud.block is not None:
+                ctx.tally.refusals[Refusal.FRAUD_SUSPECTED] += 1
+                return self._reject(key, 403, scan, src, now, b"Fraud Suspected")
+            # --
             dialogs = ctx.calls.dialogs
             rejected = policy.check(gateway, called, dialogs.active(gateway),
                                     dialogs.active_total(), now)
@@ -232,7 +238,10 @@ class PublicSide:
                 else:
                     extra = (b"Retry-After: %d" % policy.retry_after,)
                 return self._reject(key, rejected.status, scan, src, now, rejected.reason, extra)
-            return self._invite(msg, src, now, key, scan, gateway, egress, from_tag, None)
+            verdict = self._invite(msg, src, now, key, scan, gateway, egress, from_tag, None)
+            if fraud is not None and ctx.fraud is not None and verdict.kind == "forward":
+                ctx.fraud.admit(fraud, (msg.call_id, from_tag or b""), msg.call_id, now)  # counted
+            return verdict
         if method == "REGISTER" and account is not None and ctx.registrar is not None:
             return self._register(msg, scan, src, now, account)
         if method == "OPTIONS" and (info is None or info.options == "answer"):

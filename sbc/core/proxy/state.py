@@ -148,6 +148,8 @@ class CallState:
             dlg.bye_at = now + p.max_duration
             dlg.bye_timer = self.arm(dlg.bye_timer, dlg.bye_at, TimerKind.DURATION, dlg)
         sinks.on_dialog("confirmed", dlg)
+        if sinks.fraud is not None:  # the toll-fraud watch counts its minutes from now
+            sinks.fraud.answered(dlg.key, now)
         sinks.on_event("call_setup", call_id=dlg.call_id.decode("ascii", "replace"),
                        gateway=dlg.gateway, peer=f"{dlg.peer[0]}:{dlg.peer[1]}",
                        direction="inbound" if dlg.inbound else "outbound",
@@ -201,6 +203,8 @@ class CallState:
             dlg.bye_timer = self.arm(None, dlg.bye_at, TimerKind.DURATION, dlg)
 
     def _event_end(self, dlg: Dialog, now: float, reason: str) -> None:
+        if self.sinks.fraud is not None:  # no longer in progress for the toll-fraud watch
+            self.sinks.fraud.ended(dlg.key, now)
         duration = round(now - dlg.confirmed_at, 3) if dlg.confirmed_at else 0.0
         self.sinks.on_event("call_end", call_id=dlg.call_id.decode("ascii", "replace"),
                             gateway=dlg.gateway, reason=reason, duration_s=duration)
