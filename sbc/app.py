@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .state.bans import BanKeeper
 from .cluster.redis_link import RedisLink, make_cluster
+from .cluster.limits_link import LimitsLink, make_limits
 from .config import Config
 from .core.identify.auth import (
     DIGEST_OFFENSES,
@@ -55,6 +56,7 @@ class Components:
     kernel: NftBanSet | None = None
     kernel_ok: bool = False  # the ruleset was loaded
     cluster: RedisLink | None = None  # bans shared with other nodes (cluster.enabled)
+    limits: LimitsLink | None = None  # call limits shared with them (cluster.share_limits)
 
     async def start(self) -> None:
         """Load the kernel ruleset (nftables mode) and put the active bans and
@@ -67,10 +69,14 @@ class Components:
         self.trusted.restore(self.loop.time())
         if self.cluster is not None:
             self.cluster.start()
+        if self.limits is not None:
+            self.limits.start()
 
     async def stop(self) -> None:
         if self.cluster is not None:
             await self.cluster.stop()
+        if self.limits is not None:
+            await self.limits.stop()
         if self.kernel is not None:
             await self.kernel.close()
 
@@ -153,6 +159,8 @@ def reconfigure(parts: Components, cfg: Config) -> None:
     and nonces stay; gateways, accounts, limits and screening change from the
     next packet."""
     parts.engine.reconfigure(engine_setup(cfg, parts.engine, parts.secret))
+    if parts.limits is not None:
+        parts.limits.attach()  # the new limits, shared
     parts.trusted.pair_hosts = pair_hosts(cfg)
 
 
@@ -204,7 +212,8 @@ def build_components(cfg: Config, loop: asyncio.AbstractEventLoop) -> Components
     dialogs = DialogKeeper(engine, store, loop.time)
     dialogs.restore()
     parts = Components(engine, store, keeper, dialogs, loop, secret, trusted, kernel,
-                       cluster=make_cluster(cfg.cluster, keeper, loop))
+                       cluster=make_cluster(cfg.cluster, keeper, loop),
+                       limits=make_limits(cfg.cluster, engine, loop))
     engine.on_bindings = parts.save_bindings
     trusted.attach()  # beside the store's sinks: confirmed dialogs, registrations
     log.info("state_loaded", path=cfg.state.path, bindings=len(registrar),

@@ -26,6 +26,8 @@ from ..config.admin import AdminConfig
 from ..io.logsetup import get_logger
 from .auth import AccessControl, Handler, source_address
 from .backend import AdminBackend, gateway_summary
+from .calls import add_calls
+from .fraud import add_fraud
 from .metrics import make_registry
 from .openapi import spec
 from .stats import render_text, rule_table
@@ -255,6 +257,8 @@ def make_app(backend: AdminBackend, cfg: AdminConfig, *,
     r.add_post("/api/bans", ban)
     r.add_delete("/api/bans/{host}", unban)
     r.add_post("/api/reload", reload)
+    add_fraud(app, getattr(backend, "fraud", None), app[REGISTRY])  # toll fraud (sbc.admin.fraud)
+    add_calls(app, getattr(backend, "trace", None))  # calls and their traces (sbc.admin.calls)
     if STATIC.is_dir():
         r.add_static("/static/", STATIC, append_version=False)
     return app

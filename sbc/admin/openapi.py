@@ -200,6 +200,35 @@ def spec(version: str = "0.1.0") -> dict[str, Any]:
                 "409": _json("A reload is already running", _ref("Error")),
                 "422": _json("Invalid; the old configuration stays", _ref("Reloaded"))},
                 operationId="reload")},
+            # the toll-fraud watch (sbc.admin.fraud)
+            "/api/fraud": {"get": _op("Toll-fraud watch: rules, blocks, alerts with why, figures", {
+                "200": _json("The watch", {"type": "object"}), "404": _ERROR},
+                operationId="fraud")},
+            "/api/fraud/clear": {"post": _op("Lift a toll-fraud block and restart its counters", {
+                "200": _json("Cleared", {"type": "object"}), "400": _ERROR, "404": _ERROR},
+                operationId="fraudClear",
+                requestBody={"required": True, "content": {_JSON: {"schema": {
+                    "type": "object", "required": ["gateway", "rule"],
+                    "properties": {"gateway": {"type": "string"}, "rule": {"type": "string"},
+                                   "by": {"type": "string"}, "note": {"type": "string"}}}}}})},
+            # calls and their SIP traces (sbc.admin.calls)
+            "/api/calls": {"get": _op("Recent calls, newest first (empty while tracing is off)", {
+                "200": _json("Calls and the ring's figures", {"type": "object"}), "400": _ERROR},
+                operationId="calls",
+                parameters=[{"name": n, "in": "query", "required": False,
+                             "schema": {"type": "string"}}
+                            for n in ("gateway", "status", "number", "limit")])},
+            "/api/calls/{call_id}/trace": {"get": _op("A call's SIP messages, in order", {
+                "200": _json("The call and its messages", {"type": "object"}), "404": _ERROR},
+                operationId="callTrace",
+                parameters=[{"name": "call_id", "in": "path", "required": True,
+                             "schema": {"type": "string"}}])},
+            "/api/calls/{call_id}/pcap": {"get": _op("A call's SIP messages as a pcap file", {
+                "200": {"description": "pcap", "content": {"application/vnd.tcpdump.pcap": {
+                    "schema": {"type": "string", "format": "binary"}}}}, "404": _ERROR},
+                operationId="callPcap",
+                parameters=[{"name": "call_id", "in": "path", "required": True,
+                             "schema": {"type": "string"}}])},
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

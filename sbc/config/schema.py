@@ -20,7 +20,9 @@ from .base import IPAddress, OptionalIPAddress
 from .calls import CallsConfig, check_calls
 from .cluster import ClusterConfig, cluster_summary
 from .defense import BansConfig, FirewallConfig, ScreenConfig
+from .fraud import FraudConfig, check_fraud
 from .lanes import LanesConfig, check_lanes
+from .trace import HepConfig, TraceConfig
 from .gateways import (
     AuthConfig,
     Count,
@@ -315,7 +317,8 @@ class LoggingConfig(Section):
 
 
 _SECTIONS = ("public", "private", "backend", "sip", "limits", "logging", "auth", "registrar",
-             "state", "calls", "screen", "bans", "firewall", "admin", "tls", "lanes", "cluster")
+             "state", "calls", "screen", "bans", "firewall", "admin", "tls", "lanes", "cluster",
+             "fraud", "trace", "hep")
 
 
 class Config(Section):
@@ -339,6 +342,9 @@ class Config(Section):
     tls: TlsConfig = Field(default_factory=TlsConfig)
     lanes: LanesConfig = Field(default_factory=LanesConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    fraud: FraudConfig = Field(default_factory=FraudConfig)  # toll-fraud watch (sbc.config.fraud)
+    trace: TraceConfig = Field(default_factory=TraceConfig)  # per-call SIP trace (sbc.config.trace)
+    hep: HepConfig = Field(default_factory=HepConfig)  # HEP v3 export (sbc.config.trace)
 
     @model_validator(mode="before")
     @classmethod
@@ -406,6 +412,7 @@ class Config(Section):
     def _gateways_consistent(self) -> Self:
         check_gateways(self.gateways, self.auth, self.public, self.private, self.backend)
         check_calls(self.gateways, self.calls, self.sip.dialog_max_age_s)
+        check_fraud(self.fraud, self.gateways)
         return self
 
     @model_validator(mode="after")

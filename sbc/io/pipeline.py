@@ -24,6 +24,7 @@ from ..core.engine import Engine
 from ..core.reasons import ParseReason, TransportEvent
 from ..core.screen.conns import ConnClock
 from ..sip import SipParseError
+from .trace import Capture
 from ..core.verdict import (
     MAPPED,
     PRIVATE,
@@ -81,6 +82,8 @@ class Pipeline:
         self._handle: asyncio.TimerHandle | None = None
         self._at = float("inf")
         self._periodic: list[_Every] = []
+        # The per-call trace and HEP capture (sbc.io.trace), None when both are off.
+        self.trace: Capture | None = None
 
     # ------------------------------------------------------------------ bytes in
 
@@ -88,7 +91,7 @@ class Pipeline:
         """The `datagram_received` of a UDP socket on `channel`: `receive`
         with every name it needs bound once, since it runs per datagram."""
         engine_receive = self.engine.receiver(channel)
-        send_all = self.send_all
+        send_out = self._send_out
         clock = self.loop.time
         timer = self.timer
         received = self._received.setdefault(channel, [0])
@@ -98,14 +101,17 @@ class Pipeline:
             if host[:7] == MAPPED:
                 host = unmapped(host)
             received[0] += 1
+            now = clock()
             if received[0] & 7:
-                verdict = engine_receive(data, host, addr[1], clock())
+                verdict = engine_receive(data, host, addr[1], now)
             else:  # one message in eight is timed, for the processing-time histogram
                 started = perf_counter()
-                verdict = engine_receive(data, host, addr[1], clock())
+                verdict = engine_receive(data, host, addr[1], now)
                 timer.observe(perf_counter() - started)
             if verdict.sends:
-                send_all(verdict.sends)
+                send_out(verdict.sends)
+            if self.trace is not None:  # tracing off: this check is all it costs
+                self.trace.message(channel, data, host, addr[1], now, verdict)
 
         return datagram_received
 
@@ -124,7 +130,9 @@ class Pipeline:
             verdict = self.engine.receive(data, src, now)
             self.timer.observe(perf_counter() - started)
         if verdict.sends:
-            self.send_all(verdict.sends)
+            self._send_out(verdict.sends)
+        if self.trace is not None:
+            self.trace.message(src.channel, data, src.host, src.port, now, verdict)
         return not verdict.close
 
     def opened(self, channel: Channel, addr: Addr, conn: Conn, now: float) -> bool:
@@ -159,6 +167,12 @@ class Pipeline:
     # ------------------------------------------------------------------ bytes out
 
     def send_all(self, sends: list[Send]) -> None:
+        """Send what sbc decided of its own accord (the timer, a service)."""
+        if self.trace is not None:
+            self.trace.sent(sends, self.loop.time())
+        self._send_out(sends)
+
+    def _send_out(self, sends: list[Send]) -> None:
         for channel, addr, data in sends:
             self.send(channel, addr, data)
         at = self.engine.next_deadline()

@@ -26,11 +26,13 @@ from ..app import Components, build_components, reconfigure, restart_needed
 from ..core.engine import Engine
 from ..core.screen.conns import overdue
 from ..core.verdict import PRIVATE, PUBLIC_TCP, PUBLIC_TLS, PUBLIC_UDP
+from .fraud import FraudService
 from .logsetup import configure_logging, flush_logs, get_logger, info_writer
 from .lanes import LaneSockets
 from .pipeline import Pipeline
 from .tcp import TcpConnection
 from .tls import TlsConnection
+from .trace import TraceService
 from .udp import UdpProtocol
 
 log = get_logger("sbc.io.server")
@@ -49,9 +51,11 @@ class Server:
         self.parts: Components = build_components(cfg, self.loop)
         self.engine: Engine = self.parts.engine
         self.engine.on_event = self._event
+        self.fraud = FraudService(cfg, self.engine, self.parts.store, self.loop.time)  # toll fraud
         self.pipeline = Pipeline(self.engine, self.loop,
                                  public_v6=_family(cfg.public.host) == socket.AF_INET6)
         self.conns = self.pipeline.conns
+        self.trace = TraceService(cfg, self.pipeline, self._gateway_of)  # per-call trace, HEP
         self.tcp_conns = self.conns[PUBLIC_TCP]
         self.tls_conns = self.conns[PUBLIC_TLS]
         self.tls_context: ssl.SSLContext | None = None
@@ -131,6 +135,8 @@ class Server:
         pipeline.every(SWEEP_INTERVAL, self._sweep)
         pipeline.every(self.engine.conn_limits.sweep_interval, self._sweep_conns)
         pipeline.every(self.persist_interval, self._persist)
+        self.fraud.start(pipeline.every, pipeline.send_all)
+        self.trace.start()
         await self.parts.start()
         self._log_lanes()
         if cfg.admin.enabled:
@@ -170,6 +176,8 @@ class Server:
                 pass
         if self._admin is not None:
             await self._admin.cleanup()
+        await self.fraud.stop()
+        self.trace.stop()
         await self.parts.stop()
         self._close_sockets()
 
@@ -233,6 +241,8 @@ class Server:
                 log.error("reload_failed", error=f"tls: {e}")
                 return False, f"tls: {e}"
         reconfigure(self.parts, new)
+        self.fraud.configure(new)
+        self.trace.configure(new)
         self.cfg = new
         self.tls_context = tls_context
         self.pipeline.rearm()
@@ -279,7 +289,13 @@ class Server:
 
     # ------------------------------------------------------------------ logs
 
+    def _gateway_of(self, host: str, port: int) -> str | None:
+        gateways = self.engine.gateways
+        return gateways.by_source(host, port) if gateways is not None else None
+
     def _event(self, event: str, **fields: Any) -> None:
+        if self.pipeline.trace is not None:
+            self.trace.event(event, fields)
         if event == "internal_error":
             log.error(event, **fields)
         else:
@@ -324,6 +340,8 @@ class Server:
         ok, details = self.engine.health.state(self.loop.time())
         if self.parts.cluster is not None:  # degraded without Redis, still serving: still ready
             details = {**details, "cluster": self.parts.cluster.readiness()}
+            if self.parts.limits is not None:  # shared, or each limit ÷ live nodes
+                details["cluster"]["limits"] = self.parts.limits.readiness()
         return ok, details
 
     def processing_time(self) -> HistogramSnapshot | None:
@@ -357,6 +375,7 @@ class Server:
             "tcp_connections": len(self.tcp_conns),
             "tls_connections": len(self.tls_conns),
             **({"cluster": self.parts.cluster.stats()} if self.parts.cluster is not None else {}),
+            **({"cluster_limits": self.parts.limits.stats()} if self.parts.limits is not None else {}),
         }
 
 

@@ -159,7 +159,9 @@ def sbc(tmp_path: Path) -> Iterator[tuple[SbcThread, dict[str, int]]]:
         f"state: {{path: {tmp_path / 'state.sqlite'}}}\n"
         f"gateways: [{{name: acme, ip: [{GATEWAY_IP}], limits: {{cps: 5, max_concurrent: 10}}}}]\n"
         f"admin: {{port: {ports['admin']}, token: {TOKEN}, ping_interval_s: 0.5, "
-        "ping_timeout_s: 0.5}\n")
+        "ping_timeout_s: 0.5}\n"
+        "fraud: {rules: [{name: premium, prefixes: ['900'], cool_off_s: 0, "
+        "thresholds: {calls_per_minute: {critical: 2}}}]}\n")
     runner = SbcThread(path, ports["backend"])
     try:
         runner.start()
@@ -289,6 +291,25 @@ def test_dashboard_in_chromium(sbc: tuple[SbcThread, dict[str, int]], tmp_path: 
         time.sleep(1.5)  # a poll or two later it has not come back
         assert gone not in ban_hosts() and kept in ban_hosts()
         assert runner.read(lambda: server.engine.bans.is_banned(kept, server.loop.time()))
+
+        # The toll-fraud panel: a block made in sbc is shown with why, and cleared from the page.
+        def burst() -> None:
+            watch, now = server.fraud.watch, server.loop.time()
+            for n in range(2):
+                m = watch.match("acme", b"sip:900%d@h" % n, (), now)
+                assert m is not None and m.block is None
+                watch.admit(m, (b"fraud-%d" % n, b"t"), b"fraud-%d" % n, now)
+
+        runner.read(burst)
+        wait.until(lambda d: "premium" in text("#fraud-block-table"),
+                   message="the fraud block on the page")
+        blocks = text("#fraud-block-table")
+        assert "acme" in blocks and "403 Fraud Suspected" in blocks and "fraud-1" in blocks
+        assert "critical" in text("#fraud-alert-table")
+        browser.find_element(By.CSS_SELECTOR, "button.fraud-clear[data-gateway='acme']").click()
+        wait.until(lambda d: "no block in force" in text("#fraud-block-table"),
+                   message="the cleared block still shown")
+        assert runner.read(lambda: server.fraud.watch.blocks(server.loop.time())) == []
 
         # Everything the page loaded came from sbc itself, and nothing broke in it.
         urls = browser.execute_script(

@@ -1,0 +1,136 @@
+"""HEP version 3 (the Homer encapsulation protocol): one SIP message as a
+packet a Homer collector, heplify-server or sngrep (`-L`) reads.
+
+The public HEP3 layout: "HEP3", the total length (16 bits), then chunks,
+each a vendor ID (16 bits, 0x0000 for the generic ones), a chunk type (16
+bits), its length including these 6 bytes (16 bits) and its value; every
+number in network order. Generic chunk types written here:
+
+     1 IP family (8 bits: 2 IPv4, 10 IPv6)   2 IP protocol (8 bits: 17 UDP, 6 TCP)
+     3 IPv4 source       4 IPv4 destination  5 IPv6 source   6 IPv6 destination
+     7 source port       8 destination port (16 bits each)
+     9 timestamp seconds 10 timestamp microseconds (32 bits each)
+    11 protocol type (8 bits: 1 SIP)        12 capture agent ID (32 bits)
+    14 authentication key (optional)        15 payload
+    17 correlation ID (here the Call-ID)
+
+Pure: bytes in, bytes out; `decode` reads them back (for tests and tools).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from typing import NamedTuple
+
+MAGIC = b"HEP3"
+FAMILY_V4, FAMILY_V6 = 2, 10
+PROTO_UDP, PROTO_TCP = 17, 6
+SIP = 1
+HEADER = 6  # "HEP3" and the total length
+CHUNK = 6  # vendor, type, length
+MAX_PACKET = 65535
+
+_U8 = struct.Struct("!HHHB")
+_U16 = struct.Struct("!HHHH")
+_U32 = struct.Struct("!HHHI")
+
+
+_PACKED: dict[str, tuple[int, bytes]] = {}  # address -> (version, packed): peers repeat
+_PACKED_MAX = 4096
+
+
+def _packed(host: str) -> tuple[int, bytes]:
+    found = _PACKED.get(host)
+    if found is None:
+        ip = ipaddress.ip_address(host)
+        if len(_PACKED) >= _PACKED_MAX:  # bounded: a cache, not a table of every source
+            _PACKED.clear()
+        found = _PACKED[host] = (ip.version, ip.packed)
+    return found
+
+
+def _chunk(kind: int, value: bytes) -> bytes:
+    return struct.pack("!HHH", 0, kind, CHUNK + len(value)) + value
+
+
+class HepError(ValueError):
+    """Bytes that are not a HEP3 packet."""
+
+
+class HepPacket(NamedTuple):
+    family: int
+    protocol: int
+    src: tuple[str, int]
+    dst: tuple[str, int]
+    ts_us: int
+    proto_type: int
+    capture_id: int
+    payload: bytes
+    correlation_id: bytes
+    auth_key: bytes | None = None
+
+
+def encode(payload: bytes, src: tuple[str, int], dst: tuple[str, int], ts_us: int, *,
+           tcp: bool = False, capture_id: int = 0, correlation_id: bytes = b"",
+           auth_key: bytes | None = None) -> bytes:
+    """One HEP3 packet. IPv4 when both addresses are IPv4, else IPv6 (an
+    IPv4 one mapped). A payload that would not fit the 16-bit length is cut."""
+    (sv, s), (dv, d) = _packed(src[0]), _packed(dst[0])
+    if sv == 4 and dv == 4:
+        family, src_kind, addrs = FAMILY_V4, 3, (s, d)
+    else:
+        family, src_kind = FAMILY_V6, 5
+        v6 = [b"\x00" * 10 + b"\xff\xff" + a if len(a) == 4 else a for a in (s, d)]
+        addrs = (v6[0], v6[1])
+    sec, usec = divmod(ts_us, 1_000_000)
+    head = b"".join((
+        _U8.pack(0, 1, 7, family),
+        _U8.pack(0, 2, 7, PROTO_TCP if tcp else PROTO_UDP),
+        _chunk(src_kind, addrs[0]),
+        _chunk(src_kind + 1, addrs[1]),
+        _U16.pack(0, 7, 8, src[1]),
+        _U16.pack(0, 8, 8, dst[1]),
+        _U32.pack(0, 9, 10, sec & 0xFFFFFFFF),
+        _U32.pack(0, 10, 10, usec),
+        _U8.pack(0, 11, 7, SIP),
+        _U32.pack(0, 12, 10, capture_id & 0xFFFFFFFF),
+        _chunk(14, auth_key) if auth_key else b"",
+        _chunk(17, correlation_id) if correlation_id else b"",
+    ))
+    room = MAX_PACKET - HEADER - len(head) - CHUNK
+    body = head + _chunk(15, payload[:room])
+    return MAGIC + struct.pack("!H", HEADER + len(body)) + body
+
+
+def decode(packet: bytes) -> HepPacket:
+    """A HEP3 packet read back; HepError for anything else. Unknown chunks
+    (other vendors, other types) are skipped."""
+    if len(packet) < HEADER or packet[:4] != MAGIC:
+        raise HepError("not HEP3")
+    (total,) = struct.unpack_from("!H", packet, 4)
+    if total != len(packet):
+        raise HepError("length mismatch")
+    fields: dict[int, bytes] = {}
+    at = HEADER
+    while at < total:
+        if at + CHUNK > total:
+            raise HepError("truncated chunk")
+        vendor, kind, length = struct.unpack_from("!HHH", packet, at)
+        if length < CHUNK or at + length > total:
+            raise HepError("bad chunk length")
+        if vendor == 0:
+            fields[kind] = packet[at + CHUNK: at + length]
+        at += length
+    try:
+        family = fields[1][0]
+        src_ip, dst_ip = (fields[3], fields[4]) if family == FAMILY_V4 else (fields[5], fields[6])
+        return HepPacket(
+            family=family, protocol=fields[2][0],
+            src=(str(ipaddress.ip_address(src_ip)), struct.unpack("!H", fields[7])[0]),
+            dst=(str(ipaddress.ip_address(dst_ip)), struct.unpack("!H", fields[8])[0]),
+            ts_us=struct.unpack("!I", fields[9])[0] * 1_000_000 + struct.unpack("!I", fields[10])[0],
+            proto_type=fields[11][0], capture_id=struct.unpack("!I", fields[12])[0],
+            payload=fields[15], correlation_id=fields.get(17, b""), auth_key=fields.get(14))
+    except (KeyError, IndexError, ValueError, struct.error) as e:
+        raise HepError(f"missing or bad chunk: {e!r}") from None
