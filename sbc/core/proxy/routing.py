@@ -96,22 +96,24 @@ class OwnAddresses:
         return self.is_own(u.host, u.port)
 
 
-def strip_own_routes(lines: list[bytes], route_idx: list[int], own: OwnAddresses) -> None:
+def strip_own_routes(lines: list[bytes], route_idx: list[int], own: OwnAddresses) -> set[int]:
     """Remove our own entries from the top of the route set (loose routing,
-    RFC 3261 §16.4). `lines` are raw header lines, changed in place: a Route
-    line whose values are all ours becomes None; one partly ours is rewritten
-    with the rest of its values untouched."""
+    RFC 3261 §16.4). `lines` are raw header lines: a Route line partly ours
+    is rewritten in place with the rest of its values untouched; the indexes
+    of the lines that are all ours are returned, for the caller to leave out."""
+    gone: set[int] = set()
     for i in route_idx:
         values = split_values(header_value(lines[i]))
         n = 0
         while n < len(values) and own.is_own_uri(name_addr_uri(values[n])):
             n += 1
         if n == len(values):
-            lines[i] = None  # type: ignore[call-overload]
+            gone.add(i)
             continue
         if n:
             lines[i] = b"Route: " + b", ".join(values[n:])
-        return
+        break
+    return gone
 
 
 def is_route_line(raw: bytes) -> bool:

@@ -76,8 +76,9 @@ def scan_request(msg: Message, vi: int, via_line: bytes, own: OwnAddresses) -> S
     if not mf_seen:
         lines.append(b"Max-Forwards: 70")
     if sc.route_idx and any(own.may_contain(lines[i]) for i in sc.route_idx):
-        strip_own_routes(lines, sc.route_idx, own)
-        sc.lines = [ln for ln in lines if ln is not None]
+        gone = strip_own_routes(lines, sc.route_idx, own)
+        if gone:
+            sc.lines = [ln for i, ln in enumerate(lines) if i not in gone]
     return sc
 
 
