@@ -26,6 +26,15 @@ Scenarios:
                     each; reports the largest flood rate at which calls still
                     succeed >= 99.9 % (completed and answered within
                     --fire-answer-ms)
+  fire-lanes        calls under fire inside a network namespace of its own
+                    (root; loadtest/fire_lanes.py), sbc with its lanes off,
+                    with kernel steering (sbc-lanes), optionally with two
+                    ports, and Kamailio (--lane-targets); the gateway's calls
+                    and a registered digest phone's (--lane-callers); per
+                    step offered pps, calls ok %, answered within
+                    --fire-answer-ms, INVITE->200 p50/p99, CPU per packet and
+                    per call, per-lane socket drops and the kernel's
+                    steer/drop counters. Not in the default --scenarios.
 
 The flood scenarios run at each of --flood-rates (packets per second; 0 = as
 fast as the generator can). CPU is the run time of every thread of every
@@ -46,6 +55,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -56,7 +66,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadtest import bench_calls
+from loadtest import bench_calls, fire_lanes
 from loadtest.flood import bench_flood
 from loadtest.flood.generator import Flood, FloodError, build, payload
 from loadtest.flood.measure import udp_socket_drops
@@ -71,6 +81,8 @@ FLOOD_SCENARIOS = {
     "many-sources": "many-sources",
 }
 SCENARIOS = ("calls", *FLOOD_SCENARIOS, "calls-under-fire")
+#: Scenarios that run only when named (they need root: a network namespace).
+EXTRA_SCENARIOS = ("fire-lanes",)
 GATEWAY = "127.0.0.1"
 PUBLIC, PRIVATE, BACKEND = "127.0.0.10", "127.0.0.11", "127.0.0.20"
 FIRE_BASE = "127.1.0.0"
@@ -400,6 +412,8 @@ def table(cases: list[dict[str, Any]]) -> str:
     names = targets_of(cases)
     rows = []
     for case in cases:
+        if case["scenario"] in EXTRA_SCENARIOS:
+            continue
         figures = (
             CALL_FIGURES
             if case["scenario"] == "calls"
@@ -464,6 +478,14 @@ def fire_table(cases: list[dict[str, Any]]) -> str:
     return format_table(rows, columns) if rows else ""
 
 
+def _names(text: str, allowed: tuple[str, ...], what: str, p: argparse.ArgumentParser) -> list[str]:
+    """A comma-separated list of names from `allowed`, each at most once, in the order given."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names or set(names) - set(allowed) or len(set(names)) != len(names):
+        p.error(f"{what}: one or more of {', '.join(allowed)}, each at most once")
+    return names
+
+
 def _ints(text: str, what: str, p: argparse.ArgumentParser) -> list[int]:
     try:
         return [int(float(x)) for x in text.split(",") if x.strip()]
@@ -477,7 +499,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=(__doc__ or "").split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated (default all)")
+    p.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated, of {', '.join(SCENARIOS + EXTRA_SCENARIOS)} (default all but "
+        f"{', '.join(EXTRA_SCENARIOS)})",
+    )
     p.add_argument(
         "--targets",
         default="sbc,kamailio",
@@ -535,6 +562,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="calls-under-fire: flood source addresses (default 1000000: fresh ones, the "
         "costliest kind for either server)",
     )
+    p.add_argument(
+        "--lane-targets",
+        default="sbc,sbc-lanes,kamailio",
+        help=f"fire-lanes: comma-separated, of {', '.join(fire_lanes.LANE_TARGETS)} "
+        "(default sbc,sbc-lanes,kamailio)",
+    )
+    p.add_argument(
+        "--lane-callers",
+        default="gateway,phone",
+        help="fire-lanes: gateway, phone (a registered digest account), or both (default)",
+    )
+    p.add_argument(
+        "--lane-phone-cps",
+        type=float,
+        default=2.0,
+        help="fire-lanes: the registered phone's call rate (default 2: 10 requests/s, "
+        "under the 20/s a source that is no gateway may send)",
+    )
+    p.add_argument(
+        "--lane-no-account",
+        action="store_true",
+        help="fire-lanes: no digest account for the gateway's runs (sbc in nftables mode "
+        "then drops every stranger in the kernel)",
+    )
     p.add_argument("--kamailio-children", type=int, default=os.cpu_count() or 2)
     p.add_argument("--json", type=Path, help="write every run, medians and ratios here")
     p.add_argument("--charts", type=Path, help="write PNG charts into this directory")
@@ -543,9 +594,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     args.scenario_list = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    bad = [s for s in args.scenario_list if s not in SCENARIOS]
+    known = SCENARIOS + EXTRA_SCENARIOS
+    bad = [s for s in args.scenario_list if s not in known]
     if bad or not args.scenario_list:
-        p.error(f"--scenarios: {', '.join(bad) or 'none'}; choose from {', '.join(SCENARIOS)}")
+        p.error(f"--scenarios: {', '.join(bad) or 'none'}; choose from {', '.join(known)}")
+    args.lane_target_list = _names(args.lane_targets, fire_lanes.LANE_TARGETS, "--lane-targets", p)
+    args.lane_caller_list = _names(args.lane_callers, fire_lanes.CALLERS, "--lane-callers", p)
     args.target_list = [t.strip() for t in args.targets.split(",") if t.strip()]
     if not args.target_list or set(args.target_list) - set(TARGETS):
         p.error(f"--targets: one or more of {', '.join(TARGETS)}")
@@ -561,6 +615,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--seconds and --step-seconds: 0 < s <= 60; --repeat >= 1")
     if max([*args.flood_rate_list, *args.fire_step_list]) > bench_flood.FLAT_OUT_CAP_PPS:
         p.error(f"flood rates above {bench_flood.FLAT_OUT_CAP_PPS} pps")
+    if min([*args.fire_step_list, 0]) < 0 or (
+        not args.fire_step_list and "fire-lanes" in args.scenario_list
+    ):
+        p.error("--fire-steps: pps >= 0 (0 = flat out)")
+    if 0 in args.fire_step_list and "calls-under-fire" in args.scenario_list:
+        p.error("--fire-steps: 0 (flat out) is for fire-lanes only")
+    if not 0 < args.lane_phone_cps <= 1000:
+        p.error("--lane-phone-cps: 0 < cps <= 1000")
+    if not 0 < args.fire_cps <= 1000 or not 0 < args.fire_call_ms <= 60_000:
+        p.error("--fire-cps: 0 < cps <= 1000; --fire-call-ms: 0 < ms <= 60000")
     if min([*args.cps_list, 1]) < 1 or max(args.cps_list) * args.seconds > 100_000:
         p.error("--cps: 1 .. 100000/seconds")
     if not 1 <= args.sources <= 4_000_000 or not 1 <= args.fire_sources <= 4_000_000:
@@ -573,7 +637,17 @@ def main(argv: list[str] | None = None) -> int:
     if sipp_binary() is None:
         print("compare: sipp not found (apt-get install sip-tester)", file=sys.stderr)
         return 2
-    if any(t.startswith("kamailio") for t in args.target_list) and kamailio_binary() is None:
+    lanes = "fire-lanes" in args.scenario_list
+    if lanes and (os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "nft"))):
+        print("compare: fire-lanes needs root, ip and nft (it makes a network namespace)",
+              file=sys.stderr)
+        return 2
+    wants_kamailio = any(t.startswith("kamailio") for t in args.target_list) and any(
+        s != "fire-lanes" for s in args.scenario_list
+    )
+    if lanes and "kamailio" in args.lane_target_list:
+        wants_kamailio = True
+    if wants_kamailio and kamailio_binary() is None:
         print("compare: kamailio not found (apt-get install kamailio)", file=sys.stderr)
         return 2
     try:
@@ -587,6 +661,8 @@ def main(argv: list[str] | None = None) -> int:
     targets: list[SbcTarget | KamailioTarget] = []
     for name in args.target_list:
         targets.append(make_target(name, args.kamailio_children))
+    if args.scenario_list == ["fire-lanes"]:
+        args.target_list = args.lane_target_list
     print(
         f"compare: {', '.join(args.scenario_list)}; {' vs '.join(args.target_list)}, "
         f"{args.repeat} repeat(s) of {args.seconds:g}s; files in {root}",
@@ -603,17 +679,25 @@ def main(argv: list[str] | None = None) -> int:
         )
         for rate in rates:
             try:
-                cases.append(run_case(scenario, rate, targets, args, root))
+                if scenario == "fire-lanes":
+                    cases.append(fire_lanes.run_case(args, root))
+                else:
+                    cases.append(run_case(scenario, rate, targets, args, root))
             except (HarnessError, OSError, subprocess.SubprocessError, ValueError) as e:
                 print(f"compare: {scenario} failed to run: {e}", file=sys.stderr)
                 return 1
+            except KeyboardInterrupt as e:
+                # Every process was ended by its PID and every namespace removed on the way out.
+                print(f"compare: {scenario} interrupted ({e or 'Ctrl-C'})", file=sys.stderr)
+                return 130
 
-    print()
-    print(
-        f"median of {args.repeat} run(s) per target; runs alternated; ratio = sbc / kamailio "
-        "(below 1: sbc lower; for cpu and memory lower is better)"
-    )
-    print(table(cases))
+    if any(c["scenario"] not in EXTRA_SCENARIOS for c in cases):
+        print()
+        print(
+            f"median of {args.repeat} run(s) per target; runs alternated; ratio = sbc / kamailio "
+            "(below 1: sbc lower; for cpu and memory lower is better)"
+        )
+        print(table(cases))
     summary = calls_summary(cases)
     if summary:
         print()
@@ -636,6 +720,20 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.fire_sources} sources, {args.step_seconds:g}s per step), medians:"
         )
         print(fire)
+    for case in cases:
+        if case["scenario"] == "fire-lanes":
+            print()
+            print(
+                f"calls under fire, lanes on and off ({args.fire_cps:g} cps of "
+                f"{args.fire_call_ms} ms calls, {args.fire_payload} flood from "
+                f"{args.fire_sources} sources, {args.step_seconds:g}s per step, medians of "
+                f"{args.repeat}; <=1s % = calls completed and answered within "
+                f"{args.fire_answer_ms:g} ms; us/pkt = server CPU per flood packet that "
+                "reached it; drops = socket drops, public and trusted lane; nft = the "
+                "kernel's steer and drop counters):"
+            )
+            print(fire_lanes.lanes_table(case))
+            print("\n".join(fire_lanes.lanes_summary(case, args.fire_answer_ms)))
     doc = {
         "meta": {
             "started": stamp,
@@ -648,6 +746,12 @@ def main(argv: list[str] | None = None) -> int:
             "flood_rates": args.flood_rate_list,
             "fire_steps": args.fire_step_list,
             "fire_cps": args.fire_cps,
+            "fire_call_ms": args.fire_call_ms,
+            "lane_phone_cps": args.lane_phone_cps,
+            "fire_sources": args.fire_sources,
+            "step_seconds": args.step_seconds,
+            "lane_targets": args.lane_target_list,
+            "lane_callers": args.lane_caller_list,
             "call_ms": args.call_ms,
             "probe_cps": args.probe_cps,
             "fine_latency": args.fine_latency,

@@ -75,14 +75,16 @@ def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
             s.close()
 
 
-def _proc_net_bound(port: int, proto: str, host: str) -> bool:
-    """Whether /proc/net shows `host:port` bound (UDP) or listening (TCP)."""
+def _proc_net_bound(port: int, proto: str, host: str, proc_net: str = "/proc/net") -> bool:
+    """Whether /proc/net shows `host:port` bound (UDP) or listening (TCP);
+    `proc_net` is another network namespace's view (`/proc/PID/net` of a
+    process inside it)."""
     want_port = f"{port:04X}"
     want_host = socket.inet_aton(host)[::-1].hex().upper()  # little-endian IPv4
     any_host = "00000000"
     for name in (proto,):
         try:
-            with open(f"/proc/net/{name}", encoding="ascii") as f:
+            with open(f"{proc_net}/{name}", encoding="ascii") as f:
                 next(f)
                 for line in f:
                     parts = line.split()
@@ -104,6 +106,7 @@ def wait_port_bound(
     host: str = LOOPBACK,
     timeout: float = 10.0,
     alive: subprocess.Popen[bytes] | None = None,
+    proc_net: str = "/proc/net",
 ) -> None:
     """Poll until something is bound to `host:port` (`proto` "udp" or "tcp").
 
@@ -113,7 +116,7 @@ def wait_port_bound(
     """
     deadline = time.monotonic() + timeout
     while True:
-        if _proc_net_bound(port, proto, host):
+        if _proc_net_bound(port, proto, host, proc_net):
             return
         if alive is not None and alive.poll() is not None:
             raise HarnessError(
@@ -297,8 +300,17 @@ class SbcProcess:
     when the line whose `event` is "started" has been printed.
     """
 
-    def __init__(self, config_path: Path, workdir: Path, keep: int = 5000) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        workdir: Path,
+        keep: int = 5000,
+        prefix: Sequence[str] = (),
+    ) -> None:
         self.config_path = config_path
+        # Put before the command, e.g. `ip netns exec NAME` (which execs, so
+        # the PID is sbc's own).
+        self.prefix = list(prefix)
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
         self.lines: collections.deque[str] = collections.deque(maxlen=keep)
@@ -320,7 +332,8 @@ class SbcProcess:
         env["PYTHONUNBUFFERED"] = "1"
         with open(self._stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sbc", "run", "--config", str(self.config_path)],
+                [*self.prefix, sys.executable, "-m", "sbc", "run", "--config",
+                 str(self.config_path)],
                 cwd=REPO,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -721,6 +734,9 @@ class Sipp:
         if remote is not None:
             cmd.append(f"{remote[0]}:{remote[1]}")
         self.command = cmd
+        # Where wait_bound looks: another namespace's /proc/PID/net when the
+        # command is run inside one.
+        self.proc_net = "/proc/net"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Sipp:
@@ -738,7 +754,8 @@ class Sipp:
         assert self.proc is not None
         proto = "tcp" if self.transport.startswith("t") else "udp"
         try:
-            wait_port_bound(self.local_port, proto, self.local_ip, timeout, alive=self.proc)
+            wait_port_bound(self.local_port, proto, self.local_ip, timeout, alive=self.proc,
+                            proc_net=self.proc_net)
         except HarnessError as e:
             self.stop()
             rc = self.proc.returncode

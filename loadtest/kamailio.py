@@ -17,6 +17,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from loadtest.harness import (
@@ -78,6 +79,8 @@ class KamailioProcess:
         pkg_mib: int = 16,
         config: Path = CONFIG,
         mem_manager: str | None = None,
+        prefix: Sequence[str] = (),
+        proc_net: str = "/proc/net",
     ) -> None:
         binary = kamailio_binary()
         if binary is None:
@@ -89,7 +92,9 @@ class KamailioProcess:
         self.ctl = Path(tempfile.gettempdir()) / f"sbc-kamailio-{os.getpid()}-{id(self):x}.ctl"
         values = {**values, "CTL_SOCKET": f"unix:{self.ctl}"}
         self.values = values
+        self.proc_net = proc_net
         self.command = [
+            *prefix,
             binary,
             "-DD",
             "-E",
@@ -138,7 +143,8 @@ class KamailioProcess:
             (self.values["PRIVATE_IP"], self.values["PRIVATE_PORT"]),
         ):
             try:
-                wait_port_bound(int(port), "udp", str(host), timeout, alive=self.proc)
+                wait_port_bound(int(port), "udp", str(host), timeout, alive=self.proc,
+                                proc_net=self.proc_net)
             except HarnessError as e:
                 self.stop()
                 raise HarnessError(f"kamailio: {e}\n{self.output_tail()}") from None

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from loadtest import bench_calls, compare, probe
+from loadtest import bench_calls, compare, fire_lanes, probe
+from loadtest.flood import bench_flood
 from loadtest.harness import cpu_seconds, run_seconds, sipp_binary
 from loadtest.kamailio import KamailioProcess, check_config, kamailio_binary, parse_drop_stats
 from loadtest.targets import KamailioTarget, Layout
@@ -358,3 +359,164 @@ def _unused_pid() -> int:
     while os.path.exists(f"/proc/{pid}"):
         pid -= 1
     return pid
+
+
+# --------------------------------------------------------------------------
+# fire-lanes: arguments, namespace commands, kernel counters, step arithmetic
+
+
+def test_fire_lanes_arguments() -> None:
+    args = compare.parse_args(
+        ["--scenarios", "fire-lanes", "--lane-targets", "sbc-lanes,sbc,kamailio",
+         "--lane-callers", "phone", "--fire-steps", "50000,100000,0", "--step-seconds", "5",
+         "--lane-phone-cps", "3"]
+    )
+    assert args.scenario_list == ["fire-lanes"]
+    assert args.lane_target_list == ["sbc-lanes", "sbc", "kamailio"]
+    assert args.lane_caller_list == ["phone"]
+    assert args.fire_step_list == [50000, 100000, 0] and args.step_seconds == 5.0
+    assert fire_lanes.caller_cps("phone", args) == 3.0
+    assert fire_lanes.caller_cps("gateway", args) == 50.0
+    assert fire_lanes.calls_per_step("phone", args) == 15
+    assert fire_lanes.calls_per_step("gateway", args) == 250
+    # Not among the default scenarios: it needs root and a namespace.
+    assert "fire-lanes" not in compare.parse_args([]).scenario_list
+    for bad in (["--lane-targets", "sbc,sbc"], ["--lane-targets", "opensips"],
+                ["--lane-callers", "fax"], ["--scenarios", "fire-lanes", "--fire-steps", "-5"],
+                ["--scenarios", "calls-under-fire", "--fire-steps", "0"],
+                ["--lane-phone-cps", "0"]):
+        with pytest.raises(SystemExit):
+            compare.parse_args(bad)
+
+
+def test_fire_lanes_flat_out_is_bounded() -> None:
+    count, rate = fire_lanes.flood_bounds(0, 5.0)
+    assert rate == 0.0 and count == 5 * bench_flood.FLAT_OUT_CAP_PPS
+    assert fire_lanes.flood_bounds(100_000, 5.0) == (500_000, 100_000.0)
+    assert fire_lanes.step_label(0) == "flat out" and fire_lanes.step_label(800000) == "800,000"
+
+
+def test_fire_lanes_namespace_commands() -> None:
+    name = fire_lanes.netns_name()
+    assert name.startswith(f"sbcbench-{os.getpid()}-") and name != fire_lanes.netns_name()
+    cmds = fire_lanes.netns_commands("sbcbench-1-1")
+    assert cmds["add"] == [["ip", "netns", "add", "sbcbench-1-1"],
+                           ["ip", "netns", "exec", "sbcbench-1-1", "ip", "link", "set", "lo",
+                            "up"]]
+    assert cmds["delete"] == [["ip", "netns", "del", "sbcbench-1-1"]]
+    holder = cmds["holder"][0]
+    assert holder[:5] == ["ip", "netns", "exec", "sbcbench-1-1", "sleep"]
+    assert 0 < int(holder[5]) <= 24 * 3600  # bounded even if never ended
+    ns = fire_lanes.Netns("sbcbench-1-1")
+    assert ns.wrap(["nft", "list", "ruleset"]) == [
+        "ip", "netns", "exec", "sbcbench-1-1", "nft", "list", "ruleset"]
+    ns.delete()  # never created: nothing to remove, no error
+
+
+def test_fire_lanes_targets_and_servers_in_the_namespace(tmp_path: Path) -> None:
+    from loadtest.harness import SbcProcess, Sipp
+
+    assert fire_lanes.sbc_sets("sbc") == ["public.transports=[udp]"]
+    lanes = fire_lanes.sbc_sets("sbc-lanes")
+    assert f"lanes.trusted_port={fire_lanes.TRUSTED_PORT}" in lanes
+    assert "firewall.mode=nftables" in lanes
+    two = fire_lanes.sbc_sets("sbc-two-ports")
+    assert not any(s.startswith("firewall.") for s in two)
+    assert fire_lanes.caller_remote("sbc-two-ports")[1] == fire_lanes.TRUSTED_PORT
+    assert fire_lanes.caller_remote("sbc-lanes")[1] == fire_lanes.PUBLIC_PORT
+    ns = fire_lanes.Netns("sbcbench-1-2")
+    sbc = SbcProcess(tmp_path / "sbc.yaml", tmp_path, prefix=ns.wrap())
+    assert sbc.prefix == ["ip", "netns", "exec", "sbcbench-1-2"]
+    if sipp_binary() is not None:
+        sipp = Sipp("x", "uac.xml", tmp_path / "sipp", local_port=5064, calls=1, timeout_s=5)
+        plain = list(sipp.command)
+        ns.holder = type("P", (), {"pid": 4242})()
+        fire_lanes.in_ns(ns, sipp)
+        assert sipp.command == ["ip", "netns", "exec", "sbcbench-1-2", *plain]
+        assert sipp.proc_net == "/proc/4242/net"
+    if kamailio_binary() is not None:
+        kam = KamailioProcess(tmp_path, {"PUBLIC_IP": "127.0.0.10"}, prefix=ns.wrap(),
+                              proc_net="/proc/4242/net")
+        assert kam.command[:4] == ["ip", "netns", "exec", "sbcbench-1-2"]
+
+
+NFT_LISTING = """table inet sbcbench {
+\tchain lanes {
+\t\ttype filter hook prerouting priority raw; policy accept;
+\t\tip daddr 127.0.0.10 udp dport 5062 counter packets 3 bytes 300 drop comment "trusted port reached directly"
+\t\tip daddr 127.0.0.10 udp dport 5060 jump steer
+\t}
+\tchain steer {
+\t\tip saddr @gateways4 udp dport set 5062 counter packets 750 bytes 9000 return comment "gateway"
+\t\tip saddr . udp sport @gateway_ports4 udp dport set 5062 counter packets 0 bytes 0 return comment "gateway"
+\t\tip saddr @proved4 udp dport set 5062 counter packets 79 bytes 900 return comment "proved"
+\t}
+\tchain sip {
+\t\tip saddr @banned4 counter packets 10 bytes 100 drop
+\t\tupdate @rate_net4 { ip saddr and 255.255.255.0 limit rate over 300/second } counter packets 5 bytes 50 drop
+\t\tcounter packets 99 bytes 1 accept
+\t}
+}
+"""
+
+
+def test_fire_lanes_reads_the_kernel_counters() -> None:
+    c = fire_lanes.nft_counters(NFT_LISTING)
+    assert c["steered_gateway"] == 750 and c["steered_proved"] == 79
+    assert c["dropped"] == 3 + 10 + 5  # accept is no drop
+    assert c["lanes:trusted port reached directly"] == 3
+    assert c["steer:gateway"] == 750
+    later = fire_lanes.nft_counters(NFT_LISTING.replace("packets 750", "packets 800"))
+    assert fire_lanes.counter_delta(c, later) == {"steer:gateway": 50, "steered_gateway": 50}
+
+
+def test_fire_lanes_step_arithmetic() -> None:
+    step = fire_lanes.LaneStep(100_000, attempted=250, drops_public=200_000, drops_trusted=0,
+                               kernel_dropped=50_000)
+    fire_lanes.step_figures(step, cpu_s=2.5, secs=5.0, sent=500_000, calls_planned=250,
+                            calls_ok=249, rtts=[10.0] * 240 + [1500.0] * 9, answer_ms=1000.0)
+    assert step.offered_pps == 100_000 and step.cpu_pct == 50.0
+    assert step.cpu_us_per_packet == round(2.5e6 / 250_000, 2)  # sent - socket - kernel drops
+    assert step.cpu_us_per_call == round(2.5e6 / 249)
+    assert (step.ok_pct, step.in_time, step.in_time_pct) == (99.6, 240, 96.0)
+    assert (step.answer_p50_ms, step.answer_p99_ms) == (10.0, 1500.0)
+    # Calls never attempted count as failed: the share is of those planned.
+    short = fire_lanes.step_figures(fire_lanes.LaneStep(0, attempted=10), cpu_s=0, secs=1,
+                                    sent=0, calls_planned=250, calls_ok=10, rtts=[5.0] * 10,
+                                    answer_ms=1000.0)
+    assert short.in_time_pct == 4.0 and short.cpu_us_per_packet is None
+
+
+def test_fire_lanes_survived_and_medians() -> None:
+    def steps(*pcts: float) -> list[fire_lanes.LaneStep]:
+        return [fire_lanes.LaneStep(p, in_time_pct=v, answer_p99_ms=v)
+                for p, v in zip((50_000, 100_000, 0), pcts, strict=True)]
+
+    a, b, c = steps(100, 100, 100), steps(100, 99.0, 100), steps(95, 100, 100)
+    assert fire_lanes.survived(a) == 0  # flat out survived
+    assert fire_lanes.survived(b) == 50_000  # a failed step ends the ramp
+    assert fire_lanes.survived(c) is None
+    runs: list[dict[str, Any]] = [
+        {"steps": [vars(s) for s in r], "max_step_ok": fire_lanes.survived(r)} for r in (a, b, c)
+    ]
+    assert fire_lanes.max_ok_median(runs) == 50_000
+    assert fire_lanes.max_ok_median(runs[:1] * 3) == 0
+    med = fire_lanes.step_medians(runs)
+    assert [m["step_pps"] for m in med] == [50_000, 100_000, 0]
+    assert med[0]["in_time_pct"] == 100 and med[1]["in_time_pct"] == 100
+
+
+def test_fire_lanes_table_one_row_per_caller_step_and_target() -> None:
+    def steps(pct: float) -> list[dict[str, object]]:
+        return [{"step_pps": p, "offered_pps": p or 310_000, "ok_pct": 100.0,
+                 "in_time_pct": pct, "answer_p99_ms": 12.0} for p in (50_000, 0)]
+
+    case = {"callers": ["gateway"], "targets": ["sbc", "sbc-lanes"],
+            "gateway": {"sbc": {"steps": steps(60.0), "runs": [{"max_step_ok": None}]},
+                        "sbc-lanes": {"steps": steps(100.0), "runs": [{"max_step_ok": 0}]}}}
+    lines = fire_lanes.lanes_table(case).splitlines()
+    assert len(lines) == 5 and "calls ok %" in lines[0] and "drops trusted" in lines[0]
+    assert lines[3].split()[:5] == ["gateway", "flat", "out", "sbc", "310,000"]
+    summary = fire_lanes.lanes_summary(case, 1000)
+    assert summary[0].endswith("up to step: none")
+    assert summary[1].endswith("up to step: flat out")

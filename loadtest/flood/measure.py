@@ -14,12 +14,13 @@ from typing import Any, Protocol
 from loadtest.harness import LOOPBACK, HarnessError, SbcProcess
 
 
-def udp_socket_drops(port: int, host: str = LOOPBACK) -> int | None:
+def udp_socket_drops(port: int, host: str = LOOPBACK, proc_net: str = "/proc/net") -> int | None:
     """The `drops` column of /proc/net/udp for the socket bound to host:port:
     datagrams the kernel discarded because that socket's receive buffer was
-    full.  None when no such socket exists."""
+    full.  None when no such socket exists.  `proc_net`: another network
+    namespace's view (`/proc/PID/net` of a process inside it)."""
     want = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
-    with open("/proc/net/udp", encoding="ascii") as f:
+    with open(f"{proc_net}/udp", encoding="ascii") as f:
         next(f)
         for line in f:
             parts = line.split()
