@@ -195,8 +195,9 @@ class Engine:
         ctx.gateway_info = setup.gateway_info
         ctx.auth = setup.auth
         ctx.policy = setup.policy
-        ctx.reply_budget.rate = setup.settings.reply_budget_rate
-        ctx.reply_budget.burst = setup.settings.reply_budget_burst
+        for budget in (ctx.reply_budget, ctx.reply_budget_proved):
+            budget.rate = setup.settings.reply_budget_rate
+            budget.burst = setup.settings.reply_budget_burst
         self.screen = setup.screen
         # The screen's signatures are checked again on the parsed message.
         ctx.signatures = setup.screen.signatures if setup.screen is not None else None

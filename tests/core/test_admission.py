@@ -353,3 +353,34 @@ def test_options_from_gateway(mode: str, expect: str) -> None:
     v = eng.receive(request(method="OPTIONS", host=host, src_port=port),
                     Source(PUBLIC_UDP, host, port), 0.0)
     assert v.kind == expect
+
+
+def test_a_fresh_source_flood_cannot_take_a_registered_phones_challenge() -> None:
+    """A flood of INVITEs from fresh addresses spends the global reply budget;
+    a phone that registered (it answered our challenge at its address) still
+    gets the 407 to each new call's first INVITE from a budget of its own, so
+    its calls do not wait for retransmissions. Strangers stay capped."""
+    eng = make_engine(budget=(10, 20))
+    phone = Source(PUBLIC_UDP, "127.0.0.77", 40000)
+    reg = request(method="REGISTER", ruri="sip:127.0.0.1:5060", host="127.0.0.77",
+                  src_port=40000, to="<sip:1001@127.0.0.1>", call_id="r1")
+    chal = eng.receive(reg, phone, 0.0).sends[0][2]
+    creds = authorize(chal, "REGISTER", "sip:127.0.0.1:5060", header="Authorization")
+    reg2 = request(method="REGISTER", ruri="sip:127.0.0.1:5060", host="127.0.0.77",
+                   src_port=40000, to="<sip:1001@127.0.0.1>", call_id="r1", cseq=2,
+                   branch="z9hG4bK-r2", extra=creds + "Expires: 600\r\n")
+    assert eng.receive(reg2, phone, 0.1).sends[0][2].startswith(b"SIP/2.0 200")
+    challenged = stranger_replies = 0
+    for i in range(3000):  # three seconds of 1,000 fresh sources a second
+        now = 1.0 + i * 0.001
+        stranger = Source(PUBLIC_UDP, f"127.{100 + i // 250}.{i % 250}.9", 5060)
+        v = eng.receive(request(host=stranger.host, call_id=f"f{i}", branch=f"z9hG4bKf{i}"),
+                        stranger, now)
+        stranger_replies += bool(v.sends)
+        if i % 300 == 0:  # the phone places a call every 0.3 s
+            v = eng.receive(request(host="127.0.0.77", src_port=40000, call_id=f"p{i}",
+                                    branch=f"z9hG4bKp{i}"), phone, now)
+            challenged += any(d.startswith(b"SIP/2.0 407") for _, _, d in v.sends)
+    assert challenged == 10
+    assert stranger_replies <= 20 + 10 * 3 + 1  # the strangers' budget: burst + rate x time
+    assert eng.tally.dropped["reply_budget"] > 2900

@@ -131,6 +131,7 @@ class Context:
         self.registrar = registrar
         self.bans = bans if bans is not None else BanTable()
         self.reply_budget = TokenBucket(s.reply_budget_rate, s.reply_budget_burst)
+        self.reply_budget_proved = TokenBucket(s.reply_budget_rate, s.reply_budget_burst)
         self.reply_per_source = SourceBudget(s.reply_budget_per_source, s.reply_budget_per_net)
         self.backend: Addr = s.backend  # the primary VOS3000
         self.health = HealthTable(s.targets, down_after=s.down_after, up_after=s.up_after,
@@ -262,7 +263,13 @@ class Context:
         within the budget (else a silent drop), counted under `reason`."""
         if not self.reply_per_source.take(src.host, now) and not self.proved(src.host, now):
             return Drop(DropReason.REPLY_BUDGET_SOURCE)
-        if not self.reply_budget.take(now):
+        # A flood from fresh addresses empties the strangers' budget; a source
+        # that proved itself (a registration, a call, an answered challenge at
+        # this address) has one of its own, as large, so its next call's 407
+        # still goes out. Forged in its name, the replies it gets stay capped
+        # by that budget.
+        if not self.reply_budget.take(now) and not (
+                self.proved(src.host, now) and self.reply_budget_proved.take(now)):
             return Drop(DropReason.REPLY_BUDGET)
         reply = self.reply_stateless(status, scan, src, extra=extra, reason=phrase)
         self.tally.refusals[reason] += 1
