@@ -23,7 +23,9 @@ from __future__ import annotations
 __all__ = ["LimitKeys", "SLOTS_SCRIPT", "TOKENS_SCRIPT"]
 
 # KEYS: bucket. ARGV: rate per s, capacity, wanted, key ttl ms.
-# Returns {granted, bad}.
+# Returns {granted, bad}. The stamp is kept in microseconds with every digit
+# (`tostring` keeps 14 of the 16, and each call rounding it down would refill
+# the bucket by up to 50 us worth of tokens: over-granting under load).
 TOKENS_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -43,7 +45,7 @@ end
 if now > stamp then tokens = math.min(cap, tokens + (now - stamp) * rate / 1000000) end
 local granted = math.max(0, math.min(want, math.floor(tokens)))
 tokens = tokens - granted
-redis.call('HSET', KEYS[1], 't', tostring(tokens), 's', tostring(now))
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 's', string.format('%.0f', now))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {granted, bad}
 """
