@@ -28,8 +28,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from ..config.cluster import ClusterConfig
 from ..core.engine import Engine
@@ -39,6 +37,7 @@ from ..sip import header_param
 from .limit_keys import SLOTS_SCRIPT, TOKENS_SCRIPT, LimitKeys
 from .limits import ALL, Key, SharedLimits, SlotRequest, TokenLease, member
 from .link import Transition
+from .session import RedisSession
 
 __all__ = ["LimitsLink", "make_limits"]
 
@@ -62,21 +61,17 @@ def make_limits(cfg: ClusterConfig, engine: Engine,
     return link
 
 
-class LimitsLink:
+class LimitsLink(RedisSession):
     def __init__(self, cfg: ClusterConfig, limits: SharedLimits, engine: Engine,
                  loop: asyncio.AbstractEventLoop, wall: Callable[[], float] = time.time) -> None:
-        self.cfg = cfg
+        super().__init__(cfg, loop)
         self.limits = limits
         self.engine = engine
-        self.loop = loop
         self.wall = wall
         self.keys = LimitKeys(cfg.key_prefix)
         self.ttl_ms = int(cfg.slot_ttl_s * 1000)
         self.settle_ms = int((cfg.slot_ttl_s + 2 * cfg.retry_max_s + cfg.connect_timeout_s) * 1000)
         self._wake = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._client: Redis | None = None
         self._shas = ("", "")
         self._sync_lock = asyncio.Lock()
         self._last_slots = 0.0
@@ -90,21 +85,6 @@ class LimitsLink:
         self.limits.attach(self.engine.policy, self.loop.time())
         self._wake.set()
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = self.loop.create_task(self._run())
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        await self._close()
-
     def readiness(self) -> dict[str, Any]:
         s = self.limits
         return {"mode": "fallback" if s.fallback or s.link.degraded else "shared",
@@ -117,56 +97,21 @@ class LimitsLink:
         return self.limits.stats(
             lambda name: dialogs.active_total() if name == ALL else dialogs.active(name))
 
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self._session()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 -- any failure ends the session, never the task
-                self._report(self.limits.lost(self.loop.time(), _describe(e)))
-            finally:
-                await self._close()
-            try:
-                await asyncio.wait_for(self._stop.wait(), self.limits.link.retry_delay() or 0.05)
-            except TimeoutError:
-                pass
+    def _failed(self, why: str) -> None:
+        self._report(self.limits.lost(self.loop.time(), why))
 
-    async def _close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            try:
-                await asyncio.wait_for(client.aclose(), self.cfg.timeout_s)
-            except Exception:  # noqa: BLE001 -- a dead connection may fail to close
-                pass
+    def _retry_delay(self) -> float:
+        return self.limits.link.retry_delay()
 
     # ------------------------------------------------------------ one session
 
     async def _session(self) -> None:
-        cfg = self.cfg
-        assert cfg.url is not None
-        client = self._client = Redis.from_url(
-            cfg.url, password=cfg.redis_password, socket_timeout=cfg.timeout_s,
-            socket_connect_timeout=cfg.connect_timeout_s, retry=Retry(NoBackoff(), 0),
-            health_check_interval=0)
-        await self._within(client.ping(), cfg.connect_timeout_s + cfg.timeout_s)
-        self._shas = (await self._within(client.script_load(SLOTS_SCRIPT)),
-                      await self._within(client.script_load(TOKENS_SCRIPT)))
+        client, (slots, tokens) = await self._connect(SLOTS_SCRIPT, TOKENS_SCRIPT)
+        self._shas = (slots, tokens)
         await self._heartbeat(client)
         await self._sync(refresh=True)
         self._report(self.limits.connected(self.loop.time()))
-        tasks = [self.loop.create_task(work) for work in (self._syncer(), self._refresher(client))]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _within(self, work: Any, timeout: float | None = None) -> Any:
-        return await asyncio.wait_for(work, timeout or self.cfg.timeout_s)
+        await self._until_one_fails(self._syncer(), self._refresher(client))
 
     async def _syncer(self) -> None:
         while True:
@@ -307,8 +252,3 @@ class LimitsLink:
                         rule="each limit divided by the live nodes until Redis is back",
                         concurrent={name: s.fallback for name, s in limits.slots.items()},
                         cps={name: round(b.rate, 3) for name, b in limits.tokens.items()})
-
-
-def _describe(e: BaseException) -> str:
-    text = str(e) or type(e).__name__
-    return f"{type(e).__name__}: {text}"[:300]

@@ -27,8 +27,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from ..config.cluster import ClusterConfig
 from ..io.logsetup import get_logger
@@ -37,6 +35,7 @@ from .events import encode
 from .keys import BAN_SCRIPT, UNBAN_SCRIPT, Keys
 from .link import Transition
 from .merge import Outcome
+from .session import RedisSession
 from .sync import BanSync
 
 __all__ = ["RedisLink", "make_cluster"]
@@ -61,40 +60,19 @@ def make_cluster(cfg: ClusterConfig, keeper: BanKeeper,
     return RedisLink(cfg, sync, loop)
 
 
-class RedisLink:
+class RedisLink(RedisSession):
     def __init__(self, cfg: ClusterConfig, sync: BanSync, loop: asyncio.AbstractEventLoop,
                  wall: Callable[[], float] = time.time) -> None:
-        self.cfg = cfg
+        super().__init__(cfg, loop)
         self.sync = sync
-        self.loop = loop
         self.wall = wall
         self.keys = Keys(cfg.key_prefix)
         self._wake = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._client: Redis | None = None
         self._pubsub: PubSub | None = None
         self._shas: tuple[str, str] = ("", "")
         self._last_invalid_log = -INVALID_LOG_INTERVAL_S
         self._invalid_unlogged = 0
         sync.on_queued = self._wake.set
-
-    # ------------------------------------------------------------ lifecycle
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = self.loop.create_task(self._run())
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        await self._close()
 
     def readiness(self) -> dict[str, Any]:
         link = self.sync.link
@@ -105,43 +83,21 @@ class RedisLink:
     def stats(self) -> dict[str, object]:
         return {**self.sync.stats(), "url": self.cfg.display_url}
 
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self._session()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 -- any failure ends the session, never the task
-                self._report(self.sync.link.failed(self.loop.time(), _describe(e)))
-            finally:
-                await self._close()
-            try:
-                await asyncio.wait_for(self._stop.wait(), self.sync.link.retry_delay() or 0.05)
-            except TimeoutError:
-                pass
+    def _failed(self, why: str) -> None:
+        self._report(self.sync.link.failed(self.loop.time(), why))
 
-    async def _close(self) -> None:
-        pubsub, client = self._pubsub, self._client
-        self._pubsub = self._client = None
-        for closing in (pubsub, client):
-            if closing is not None:
-                try:
-                    await asyncio.wait_for(closing.aclose(), self.cfg.timeout_s)
-                except Exception:  # noqa: BLE001 -- a dead connection may fail to close
-                    pass
+    def _retry_delay(self) -> float:
+        return self.sync.link.retry_delay()
+
+    def _closing(self) -> list[Any]:
+        pubsub, self._pubsub = self._pubsub, None
+        return [pubsub, *super()._closing()]
 
     # ------------------------------------------------------------ one session
 
     async def _session(self) -> None:
-        cfg = self.cfg
-        assert cfg.url is not None
-        client = self._client = Redis.from_url(
-            cfg.url, password=cfg.redis_password, socket_timeout=cfg.timeout_s,
-            socket_connect_timeout=cfg.connect_timeout_s, retry=Retry(NoBackoff(), 0),
-            health_check_interval=0)
-        await self._within(client.ping(), cfg.connect_timeout_s + cfg.timeout_s)
-        self._shas = (await self._within(client.script_load(BAN_SCRIPT)),
-                      await self._within(client.script_load(UNBAN_SCRIPT)))
+        client, (ban, unban) = await self._connect(BAN_SCRIPT, UNBAN_SCRIPT)
+        self._shas = (ban, unban)
         pubsub = self._pubsub = client.pubsub()
         await self._within(pubsub.subscribe(self.keys.channel))
         # Subscribed first, then synchronised: nothing falls between the two.
@@ -150,19 +106,7 @@ class RedisLink:
         loaded = await self._load()
         transition = self.sync.link.succeeded(self.loop.time())
         self._report(transition, published=queued, pushed=pushed, loaded=loaded)
-        tasks = [self.loop.create_task(work) for work in
-                 (self._reader(pubsub), self._writer(), self._pinger(client))]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()  # the failure that ended the session
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _within(self, work: Any, timeout: float | None = None) -> Any:
-        return await asyncio.wait_for(work, timeout or self.cfg.timeout_s)
+        await self._until_one_fails(self._reader(pubsub), self._writer(), self._pinger(client))
 
     async def _reader(self, pubsub: PubSub) -> None:
         while True:
@@ -276,8 +220,3 @@ class RedisLink:
             log.warning("cluster_lost", node=self.sync.node, cluster=self.cfg.display_url,
                         was=t.old.value, error=t.error,
                         serving="on this node's bans until the link is back")
-
-
-def _describe(e: BaseException) -> str:
-    text = str(e) or type(e).__name__
-    return f"{type(e).__name__}: {text}"[:300]
