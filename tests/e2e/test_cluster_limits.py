@@ -107,6 +107,12 @@ def _callers(sipp: SippFactory, nodes: list[Node], *, calls: int, rate: float, h
     return out
 
 
+def _rejected(n: Node) -> int:
+    """Calls the node refused for the gateway's concurrency limit."""
+    return int(n.get("/api/stats")[1]["counters"]["gateways"][GW].get(
+        "rejected_gateway_concurrent", 0))
+
+
 def _both_live(a: Node, b: Node, redis: RedisServer | None = None) -> None:  # noqa: F811
     """Both nodes see each other; with `redis`, the first settling period is over."""
     _until(lambda: _limits(a)["live_nodes"] == 2 and _limits(b)["live_nodes"] == 2, 5.0, 0.05)
@@ -168,11 +174,11 @@ def test_a_node_killed_mid_call_frees_its_slots_within_the_ttl(
     # B one; the cluster is full, and a further call to B is refused
     (held,) = _callers(sipp, [a], calls=limit, rate=50, hold_ms=60_000, tag="h")
     _until(lambda: len(vos.first_invite) == limit - 1, 5.0)
-    time.sleep(0.3)  # all four offered (50 cps): the fourth refused
+    _until(lambda: _rejected(a) == 1, 5.0, 0.02)  # the fourth offered and refused
     assert len(vos.first_invite) == limit - 1
     (on_b,) = _callers(sipp, [b], calls=2, rate=50, hold_ms=60_000, tag="x")
     _until(lambda: len(vos.first_invite) == limit, 5.0)
-    time.sleep(0.1)  # a grace for a wrongly admitted second call to show up
+    _until(lambda: _rejected(b) == 1, 5.0, 0.02)  # B's second call offered and refused
     assert len(vos.first_invite) == limit
     assert redis_server.command("ZCARD", "sbc:slots:" + GW) == b":%d" % limit
     assert a.proc.proc is not None
