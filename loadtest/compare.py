@@ -581,6 +581,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "under the 20/s a source that is no gateway may send)",
     )
     p.add_argument(
+        "--lane-flood-mode",
+        choices=("packet", "pktinfo"),
+        default="packet",
+        help="fire-lanes: how the generator sends: packet (default: whole frames onto the "
+        "namespace's lo, received like a card's; the faster sender) or pktinfo (UDP sockets)",
+    )
+    p.add_argument(
+        "--lane-flood-procs",
+        type=int,
+        default=2,
+        choices=range(1, 17),
+        metavar="P",
+        help="fire-lanes: generator processes, each with 1/P of a step's rate (default 2: "
+        "one sender is bounded by one core)",
+    )
+    p.add_argument(
         "--lane-no-account",
         action="store_true",
         help="fire-lanes: no digest account for the gateway's runs (sbc in nftables mode "

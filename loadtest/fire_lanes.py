@@ -101,8 +101,12 @@ def netns_name() -> str:
 def netns_commands(name: str) -> dict[str, list[list[str]]]:
     """The commands that make, use and remove namespace `name`."""
     return {
-        "add": [["ip", "netns", "add", name], ["ip", "netns", "exec", name, "ip", "link", "set",
-                                              "lo", "up"]],
+        # route_localnet: the generator's `packet` mode writes frames onto lo, which the
+        # kernel routes like a card's; without it 127/8 sources from a device are martians.
+        "add": [["ip", "netns", "add", name],
+                ["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"],
+                ["ip", "netns", "exec", name, "sysctl", "-qw",
+                 "net.ipv4.conf.all.route_localnet=1", "net.ipv4.conf.lo.route_localnet=1"]],
         "holder": [["ip", "netns", "exec", name, "sleep", str(HOLDER_MAX_S)]],
         "delete": [["ip", "netns", "del", name]],
     }
@@ -438,7 +442,7 @@ class Readings:
         trusted = udp_socket_drops(TRUSTED_PORT, PUBLIC, self.ns.proc_net) if self.lanes else None
         counters = None
         if self.nft:
-            counters = nft_counters(self.ns.run("nft", "list", "table", "inet", NFT_TABLE))
+            counters = nft_counters(self.ns.run("nft", "-t", "list", "table", "inet", NFT_TABLE))
         return public, trusted, counters
 
 
@@ -452,7 +456,8 @@ def lane_step(
     count, rate = flood_bounds(pps, args.step_seconds)
     flood = Flood(payload(args.fire_payload, lay.public, FIRE_BASE), lay.public, workdir,
                   count=count, seconds=args.step_seconds, rate=rate, src=FIRE_BASE,
-                  sources=args.fire_sources)
+                  sources=args.fire_sources, src_mode=args.lane_flood_mode,
+                  procs=args.lane_flood_procs)
     for proc in (uas, uac, flood):
         in_ns(ns, proc)
     readings = Readings(ns, target)

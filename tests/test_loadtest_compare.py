@@ -379,12 +379,17 @@ def test_fire_lanes_arguments() -> None:
     assert fire_lanes.caller_cps("gateway", args) == 50.0
     assert fire_lanes.calls_per_step("phone", args) == 15
     assert fire_lanes.calls_per_step("gateway", args) == 250
+    # The flood: whole frames onto the namespace's lo from two senders, unless told otherwise.
+    assert args.lane_flood_mode == "packet" and args.lane_flood_procs == 2
+    other = compare.parse_args(["--lane-flood-mode", "pktinfo", "--lane-flood-procs", "1"])
+    assert other.lane_flood_mode == "pktinfo" and other.lane_flood_procs == 1
     # Not among the default scenarios: it needs root and a namespace.
     assert "fire-lanes" not in compare.parse_args([]).scenario_list
     for bad in (["--lane-targets", "sbc,sbc"], ["--lane-targets", "opensips"],
                 ["--lane-callers", "fax"], ["--scenarios", "fire-lanes", "--fire-steps", "-5"],
                 ["--scenarios", "calls-under-fire", "--fire-steps", "0"],
-                ["--lane-phone-cps", "0"]):
+                ["--lane-phone-cps", "0"], ["--lane-flood-procs", "0"],
+                ["--lane-flood-procs", "17"], ["--lane-flood-mode", "bind"]):
         with pytest.raises(SystemExit):
             compare.parse_args(bad)
 
@@ -402,7 +407,10 @@ def test_fire_lanes_namespace_commands() -> None:
     cmds = fire_lanes.netns_commands("sbcbench-1-1")
     assert cmds["add"] == [["ip", "netns", "add", "sbcbench-1-1"],
                            ["ip", "netns", "exec", "sbcbench-1-1", "ip", "link", "set", "lo",
-                            "up"]]
+                            "up"],
+                           ["ip", "netns", "exec", "sbcbench-1-1", "sysctl", "-qw",
+                            "net.ipv4.conf.all.route_localnet=1",
+                            "net.ipv4.conf.lo.route_localnet=1"]]
     assert cmds["delete"] == [["ip", "netns", "del", "sbcbench-1-1"]]
     holder = cmds["holder"][0]
     assert holder[:5] == ["ip", "netns", "exec", "sbcbench-1-1", "sleep"]

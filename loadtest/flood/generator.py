@@ -297,6 +297,7 @@ class FloodStats:
     payload_bytes: int = 0
     sources: int = 1
     mode: str = ""
+    procs: int = 1
     batch: int = 0
     batches: int = 0
     rate: float = 0.0
@@ -330,6 +331,7 @@ class Flood:
         src_mode: str = "auto",
         src_port: int = 0,
         batch: int = 64,
+        procs: int = 1,
         name: str = "flood",
         cpus: set[int] | None = None,
     ) -> None:
@@ -370,6 +372,10 @@ class Flood:
         ]
         if sources is not None:
             cmd += ["--sources", str(sources), "--src-mode", src_mode]
+        if not 1 <= procs <= 16:
+            raise FloodError("procs: 1..16")
+        if procs > 1:
+            cmd += ["--procs", str(procs)]
         self.command = cmd
         self.cpus = cpus
         self.proc: subprocess.Popen[bytes] | None = None
@@ -522,6 +528,7 @@ def _flood_from_args(args: argparse.Namespace, dst: tuple[str, int], workdir: Pa
         sources=args.sources,
         src_mode=args.src_mode,
         batch=args.batch,
+        procs=args.procs,
     )
 
 
@@ -554,7 +561,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dst", help="127.x.y.z:PORT to send to (not with --check)")
     p.add_argument("--src", help="source address, or the first of --sources")
     p.add_argument("--sources", type=int, help="cycle over this many consecutive source addresses")
-    p.add_argument("--src-mode", choices=("auto", "bind", "pktinfo"), default="auto")
+    p.add_argument("--src-mode", choices=("auto", "bind", "pktinfo", "packet"), default="auto",
+                   help="packet: whole frames on lo (root, and route_localnet=1 in the namespace)")
+    p.add_argument("--procs", type=int, default=1, help="senders, each with 1/P of the load")
     p.add_argument("--rate", type=float, default=0.0, help="packets per second; 0 = flat out")
     p.add_argument("--count", type=int, help="most packets to send (required)")
     p.add_argument("--seconds", type=float, help="most seconds to run (required)")

@@ -13,8 +13,11 @@ bounds and its loopback-only rule are tested first, without sbc.
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -139,6 +142,39 @@ def test_generator_sends_from_many_distinct_loopback_sources(tmp_path: Path) -> 
         assert rx.packets == sources, mode
         assert rx.sources is not None and len(rx.sources) == sources, mode
         assert min(rx.sources, key=socket.inet_aton) == MANY_SOURCES_BASE
+
+
+def _in_ns(ns: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
+                          timeout=timeout, cwd=Path(__file__).resolve().parents[2], check=False)
+
+
+def test_generator_writes_whole_frames_onto_lo_from_two_senders() -> None:
+    """`--src-mode packet`: frames written onto a test namespace's lo arrive as UDP from
+    every source, split over `--procs` senders; without route_localnet it refuses."""
+    if os.geteuid() != 0:
+        pytest.fail("packet mode needs root: it opens an AF_PACKET socket in a namespace")
+    ns = f"sbcgen-{os.getpid()}"
+    check = [sys.executable, "-m", "loadtest.flood.generator", "--check", "--src-mode", "packet",
+             "--procs", "2", "--sources", "20000", "--count", "20000", "--rate", "100000",
+             "--seconds", "10"]
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        refused = _in_ns(ns, *check)
+        assert refused.returncode == 2 and "route_localnet" in refused.stderr, refused
+        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
+                        "net.ipv4.conf.all.route_localnet=1",
+                        "net.ipv4.conf.lo.route_localnet=1"], check=True)
+        done = _in_ns(ns, *check)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    gen = result["generator"]
+    assert gen["mode"] == "packet" and gen["procs"] == 2 and gen["sent"] == 20000, gen
+    assert result["received"] == 20000 and result["received_with_mark"] == 20000, result
+    assert result["distinct_sources"] == 20000, result
 
 
 # --------------------------------------------------------------------------
