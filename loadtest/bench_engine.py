@@ -155,12 +155,15 @@ class Bench:
         return to_caller
 
     capture = None  # --trace: sbc.io.trace's capture, as the pipeline calls it
+    loop_turn = None  # --trace: what the event loop would run next (the HEP sender's batch)
 
     def _engine(self, data: bytes, src: Source, now: float) -> list:
         started = perf_counter()
         verdict = self.engine.receive(data, src, now)
         if self.capture is not None:
             self.capture.message(src.channel, data, src.host, src.port, now, verdict)
+            if self.loop_turn is not None:
+                self.loop_turn()
         self.spent += perf_counter() - started
         return verdict.sends
 
@@ -194,6 +197,8 @@ class Bench:
             sends = self.engine.on_timer(now)
             if self.capture is not None:
                 self.capture.sent(sends, now)
+                if self.loop_turn is not None:
+                    self.loop_turn()
             if now - last_flush >= 1.0:
                 self.parts.dialogs.flush()
                 last_flush = now
@@ -212,10 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", help="write a cProfile of one extra run to this file")
     ap.add_argument("--trace", choices=("ring", "hep"),
                     help="alternate runs without and with the call trace (ring; hep: ring and "
-                         "every message HEP-encoded) and compare")
+                         "HEP) and compare; loadtest/bench_trace.py has more (old vs new code)")
     args = ap.parse_args(argv)
     if args.trace:
-        return _trace_cost(args)
+        from bench_trace import main as trace_main
+        return trace_main(["--calls", str(args.calls), "--hold-calls", str(args.hold_calls),
+                           "--repeat", str(args.repeat), "--modes", f"off,{args.trace}",
+                           *(["--code", args.code] if args.code else [])])
     results = []
     for i in range(args.repeat):
         with tempfile.TemporaryDirectory() as tmp:
@@ -241,47 +249,6 @@ def main(argv: list[str] | None = None) -> int:
             prof.disable()
             prof.dump_stats(args.profile)
             print(f"profile written to {args.profile}")
-    return 0
-
-
-def _trace_cost(args: argparse.Namespace) -> int:
-    """Runs alternated: off, on, off, on ... (one Bench each); medians compared.
-    The automatic garbage collector is off in both, as `sbc run` has it
-    (sbc.io.gcpolicy): otherwise the ring's objects, which sbc keeps out of
-    the collector's way, would be walked over and over here."""
-    import gc
-    gc.disable()
-    from sbc.io.trace import Capture
-    from sbc.trace.hep import encode
-    from sbc.trace.ring import TraceRing
-
-    class _Hep:  # the sender's encoding, without its socket
-        sent = 0
-
-        def submit(self, m, call_id: bytes) -> None:
-            encode(m.data, m.src, m.dst, m.ts_us, capture_id=1, correlation_id=call_id)
-            self.sent += 1
-
-    got: dict[str, list[float]] = {"off": [], "on": []}
-    for i in range(args.repeat):
-        for mode in ("off", "on"):
-            with tempfile.TemporaryDirectory() as tmp:
-                bench = Bench(Path(tmp))
-                if mode == "on":
-                    cap = Capture(bench.clock.time, lambda ch: ("127.0.0.1", 5060))
-                    cap.ring = TraceRing(32 << 20, 20_000, 256 << 10, 0.1)
-                    if args.trace == "hep":
-                        cap.hep = _Hep()  # type: ignore[assignment]
-                    bench.capture = cap
-                cpu = bench.run(args.calls, args.hold_calls, 1000.0)
-                if bench.failed:
-                    print("calls failed: the figures are not comparable", file=sys.stderr)
-                    return 1
-                got[mode].append(cpu / args.calls * 1e6)
-                print(f"run {i + 1} trace {mode}: {got[mode][-1]:.1f} us/call", flush=True)
-    off, on = statistics.median(got["off"]), statistics.median(got["on"])
-    print(f"median of {args.repeat}: off {off:.1f} us/call, {args.trace} on {on:.1f} us/call, "
-          f"+{(on / off - 1) * 100:.1f} % per call (engine and capture only)")
     return 0
 
 

@@ -137,6 +137,16 @@ async def dialogs(request: web.Request) -> web.Response:
                   "dialogs": rows[:limit]})
 
 
+async def registrations(request: web.Request) -> web.Response:
+    """The registered phones: this node's bindings, then (in a cluster) the
+    other nodes' this node knows of, each row naming its node."""
+    limit = _limit(request)
+    listing = getattr(request.app[BACKEND], "registrations", None)
+    rows = listing(limit + 1) if listing is not None else []
+    return _json({"count": min(len(rows), limit), "truncated": len(rows) > limit,
+                  "registrations": rows[:limit]})
+
+
 async def bans(request: web.Request) -> web.Response:
     limit = _limit(request)
     backend = request.app[BACKEND]
@@ -253,12 +263,13 @@ def make_app(backend: AdminBackend, cfg: AdminConfig, *,
     r.add_get("/api/stats", stats)
     r.add_get("/api/gateways", gateways)
     r.add_get("/api/dialogs", dialogs)
+    r.add_get("/api/registrations", registrations)
     r.add_get("/api/bans", bans)
     r.add_post("/api/bans", ban)
     r.add_delete("/api/bans/{host}", unban)
     r.add_post("/api/reload", reload)
     add_fraud(app, getattr(backend, "fraud", None), app[REGISTRY])  # toll fraud (sbc.admin.fraud)
-    add_calls(app, getattr(backend, "trace", None))  # calls and their traces (sbc.admin.calls)
+    add_calls(app, getattr(backend, "trace", None), app[REGISTRY])  # calls, traces (sbc.admin.calls)
     if STATIC.is_dir():
         r.add_static("/static/", STATIC, append_version=False)
     return app

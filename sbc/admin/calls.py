@@ -13,6 +13,9 @@ import re
 from typing import Any, Protocol
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from .trace_metrics import TraceCollector
 
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 500
@@ -108,12 +111,16 @@ async def pcap(request: web.Request) -> web.StreamResponse:
                         headers={"Content-Disposition": f'attachment; filename="{name}.pcap"'})
 
 
-def add_calls(app: web.Application, backend: CallsBackend | None) -> None:
-    """The routes (answering 404 without a trace). A Call-ID may hold a
-    slash (RFC 3261 §25.1 `word`): the route takes everything up to the
+def add_calls(app: web.Application, backend: CallsBackend | None,
+              registry: CollectorRegistry | None = None) -> None:
+    """The routes (answering 404 without a trace) and, with a trace service
+    and a registry, its metrics (sbc.admin.trace_metrics). A Call-ID may hold
+    a slash (RFC 3261 §25.1 `word`): the route takes everything up to the
     last path segment."""
     app.router.add_get("/api/calls", calls)
     app.router.add_get("/api/calls/{call_id:.+}/trace", trace)
     app.router.add_get("/api/calls/{call_id:.+}/pcap", pcap)
     if backend is not None:
         app[CALLS] = backend
+        if registry is not None:
+            registry.register(TraceCollector(backend))

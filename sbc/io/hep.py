@@ -1,11 +1,18 @@
 """The HEP v3 sender: each traced message, encoded (sbc.trace.hep), to a
 collector over UDP or TCP, never holding up SIP.
 
-`submit` appends to a bounded queue and returns; a full queue counts the
-message as lost. The queue drains on the next loop turn. Over TCP the
+`submit_many` appends a call's messages to a bounded queue and returns; what
+does not fit is counted lost ("queue_full"). The queue drains on a short
+timer (FLUSH_S), where the packets are made in one batch (the encoder keeps the
+chunks that only depend on the two ends, so a packet is one lookup and a few
+packs) and, over TCP, written with one call per batch. Over TCP the
 connection is made and re-made in the background (backoff up to
 RECONNECT_MAX_S); while it is down or its write buffer is over HIGH_WATER,
-messages wait in the queue, and what overflows it is counted lost.
+messages wait in the queue, and what overflows it is counted lost. A message
+whose address is not an IP is lost as "not_ip".
+
+The figures (`stats`) feed /api/calls and the Prometheus metrics
+(sbc.admin.trace_metrics).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from collections import deque
 from typing import Any
 
 from ..config.trace import HepConfig
-from ..trace.hep import encode
+from ..trace.hep import encode_many
 from ..trace.ring import Message
 from .logsetup import get_logger
 
@@ -24,6 +31,11 @@ log = get_logger("sbc.io.hep")
 HIGH_WATER = 1 << 20
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 30.0
+BATCH = 256  # packets made and written between two looks at the write buffer
+# How long a message waits for its batch: at 1,000 CPS some 70 messages go in
+# one, and a batch costs one timer instead of one callback per loop turn.
+FLUSH_S = 0.005
+LOST_REASONS = ("queue_full", "not_ip")
 
 
 class _Link(asyncio.Protocol, asyncio.DatagramProtocol):
@@ -47,9 +59,12 @@ class HepSender:
     def __init__(self, cfg: HepConfig, loop: asyncio.AbstractEventLoop) -> None:
         self.cfg = cfg
         self.loop = loop
-        self.queue: deque[tuple[Message, bytes]] = deque()
+        # (Call-ID, its messages) as the capture handed them over; `queued`
+        # counts the messages, which the cap bounds.
+        self.queue: deque[tuple[bytes, list[Message]]] = deque()
+        self.queued = 0
         self.sent = 0
-        self.lost = 0
+        self.lost_by: dict[str, int] = dict.fromkeys(LOST_REASONS, 0)
         self.errors = 0
         self.connects = 0
         self._transport: Any = None
@@ -104,42 +119,65 @@ class HepSender:
         if not self._closed:
             self._task = self.loop.create_task(self._connect())
 
+    @property
+    def lost(self) -> int:
+        return sum(self.lost_by.values())
+
     def submit(self, msg: Message, call_id: bytes) -> None:
-        if len(self.queue) >= self.cfg.queue:
-            self.lost += 1
-            return
-        self.queue.append((msg, call_id))
+        self.submit_many([msg], call_id)
+
+    def submit_many(self, msgs: list[Message], call_id: bytes) -> None:
+        """Queue a call's messages (the list is kept, not copied: the caller
+        hands it over); what is over the queue's cap is lost."""
+        room = self.cfg.queue - self.queued
+        if room < len(msgs):
+            room = max(room, 0)
+            self.lost_by["queue_full"] += len(msgs) - room
+            if not room:
+                return
+            msgs = msgs[:room]
+        self.queue.append((call_id, msgs))
+        self.queued += len(msgs)
         if not self._scheduled:
-            self._schedule()
+            self._scheduled = True
+            self.loop.call_later(FLUSH_S, self._flush)
 
     def _schedule(self) -> None:
+        """Drain on the next loop turn (connected, or writable again)."""
         self._scheduled = True
         self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        """Make and send what waits, BATCH messages at a time, until the
+        queue is empty or the connection's write buffer is over HIGH_WATER."""
         self._scheduled = False
         transport = self._transport
         if transport is None or transport.is_closing():
             return
         queue, cfg, auth = self.queue, self.cfg, self._auth
-        udp = cfg.transport == "udp"
+        udp, capture_id = cfg.transport == "udp", cfg.capture_id
+        pop = queue.popleft
         while queue:
             if transport.get_write_buffer_size() > HIGH_WATER:
                 return  # resume_writing drains the rest
-            msg, call_id = queue.popleft()
-            try:
-                packet = encode(msg.data, msg.src, msg.dst, msg.ts_us, tcp=msg.transport != "udp",
-                                capture_id=cfg.capture_id, correlation_id=call_id, auth_key=auth)
-            except ValueError:  # an address that is not an IP: nothing to say it with
-                self.lost += 1
-                continue
+            batch = []
+            taken = 0
+            while queue and taken < BATCH:
+                item = pop()
+                batch.append(item)
+                taken += len(item[1])
+            self.queued -= taken
+            packets: list[bytes] = []
+            self.lost_by["not_ip"] += encode_many(batch, capture_id, auth, packets)
             if udp:
-                transport.sendto(packet)
-            else:
-                transport.write(packet)
-            self.sent += 1
+                for packet in packets:
+                    transport.sendto(packet)
+            elif packets:
+                transport.write(b"".join(packets))
+            self.sent += len(packets)
 
     def stats(self) -> dict[str, Any]:
         return {"transport": self.cfg.transport, "collector": f"{self.cfg.host}:{self.cfg.port}",
                 "connected": self._transport is not None, "sent": self.sent, "lost": self.lost,
-                "queued": len(self.queue), "errors": self.errors}
+                "lost_by": dict(self.lost_by), "queued": self.queued, "queue": self.cfg.queue,
+                "errors": self.errors, "connects": self.connects}

@@ -36,8 +36,17 @@ _TRANSPORT: dict[int, str] = {PUBLIC_UDP: "udp", PUBLIC_TCP: "tcp", PUBLIC_TLS: 
 RESYNC_S = 10.0  # how often the wall clock is read again beside the loop's
 
 
+_new = tuple.__new__  # a Message without the named tuple's Python-level __new__
+
+
 class Capture:
-    """What the pipeline calls, per message, when tracing is on."""
+    """What the pipeline calls, per message, when tracing is on.
+
+    Per message: one Call-ID search, one Message per message in or out (a
+    tuple holding the datagram's own bytes, no copy), the redaction of a
+    gateway's message (one C search when it holds no credentials), one append
+    to the ring and one to the HEP queue; the HEP packets are made later, in
+    the sender's batch (sbc.io.hep)."""
 
     def __init__(self, clock: Callable[[], float], local: Callable[[int], Addr]) -> None:
         self.clock = clock
@@ -57,12 +66,11 @@ class Capture:
             self._offset = time.time() - now
         return int((now + self._offset) * 1_000_000)
 
-    def _keep(self, call_id: bytes, forwarded: bool) -> tuple[bool, bool, bool]:
+    def _keep(self, call_id: bytes) -> tuple[bool, bool, bool]:
         """(on a call, into the ring, to HEP)."""
         ring = self.ring
-        on_call = forwarded or (ring is not None and call_id in ring)
-        if on_call:
-            return True, ring is not None, self.hep is not None
+        if ring is not None and call_id in ring:
+            return True, True, self.hep is not None
         return (False, ring is not None and self.ring_sample(),
                 self.hep is not None and self.hep_sample())
 
@@ -86,7 +94,7 @@ class Capture:
         if kind == "forward" or (ring is not None and call_id in ring):
             on_call, to_ring, to_hep = True, ring is not None, self.hep is not None
         else:
-            on_call, to_ring, to_hep = self._keep(call_id, False)
+            on_call, to_ring, to_hep = self._keep(call_id)
             if not (to_ring or to_hep):
                 return
         note = ""
@@ -94,45 +102,40 @@ class Capture:
             note = verdict.reason.value  # type: ignore[union-attr]
         if now - self._synced > RESYNC_S:
             self._us(now)
-        ts = int((now + self._offset) * 1_000_000)
-        leg, transport, local = self._channels.get(channel) or self._ends(channel)
+        offset = self._offset
+        channels = self._channels
+        leg, transport, local = channels.get(channel) or self._ends(channel)
         # Only a gateway's request carries credentials: sbc strips them before
         # VOS3000 and never sends any itself (what it sends is not searched).
-        msgs = [Message(ts, leg, "in", transport, (host, port), local,
-                        data if channel >= PRIVATE else redact(data), note)]
-        if verdict.sends:
-            msgs += self._out(verdict.sends, int((self.clock() + self._offset) * 1_000_000))
-        if to_ring and ring is not None:
-            ring.add(call_id, msgs, on_call)
-        if to_hep and self.hep is not None:
-            for m in msgs:
-                self.hep.submit(m, call_id)
+        msgs = [_new(Message, (int((now + offset) * 1_000_000), leg, "in", transport,
+                               (host, port), local,
+                               data if channel >= PRIVATE else redact(data), note))]
+        sends = verdict.sends
+        if sends:
+            ts = int((self.clock() + offset) * 1_000_000)
+            for ch, addr, out in sends:
+                leg, transport, local = channels.get(ch) or self._ends(ch)
+                msgs.append(_new(Message, (ts, leg, "out", transport, local, addr, out, "")))
+        if to_ring:
+            ring.add(call_id, msgs, on_call)  # type: ignore[union-attr]
+        if to_hep:
+            self.hep.submit_many(msgs, call_id)  # type: ignore[union-attr]
 
     def sent(self, sends: list[Send], now: float) -> None:
         """What sbc sent of its own accord (the timer, the fraud watch)."""
         if not sends:
             return
         ts = self._us(now)
-        for send in sends:
-            call_id = call_id_of(send[2])
-            on_call, to_ring, to_hep = self._keep(call_id, False)
-            if to_ring or to_hep:
-                self._record(call_id, self._out([send], ts), on_call, to_ring, to_hep)
-
-    def _out(self, sends: list[Send], ts: int) -> list[Message]:
-        out = []
         for ch, addr, data in sends:
-            leg, transport, local = self._channels.get(ch) or self._ends(ch)
-            out.append(Message(ts, leg, "out", transport, local, addr, data))
-        return out
-
-    def _record(self, call_id: bytes, msgs: list[Message], on_call: bool, to_ring: bool,
-                to_hep: bool) -> None:
-        if to_ring and self.ring is not None:
-            self.ring.add(call_id, msgs, on_call)
-        if to_hep and self.hep is not None:
-            for m in msgs:
-                self.hep.submit(m, call_id)
+            call_id = call_id_of(data)
+            on_call, to_ring, to_hep = self._keep(call_id)
+            if to_ring or to_hep:
+                leg, transport, local = self._channels.get(ch) or self._ends(ch)
+                msgs = [_new(Message, (ts, leg, "out", transport, local, addr, data, ""))]
+                if to_ring and self.ring is not None:
+                    self.ring.add(call_id, msgs, on_call)
+                if to_hep and self.hep is not None:
+                    self.hep.submit_many(msgs, call_id)
 
 
 class TraceService:
@@ -242,5 +245,5 @@ class TraceService:
         if cap.ring is not None:
             out.update(cap.ring.figures())
         if cap.hep is not None:
-            out["hep"] = cap.hep.stats()
+            out["hep"] = {**cap.hep.stats(), "sampled_out": cap.hep_sample.skipped}
         return out

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from typing import NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 MAGIC = b"HEP3"
 FAMILY_V4, FAMILY_V6 = 2, 10
@@ -71,11 +72,11 @@ class HepPacket(NamedTuple):
     auth_key: bytes | None = None
 
 
-def encode(payload: bytes, src: tuple[str, int], dst: tuple[str, int], ts_us: int, *,
-           tcp: bool = False, capture_id: int = 0, correlation_id: bytes = b"",
-           auth_key: bytes | None = None) -> bytes:
-    """One HEP3 packet. IPv4 when both addresses are IPv4, else IPv6 (an
-    IPv4 one mapped). A payload that would not fit the 16-bit length is cut."""
+def _static(src: tuple[str, int], dst: tuple[str, int], tcp: bool, capture_id: int,
+            auth_key: bytes | None) -> tuple[bytes, bytes]:
+    """The chunks that only depend on the two ends and the settings: those
+    before the timestamp (family to destination port) and those between it
+    and the correlation ID (protocol type to auth key)."""
     (sv, s), (dv, d) = _packed(src[0]), _packed(dst[0])
     if sv == 4 and dv == 4:
         family, src_kind, addrs = FAMILY_V4, 3, (s, d)
@@ -83,24 +84,94 @@ def encode(payload: bytes, src: tuple[str, int], dst: tuple[str, int], ts_us: in
         family, src_kind = FAMILY_V6, 5
         v6 = [b"\x00" * 10 + b"\xff\xff" + a if len(a) == 4 else a for a in (s, d)]
         addrs = (v6[0], v6[1])
-    sec, usec = divmod(ts_us, 1_000_000)
-    head = b"".join((
+    before = b"".join((
         _U8.pack(0, 1, 7, family),
         _U8.pack(0, 2, 7, PROTO_TCP if tcp else PROTO_UDP),
         _chunk(src_kind, addrs[0]),
         _chunk(src_kind + 1, addrs[1]),
         _U16.pack(0, 7, 8, src[1]),
         _U16.pack(0, 8, 8, dst[1]),
-        _U32.pack(0, 9, 10, sec & 0xFFFFFFFF),
-        _U32.pack(0, 10, 10, usec),
+    ))
+    after = b"".join((
         _U8.pack(0, 11, 7, SIP),
         _U32.pack(0, 12, 10, capture_id & 0xFFFFFFFF),
         _chunk(14, auth_key) if auth_key else b"",
-        _chunk(17, correlation_id) if correlation_id else b"",
     ))
-    room = MAX_PACKET - HEADER - len(head) - CHUNK
-    body = head + _chunk(15, payload[:room])
-    return MAGIC + struct.pack("!H", HEADER + len(body)) + body
+    return before, after
+
+
+# (src, dst, tcp, capture_id, auth_key) -> the static chunks: sbc's few
+# addresses and its peers' repeat, so a packet costs one lookup and two packs.
+_STATIC: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+_STATIC_MAX = 4096
+# "HEP3", the total length, chunks 9 and 10 (seconds and microseconds).
+_HEAD = struct.Struct("!4sH")
+_TIME = struct.Struct("!HHHIHHHI")
+_CHUNK_HEAD = struct.Struct("!HHH")
+
+
+def encode(payload: bytes, src: tuple[str, int], dst: tuple[str, int], ts_us: int, *,
+           tcp: bool = False, capture_id: int = 0, correlation_id: bytes = b"",
+           auth_key: bytes | None = None) -> bytes:
+    """One HEP3 packet. IPv4 when both addresses are IPv4, else IPv6 (an
+    IPv4 one mapped). A payload that would not fit the 16-bit length is cut.
+    ValueError for an address that is not an IP."""
+    key = (src, dst, tcp, capture_id, auth_key)
+    static = _STATIC.get(key)
+    if static is None:
+        if len(_STATIC) >= _STATIC_MAX:  # bounded: a cache, not a table of every peer
+            _STATIC.clear()
+        static = _STATIC[key] = _static(src, dst, tcp, capture_id, auth_key)
+    before, after = static
+    sec, usec = divmod(ts_us, 1_000_000)
+    corr = _CHUNK_HEAD.pack(0, 17, CHUNK + len(correlation_id)) if correlation_id else b""
+    head = HEADER + len(before) + 20 + len(after) + len(corr) + len(correlation_id) + CHUNK
+    if head + len(payload) > MAX_PACKET:
+        payload = payload[:MAX_PACKET - head]
+    return b"".join((
+        _HEAD.pack(MAGIC, head + len(payload)), before,
+        _TIME.pack(0, 9, 10, sec & 0xFFFFFFFF, 0, 10, 10, usec), after,
+        corr, correlation_id, _CHUNK_HEAD.pack(0, 15, CHUNK + len(payload)), payload))
+
+
+def encode_many(items: Iterable[tuple[bytes, Sequence[Any]]], capture_id: int,
+                auth_key: bytes | None, out: list[bytes]) -> int:
+    """`encode` over a batch, the way the sender drains its queue: each item
+    is (correlation ID, messages), a message indexable like
+    sbc.trace.ring.Message (ts_us 0, transport 3, src 4, dst 5, data 6).
+    The packets are appended to `out`; returns how many messages had an
+    address that is not an IP (skipped)."""
+    static_of, full = _STATIC.get, _STATIC_MAX
+    head_pack, time_pack, chunk_pack = _HEAD.pack, _TIME.pack, _CHUNK_HEAD.pack
+    append = out.append
+    skipped = 0
+    for correlation_id, msgs in items:
+        corr = chunk_pack(0, 17, CHUNK + len(correlation_id)) if correlation_id else b""
+        fixed = HEADER + 20 + len(corr) + len(correlation_id) + CHUNK
+        for msg in msgs:
+            src, dst, tcp = msg[4], msg[5], msg[3] != "udp"
+            key = (src, dst, tcp, capture_id, auth_key)
+            static = static_of(key)
+            if static is None:
+                try:
+                    static = _static(src, dst, tcp, capture_id, auth_key)
+                except ValueError:
+                    skipped += 1
+                    continue
+                if len(_STATIC) >= full:
+                    _STATIC.clear()
+                _STATIC[key] = static
+            before, after = static
+            payload = msg[6]
+            head = fixed + len(before) + len(after)
+            if head + len(payload) > MAX_PACKET:
+                payload = payload[:MAX_PACKET - head]
+            sec, usec = divmod(msg[0], 1_000_000)
+            append(b"".join((
+                head_pack(MAGIC, head + len(payload)), before,
+                time_pack(0, 9, 10, sec & 0xFFFFFFFF, 0, 10, 10, usec), after,
+                corr, correlation_id, chunk_pack(0, 15, CHUNK + len(payload)), payload)))
+    return skipped
 
 
 def decode(packet: bytes) -> HepPacket:

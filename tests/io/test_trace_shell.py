@@ -79,7 +79,8 @@ async def test_hep_queue_is_bounded_and_counts_losses() -> None:
     try:
         for n in range(100):
             sender.submit(msg(n), b"c")
-        assert len(sender.queue) == 16 and sender.lost == 84
+        assert sender.queued == 16 and sender.lost == 84
+        assert sender.stats()["lost_by"] == {"queue_full": 84, "not_ip": 0}
         assert sender.stats()["connected"] is False
     finally:
         sender.close()

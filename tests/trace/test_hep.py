@@ -86,3 +86,29 @@ def test_other_vendors_chunks_are_skipped() -> None:
     extra = struct.pack("!HHH", 0x1234, 15, 8) + b"no"
     packet = packet[:4] + struct.pack("!H", len(packet) + len(extra)) + packet[6:] + extra
     assert decode(packet).payload == b"x"
+
+
+def test_encode_many_makes_the_same_packets_and_skips_what_is_not_ip() -> None:
+    """The sender's batch encoder against `encode`, message by message, with
+    the cached chunks of each pair of ends used twice."""
+    from sbc.trace.hep import encode_many
+    from sbc.trace.ring import Message
+
+    def m(src: tuple[str, int], dst: tuple[str, int], ts: int, transport: str = "udp",
+          data: bytes = PAYLOAD) -> Message:
+        return Message(ts, "public", "in", transport, src, dst, data)
+
+    msgs = [m(("192.0.2.1", 5062), ("198.51.100.9", 5060), 1_700_000_123_456_789),
+            m(("192.0.2.1", 5062), ("198.51.100.9", 5060), 1_700_000_123_999_999),
+            m(("2001:db8::1", 5060), ("192.0.2.2", 9), 5_000_001, "tcp"),
+            m(("192.0.2.1", 1), ("192.0.2.2", 2), 0, "tls", b"a" * 70_000),
+            m(("not-an-ip", 1), ("192.0.2.2", 2), 0)]
+    for auth in (None, b"s3cret"):
+        out: list[bytes] = []
+        skipped = encode_many([(b"c-1", msgs[:2]), (b"", msgs[2:])], 2001, auth, out)
+        assert skipped == 1
+        assert out == [encode(x.data, x.src, x.dst, x.ts_us, tcp=x.transport != "udp",
+                              capture_id=2001, correlation_id=c, auth_key=auth)
+                       for c, x in [(b"c-1", msgs[0]), (b"c-1", msgs[1]), (b"", msgs[2]),
+                                    (b"", msgs[3])]]
+        assert len(out[3]) == 65535 and decode(out[2]).protocol == 6
