@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from .state.bans import BanKeeper
 from .cluster.redis_link import RedisLink, make_cluster
 from .cluster.limits_link import LimitsLink, make_limits
+from .cluster.registrations_link import RegistrationsLink, make_registrations
 from .config import Config
 from .core.identify.auth import (
     DIGEST_OFFENSES,
@@ -57,6 +58,8 @@ class Components:
     kernel_ok: bool = False  # the ruleset was loaded
     cluster: RedisLink | None = None  # bans shared with other nodes (cluster.enabled)
     limits: LimitsLink | None = None  # call limits shared with them (cluster.share_limits)
+    # registrations known to them, calls relayed to them (cluster.share_registrations)
+    registrations: RegistrationsLink | None = None
 
     async def start(self) -> None:
         """Load the kernel ruleset (nftables mode) and put the active bans and
@@ -71,17 +74,23 @@ class Components:
             self.cluster.start()
         if self.limits is not None:
             self.limits.start()
+        if self.registrations is not None:
+            self.registrations.start()
 
     async def stop(self) -> None:
         if self.cluster is not None:
             await self.cluster.stop()
         if self.limits is not None:
             await self.limits.stop()
+        if self.registrations is not None:
+            await self.registrations.stop()
         if self.kernel is not None:
             await self.kernel.close()
 
     def save_bindings(self, aor: str, bindings: list[Binding]) -> None:
         self.store.save_bindings(aor, to_rows(bindings, self.loop.time(), time.time()))
+        if self.registrations is not None:
+            self.registrations.local(aor, bindings)
 
     def housekeeping(self, now: float) -> None:
         """Periodic: expire registrations (and persist), bans (and persist,
@@ -213,7 +222,11 @@ def build_components(cfg: Config, loop: asyncio.AbstractEventLoop) -> Components
     dialogs.restore()
     parts = Components(engine, store, keeper, dialogs, loop, secret, trusted, kernel,
                        cluster=make_cluster(cfg.cluster, keeper, loop),
-                       limits=make_limits(cfg.cluster, engine, loop))
+                       limits=make_limits(cfg.cluster, engine, loop),
+                       registrations=make_registrations(
+                           cfg.cluster, engine, (settings.private_host, settings.private_port),
+                           frozenset([*engine.egresses, (settings.public_host, settings.public_port)]),
+                           loop))
     engine.on_bindings = parts.save_bindings
     trusted.attach()  # beside the store's sinks: confirmed dialogs, registrations
     log.info("state_loaded", path=cfg.state.path, bindings=len(registrar),
@@ -232,13 +245,14 @@ def conn_limits(cfg: Config) -> ConnLimits:
 
 def ban_table(cfg: Config, gateways: GatewayTable) -> BanTable:
     b = cfg.bans
-    exempt_nets = GatewayTable([("exempt", b.exempt, [])], FAST)
+    # No exempt networks (the default): no lookup per offense for them.
+    exempt_nets = GatewayTable([("exempt", b.exempt, [])], FAST) if b.exempt else None
     pair_hosts = {host for gw in cfg.gateways for host, _ in gw.ip_port}
 
     def exempt(host: str) -> bool:
         # Gateway sources are never banned automatically, whatever their port.
         return (host in pair_hosts or gateways.by_source(host, 1) is not None
-                or exempt_nets.by_source(host, 1) is not None)
+                or (exempt_nets is not None and exempt_nets.by_source(host, 1) is not None))
 
     # Each switch of `bans.offenses` is named after the offense it counts,
     # but for `connection`: one switch for every way a connection breaks a limit.

@@ -102,6 +102,15 @@ _SCHEMAS: dict[str, Any] = {
     "Dialogs": {"type": "object", "required": ["count", "truncated", "dialogs"],
                 "properties": {"count": {"type": "integer"}, "truncated": {"type": "boolean"},
                                "dialogs": {"type": "array", "items": _ref("Dialog")}}},
+    "Registrations": {"type": "object", "required": ["count", "truncated", "registrations"],
+                      "properties": {"count": {"type": "integer"},
+                                     "truncated": {"type": "boolean"},
+                                     "registrations": {"type": "array", "items": {
+                                         "type": "object", "required": ["aor", "node"],
+                                         "properties": {"aor": {"type": "string"},
+                                                        "node": {"type": ["string", "null"]},
+                                                        "expires_s": {"type": "number"}},
+                                         "additionalProperties": True}}}},
     "Ban": {"type": "object", "required": ["host", "reason", "expires_in_s"],
             "properties": {"host": {"type": "string"}, "reason": {"type": "string"},
                            "offenses": _COUNTS,
@@ -179,6 +188,10 @@ def spec(version: str = "0.1.0") -> dict[str, Any]:
             "/api/dialogs": {"get": _op("Calls in progress", {
                 "200": _json("Dialogs", _ref("Dialogs")), "400": _ERROR},
                 operationId="dialogs", parameters=[_LIMIT])},
+            "/api/registrations": {"get": _op(
+                "Registered phones: this node's bindings, then the other nodes' it knows of", {
+                    "200": _json("Registrations", _ref("Registrations")), "400": _ERROR},
+                operationId="registrations", parameters=[_LIMIT])},
             "/api/bans": {
                 "get": _op("Active bans, newest first, with why", {
                     "200": _json("Bans", _ref("Bans")), "400": _ERROR},

@@ -10,6 +10,10 @@ their strict reading (`events`), the merge rules (`merge`), the link's state
 machine (`link`), what to publish and how to apply (`sync`), the key names
 and server-side scripts (`keys`). `redis_link` is the asyncio shell that
 moves the bytes.
+
+Registrations likewise: which node holds which phone and where each live
+node takes relayed calls (`registrations`, pure), moved by
+`registrations_link`; the hop itself is the core's (sbc.core.proxy.relay).
 """
 
 from .events import BanEvent, Invalid, Op, decode, encode

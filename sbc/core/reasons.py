@@ -77,6 +77,8 @@ class DropReason(StrEnum):
     CLIENT_CERT_REQUIRED = "client_cert_required"  # a response or ACK, not over TLS
     MALFORMED_CREDENTIALS = "malformed_credentials"  # digest credentials that cannot be read
     NOT_BACKEND = "not_backend"  # on a private socket, from no VOS3000 address
+    # relayed by another node, naming no VOS3000 under its Via (core/proxy/relay.py)
+    RELAY_NOT_FROM_BACKEND = "relay_not_from_backend"
     # match
     NO_DIALOG = "no_dialog"  # an ACK with a To-tag of no dialog (never answered)
     NO_TRANSACTION = "no_transaction"  # an ACK out of dialog that matches no transaction
@@ -191,6 +193,7 @@ STAGE: dict[DropReason, Stage] = {
     DropReason.CLIENT_CERT_REQUIRED: Stage.IDENTIFY,
     DropReason.MALFORMED_CREDENTIALS: Stage.IDENTIFY,
     DropReason.NOT_BACKEND: Stage.IDENTIFY,
+    DropReason.RELAY_NOT_FROM_BACKEND: Stage.IDENTIFY,
     DropReason.NO_DIALOG: Stage.MATCH,
     DropReason.NO_TRANSACTION: Stage.MATCH,
     DropReason.DIALOG_NOT_OWNER: Stage.MATCH,

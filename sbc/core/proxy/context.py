@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from ..fraud.watch import FraudWatch
     from ..identify.auth import DigestAuth
     from .dialogs import Dialog
+    from .relay import Nodes
     from ..identify.gateways import GatewayInfo, GatewayTable
     from ..identify.registrar import Binding, Registrar
 
@@ -138,6 +139,7 @@ class Context:
                                   interval=s.ping_interval, timeout=s.ping_timeout)
         self.calls = CallState(s, self)
         self.fraud: FraudWatch | None = None  # the toll-fraud watch; None: no rules
+        self.nodes: Nodes | None = None  # the cluster's other nodes (relay.py); None: alone
         self.proofs = Proofs()
         # The screen's scanner signatures, checked again on the parsed message.
         self.signatures: re.Pattern[bytes] | None = None

@@ -489,8 +489,9 @@ class PublicSide:
         if nxt is None:
             return Drop(DropReason.NO_NEXT_VIA)
         addr: Addr = parse_via(nxt).reply_address()
-        if ctx.health.by_addr(addr) is None:
-            return Drop(DropReason.RESPONSE_NOT_TO_BACKEND)
+        if ctx.health.by_addr(addr) is None and not (
+                ctx.nodes is not None and ctx.nodes.is_node(addr[0], addr[1], now)):
+            return Drop(DropReason.RESPONSE_NOT_TO_BACKEND)  # nor a node that relayed it
         if not branch_is_for(ctx.secret, branch, (src.host, src.port), addr):
             return Drop(DropReason.RESPONSE_NOT_OURS)  # nobody sbc sent this request to, or altered
         from_tag = header_param(msg.get("from") or b"", b"tag")

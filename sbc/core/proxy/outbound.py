@@ -4,8 +4,10 @@ Responses follow the Via stack back to the public side. Requests go only to
 the peer of the dialog they name (Call-ID and both tags, from the dialog's
 VOS3000 on the dialog's egress), to the binding of a registered digest
 account (a new call towards it), or, for CANCEL, to where that call's INVITE
-went. VOS3000's OPTIONS keepalives are answered here. Nothing else leaves:
-sbc is never an open relay.
+went; in a cluster, what another node holds goes one hop to that node's
+private address, and what a live node relays is taken as from the VOS3000
+under its Via (relay.py). VOS3000's OPTIONS keepalives are answered here.
+Nothing else leaves: sbc is never an open relay.
 
 What sbc sends to the public side carries a branch signed for that peer and
 for the VOS3000 address the answer must go back to (routing.signed_branch),
@@ -19,6 +21,8 @@ from .context import BYE_BRANCH, PING_BRANCH, Context, contact_uri
 from .dialogs import Dialog, DialogState
 from .failover import Failover
 from ..reasons import Absorbed, DropReason, Offense
+from .relay import RELAY_BRANCH, account_of, backend_behind, relay_branch, relay_request, \
+    relayed_to, route_node
 from .routing import signed_branch
 from .scan import Scan
 from .timers import TimerKind
@@ -50,10 +54,19 @@ class BackendSide:
 
     def receive(self, msg: Message, src: Source, now: float) -> Verdict:
         ctx = self.ctx
-        if src.host not in ctx.health.hosts:
+        # Another node relaying what VOS3000 sent it (relay.py): only from a
+        # live node's private address, exactly.
+        relayed = ctx.nodes is not None and ctx.nodes.is_node(src.host, src.port, now)
+        if not relayed and src.host not in ctx.health.hosts:
             return Drop(DropReason.NOT_BACKEND)
         if msg.method is None:
             return self.response(msg, src, now)
+        backend_host = src.host  # the VOS3000 the request comes from
+        if relayed:
+            behind = backend_behind(msg)
+            if behind is None or ctx.health.by_host(behind[0]) is None:
+                return Drop(DropReason.RELAY_NOT_FROM_BACKEND)
+            backend_host = behind[0]
         vi, via, via_line = ctx.received_via(msg, src)
         scan = ctx.scan(msg, vi, via_line)
         if scan.mf_zero:
@@ -65,18 +78,25 @@ class BackendSide:
             if method == "OPTIONS":
                 return ctx.reply_stateless(200, scan, src)  # VOS3000 checking its gateway
             if method == "INVITE":
-                return self._call_to_binding(msg, src, now, scan, via, from_tag)
+                return self._call_to_binding(msg, src, now, scan, via, from_tag, backend_host,
+                                             relayed)
             if method == "CANCEL":
-                return self._cancel_to_binding(msg, src, scan, via, from_tag)
+                return self._cancel_to_binding(msg, src, now, scan, via, from_tag, backend_host,
+                                               relayed)
             if method == "ACK":
                 return Drop(DropReason.NO_DIALOG)
             return ctx.reply_stateless(481, scan, src)
         dlg = ctx.calls.dialogs.find(msg.call_id, from_tag, to_tag)
         if dlg is None:
+            node = None if relayed or ctx.nodes is None else (
+                route_node(scan, ctx.nodes, now) or
+                (ctx.nodes.owner(account_of(msg) or "", now) if method == "ACK" else None))
+            if node is not None:  # a dialog another node holds
+                return self._relay(msg, src, scan, via, node)
             if method == "ACK":
                 return Drop(DropReason.NO_DIALOG)
             return ctx.reply_stateless(481, scan, src)
-        if src.channel != dlg.egress or src.host != dlg.backend[0]:
+        if src.channel != dlg.egress or backend_host != dlg.backend[0]:
             return Drop(DropReason.DIALOG_NOT_OWNER)  # another VOS3000, or another gateway's socket
         if dlg.state is DialogState.ENDED and method not in _AFTER_END:
             return ctx.reply_stateless(481, scan, src)
@@ -97,8 +117,16 @@ class BackendSide:
         out = serialize(start or msg.start, lines, msg.body, msg.has_content_length)
         return Forward([(channel, peer, out)])
 
+    def _relay(self, msg: Message, src: Source, scan: Scan, via: Via, node: Addr) -> Forward:
+        """On to the node that holds the phone or its dialog (relay.py)."""
+        ctx = self.ctx
+        branch = relay_branch(ctx.secret, ctx.key_material(msg, via, b"r"),
+                              src.channel - PRIVATE, node, (src.host, src.port))
+        return relay_request(msg, src, scan, branch, ctx.via_egress[0], node)
+
     def _call_to_binding(self, msg: Message, src: Source, now: float, scan: Scan, via: Via,
-                         from_tag: bytes | None) -> Verdict:
+                         from_tag: bytes | None, backend_host: str,
+                         relayed: bool) -> Verdict:
         """A new call from VOS3000 to a registered account (RFC 3261 §16.5: the
         Request-URI becomes the registered contact; sent to where it registered from)."""
         ctx = self.ctx
@@ -113,15 +141,20 @@ class BackendSide:
             user = parse_uri(msg.uri).user
         except SipParseError:
             user = None
-        bindings = ctx.registrar.lookup(user.decode("utf-8", "replace"), now) if (
+        aor = user.decode("utf-8", "replace") if user else ""
+        bindings = ctx.registrar.lookup(aor, now) if (
             user and ctx.registrar is not None) else []
         if not bindings:
+            node = ctx.nodes.owner(aor, now) if (
+                aor and ctx.nodes is not None and not relayed) else None
+            if node is not None:  # registered at another node: one hop there
+                return self._relay(msg, src, scan, via, node)
             return ctx.reply_stateless(480, scan, src)
         if len(calls.dialogs) >= ctx.s.max_dialogs:
             return ctx.reply_stateless(503, scan, src, extra=(b"Retry-After: 5",))
         binding = bindings[0]
         channel, host, port = binding.source
-        target = ctx.health.by_host(src.host)  # the VOS3000 the call comes from lives on
+        target = ctx.health.by_host(backend_host)  # the VOS3000 the call comes from lives on
         dlg = Dialog(msg.call_id, (host, port), channel, now, now + ctx.s.dialog_setup_timeout,
                      gateway=binding.gateway, egress=src.channel, inbound=True,
                      backend=target.addr if target is not None else (src.host, src.port),
@@ -134,16 +167,21 @@ class BackendSide:
         return self._to_peer(msg, src, scan, via, channel, (host, port),
                              start=b"INVITE " + binding.contact + b" SIP/2.0", record_route=True)
 
-    def _cancel_to_binding(self, msg: Message, src: Source, scan: Scan, via: Via,
-                           from_tag: bytes | None) -> Verdict:
+    def _cancel_to_binding(self, msg: Message, src: Source, now: float, scan: Scan, via: Via,
+                           from_tag: bytes | None, backend_host: str,
+                           relayed: bool) -> Verdict:
         """VOS3000 cancels a call it placed to a registered phone: the CANCEL
         goes where the INVITE went, with the INVITE's branch (RFC 3261 §9.1,
         §16.10); the phone's 200 and 487 come back like any response."""
         ctx = self.ctx
         dlg = ctx.calls.dialogs.get(msg.call_id, from_tag)
+        if dlg is None and ctx.nodes is not None and not relayed:
+            node = ctx.nodes.owner(account_of(msg) or "", now)
+            if node is not None:  # the INVITE went to that node: so does its CANCEL
+                return self._relay(msg, src, scan, via, node)
         if dlg is None or not dlg.inbound or dlg.state is not DialogState.EARLY:
             return ctx.reply_stateless(481, scan, src)
-        if src.channel != dlg.egress or src.host != dlg.backend[0]:
+        if src.channel != dlg.egress or backend_host != dlg.backend[0]:
             return Drop(DropReason.DIALOG_NOT_OWNER)
         start = b"CANCEL " + dlg.peer_contact + b" SIP/2.0" if dlg.peer_contact else None
         return self._to_peer(msg, src, scan, via, dlg.peer_channel, dlg.peer, start=start)
@@ -162,6 +200,8 @@ class BackendSide:
             if msg.status >= 200:
                 self.failover.ping_answer(branch, msg.status, now)
             return Drop(Absorbed.PING_ANSWER)
+        if branch.startswith(RELAY_BRANCH):
+            return self._relayed_response(msg, src, lines, branch, nxt)
         tx = ctx.calls.txs.get(branch) if msg.cseq_method in ("INVITE", "CANCEL") else None
         if tx is not None and msg.cseq_method == "CANCEL":
             return Drop(Absorbed.CANCEL_ANSWER)  # the 200 for our own CANCEL
@@ -179,6 +219,22 @@ class BackendSide:
             ctx.bans.offense(via.reply_address()[0], Offense.BACKEND_AUTH_FAILURE, now)
         out = serialize(msg.start, lines, msg.body, msg.has_content_length)
         return Forward([(channel, via.reply_address(), out)])
+
+    def _relayed_response(self, msg: Message, src: Source, lines: list[bytes], branch: bytes,
+                          nxt: bytes | None) -> Verdict:
+        """A node's answer to a request this node relayed to it: back to the
+        VOS3000 address it was signed for, from the socket the request came in on."""
+        ctx = self.ctx
+        if nxt is None:
+            return Drop(DropReason.NO_NEXT_VIA)
+        origin = parse_via(nxt).reply_address()
+        if ctx.health.by_addr(origin) is None:
+            return Drop(DropReason.RESPONSE_NOT_TO_BACKEND)
+        egress = relayed_to(ctx.secret, branch, (src.host, src.port), origin)
+        if egress is None or egress >= len(ctx.egresses):
+            return Drop(DropReason.RESPONSE_NOT_OURS)  # from no node we sent it to, or altered
+        out = serialize(msg.start, lines, msg.body, msg.has_content_length)
+        return Forward([(PRIVATE + egress, origin, out)])
 
     def _invite_response(self, tx: InviteTx, msg: Message, lines: list[bytes],
                          now: float) -> Verdict:
