@@ -4,7 +4,9 @@ and rule, recent clears), `POST /api/fraud/clear` (an operator lifts a block
 and restarts its counters: {gateway, rule, by, note}, "*" for all), and the
 metrics `sbc_fraud_alerts_total{gateway,rule,level}`,
 `sbc_fraud_blocked{gateway,rule}`, `sbc_fraud_refused_total{gateway,rule}`
-and `sbc_fraud_webhook_total{outcome}`."""
+and `sbc_fraud_webhook_total{outcome}`; with the cluster sharing the watch,
+`sbc_fraud_cluster_shared` (1 shared, 0 each node counting alone) and
+`sbc_fraud_cluster_events_received_total{outcome}`."""
 
 from __future__ import annotations
 
@@ -114,6 +116,18 @@ class FraudCollector:
         for outcome, n in sorted(state.get("webhook", {}).items()):
             hook.add_metric([outcome], n)
         yield hook
+        cluster = state.get("cluster")
+        if isinstance(cluster, Mapping):
+            yield GaugeMetricFamily("sbc_fraud_cluster_shared",
+                                    "1 while the watch's figures and blocks are the cluster's, "
+                                    "0 while this node counts alone", value=int(
+                                        cluster.get("mode") == "shared"))
+            got = CounterMetricFamily("sbc_fraud_cluster_events_received",
+                                      "Blocks and clears from other nodes, by outcome",
+                                      labels=["outcome"])
+            for outcome, n in sorted(cluster.get("received", {}).items()):
+                got.add_metric([outcome], n)
+            yield got
 
 
 def add_fraud(app: web.Application, backend: FraudBackend | None,

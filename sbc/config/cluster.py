@@ -12,6 +12,10 @@ holds up SIP, sbc keeps serving on its own bans and its share of each limit
 switches the shared limits off (each node then applies every limit alone);
 `slot_ttl_s` is how long a dead node's calls keep their slots;
 `fallback_nodes` is what a node that never reached Redis divides by.
+`share_registrations` switches off the shared registrations (a phone is then
+known to the node it registered at only); `max_remote_bindings` bounds the
+other nodes' bindings a node keeps. `share_fraud` switches off the shared
+toll-fraud watch (each node then counts, blocks and clears alone).
 """
 
 from __future__ import annotations
@@ -103,6 +107,12 @@ class ClusterConfig(Section):
     share_limits: bool = True
     slot_ttl_s: Seconds = 6.0  # a call's slot outlives its node by this much; refreshed every third
     fallback_nodes: Count = 2  # nodes to divide limits by before Redis has ever answered
+    # The toll-fraud watch's blocks, clears and counters across the nodes (sbc.cluster.fraud_share).
+    share_fraud: bool = True
+    # Registrations: each node's bindings known to all; a call from VOS3000 for
+    # a phone bound at another node is relayed there (README, "Running several nodes").
+    share_registrations: bool = True
+    max_remote_bindings: Count = 100_000  # the other nodes' bindings kept here; beyond, refused
 
     @model_validator(mode="after")
     def _usable(self) -> Self:

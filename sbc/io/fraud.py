@@ -6,6 +6,10 @@ picked up, and the changed state written to SQLite.
 
 With no rule configured the engine holds no watch (`ctx.fraud` None): the
 call path pays one attribute test; the tick only updates the wall offset.
+
+With `cluster.enabled` and `cluster.share_fraud`, blocks, clears and
+counters are shared with the other nodes (sbc.cluster.fraud_link), on a
+Redis connection of the service's own.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import Config
+from ..cluster.fraud_link import FraudLink, make_fraud_link
 from ..config.fraud import FraudRule, zone
 from ..core.engine import Engine
 from ..core.fraud import FraudWatch, Metric, Rule, RuleSet, Threshold, Window
@@ -55,7 +60,8 @@ def fraud_rules(cfg: Config) -> RuleSet:
 
 class FraudService:
     def __init__(self, cfg: Config, engine: Engine, store: Store,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], loop: asyncio.AbstractEventLoop | None = None
+                 ) -> None:
         self.engine = engine
         self.clock = clock
         self.watch = FraudWatch(max_numbers=cfg.fraud.max_numbers,
@@ -68,6 +74,15 @@ class FraudService:
         self._next_poll = 0.0
         self._webhook_cfg: object = None
         self.configure(cfg)
+        self.cluster: FraudLink | None = None
+        if cfg.cluster.enabled:
+            loop = loop or _running_loop()
+            if loop is not None:
+                self.cluster = make_fraud_link(cfg.cluster, self.watch, loop)
+        if self.cluster is not None:
+            share = self.cluster.share
+            self.keeper.on_clear = lambda gateway, rule, by, note: share.cleared(
+                gateway, rule, by, note, time.time())
         now = clock()
         self.keeper.restore(now, lambda key: engine.dialogs.get(*key) is not None)
         self.keeper.poll(now)
@@ -96,9 +111,13 @@ class FraudService:
         self.send = send
         if self.webhook is not None:
             self.webhook.start()
+        if self.cluster is not None:
+            self.cluster.start()
         every(TICK_S, self.tick)
 
     async def stop(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.stop()
         try:
             self.keeper.flush(self.clock())
         except Exception as e:  # a full disk must not stop the shutdown
@@ -141,10 +160,23 @@ class FraudService:
         out = view(self.watch, self.clock(), limit)
         if self.webhook is not None:
             out["webhook"] = dict(self.webhook.figures)
+        if self.cluster is not None:
+            out["cluster"] = self.cluster.stats()
         return out
+
+    def readiness(self) -> dict[str, Any] | None:
+        """Shared with the cluster, or counting alone (None: no cluster)."""
+        return None if self.cluster is None else self.cluster.readiness()
 
     def clear(self, gateway: str, rule: str, by: str, note: str = "") -> list[dict[str, Any]]:
         now = self.clock()
         cleared = self.keeper.clear(gateway, rule, by, note, now)
         return [{"gateway": c.gateway, "rule": c.rule, "by": c.by, "lifted_block": c.lifted}
                 for c in cleared]
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from ..core.fraud.counters import DialogKey
 from ..core.fraud.record import restore, to_record
@@ -22,10 +23,15 @@ from .store import Store
 log = get_logger("sbc.fraud")
 
 
+class OnClear(Protocol):
+    def __call__(self, gateway: str, rule: str, by: str, note: str) -> None: ...
+
+
 class FraudKeeper:
     def __init__(self, watch: FraudWatch, store: Store) -> None:
         self.watch = watch
         self.store = store
+        self.on_clear: OnClear | None = None  # every operator's clear, as asked (cluster)
 
     def restore(self, now: float, alive: Callable[[DialogKey], bool]) -> int:
         """The saved scopes under the configured rules (configure the watch first)."""
@@ -59,6 +65,8 @@ class FraudKeeper:
             cleared = self.watch.clear(row.gateway, row.rule, row.by, now, row.note)
             lifted = any(c.lifted for c in cleared)
             self.store.fraud_clear_applied(row.id, time.time(), lifted)
+            if self.on_clear is not None:
+                self.on_clear(row.gateway, row.rule, row.by, row.note)
             log.info("fraud_cleared", gateway=row.gateway, rule=row.rule, by=row.by,
                      note=row.note, scopes=len(cleared), lifted_block=lifted, via="cli")
             done.extend(cleared)
@@ -70,6 +78,8 @@ class FraudKeeper:
         """An operator's clear through the admin API: applied now, and written."""
         cleared = self.watch.clear(gateway, rule, by, now, note)
         lifted = any(c.lifted for c in cleared)
+        if self.on_clear is not None:
+            self.on_clear(gateway, rule, by, note)
         wall = time.time()
         self.store.add_fraud_clear(gateway, rule, by, note, wall, applied_wall=wall, lifted=lifted)
         self.flush(now)

@@ -8,12 +8,17 @@ call. Calls in progress are the engine's dialogs (bounded by sip.max_dialogs);
 their answered seconds are summed without a walk: `answered` keeps when each
 one started counting, `live_sum` the sum of those starts, so the running
 minutes of all of them are `n * now - live_sum`.
+
+With the cluster sharing the watch (sbc.cluster.fraud_share), `others`
+holds what the other nodes last said of the same scope, added to every
+figure this node judges; None: this node counts alone.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from .rules import Level, Metric, Rule
 
@@ -144,6 +149,23 @@ class Block:
     since: float
     until: float
     refused: int = 0
+    node: str = ""  # the node that made it ("": this process, cluster off)
+
+
+@dataclass(frozen=True, slots=True)
+class Others:
+    """The other nodes' figures of one scope, as last read from the cluster
+    (summed over the nodes): calls in the last 60 s, calls in progress, and
+    for the local date `day` the calls and answered seconds today; the
+    runs of sequential calls by number (bounded by the reader)."""
+
+    calls_minute: int = 0
+    live: int = 0
+    day: str = ""
+    calls_today: int = 0
+    seconds_today: float = 0.0
+    seq: Mapping[str, int] = field(default_factory=dict)
+    nodes: int = 0  # how many nodes said something of this scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,8 +188,8 @@ class Scope:
     """One gateway under one rule."""
 
     __slots__ = ("alerts", "answered", "block", "calls_today", "cleared_at", "day", "day_end",
-                 "day_start", "gateway", "live", "live_sum", "minute", "recent", "refused",
-                 "rule", "seconds_today", "seq")
+                 "day_start", "gateway", "live", "live_sum", "minute", "others", "recent",
+                 "refused", "rule", "seconds_today", "seq")
 
     def __init__(self, gateway: str, rule: Rule, max_numbers: int) -> None:
         self.gateway = gateway
@@ -187,6 +209,7 @@ class Scope:
         self.block: Block | None = None
         self.cleared_at = float("-inf")  # an operator's clear: counting starts again
         self.refused = 0
+        self.others: Others | None = None  # the other nodes' figures (cluster)
 
     def minutes(self, now: float) -> float:
         """Answered minutes today: calls that ended, and running calls as they run."""
@@ -218,6 +241,25 @@ class Scope:
                 self.live_sum = 0.0  # no float drift left behind
 
     def figure(self, metric: Metric, now: float, number: str = "") -> float:
+        """This node's figure, plus the other nodes' when the cluster shares them."""
+        mine = self.own(metric, now, number)
+        o = self.others
+        if o is None:
+            return mine
+        if metric is Metric.CALLS_PER_MINUTE:
+            return mine + o.calls_minute
+        if metric is Metric.CONCURRENT:
+            return mine + o.live
+        if metric is Metric.SEQUENTIAL:
+            return mine + o.seq.get(number, 0)
+        if o.day != self.day:  # another local date: not today's
+            return mine
+        if metric is Metric.CALLS_PER_DAY:
+            return mine + o.calls_today
+        return round(mine + o.seconds_today / 60.0, 2)
+
+    def own(self, metric: Metric, now: float, number: str = "") -> float:
+        """This node's own figure (what it tells the others)."""
         if metric is Metric.CALLS_PER_MINUTE:
             return float(self.minute.count(now))
         if metric is Metric.CONCURRENT:

@@ -46,7 +46,9 @@ def block_view(b: Block, offset: float, now: float) -> dict[str, Any]:
         "refused": b.refused, "calls": [s.explain() for s in b.calls],
         "why": (f"{b.metric.value} reached {b.figure:g} (critical {b.threshold:g}, "
                 f"{_UNITS[b.metric]}): new calls from {b.gateway!r} to rule {b.rule!r}'s "
-                "destinations are refused with 403 Fraud Suspected"),
+                "destinations are refused with 403 Fraud Suspected"
+                + (f" (blocked by node {b.node!r})" if b.node else "")),
+        **({"node": b.node} if b.node else {}),
     }
 
 
@@ -59,13 +61,14 @@ def scope_view(s: Scope, now: float) -> dict[str, Any]:
     figures = {}
     for metric, t in s.rule.thresholds:
         if metric is Metric.SEQUENTIAL:
-            top = max((r.count for r in s.seq.runs.values() if now - r.last <= s.seq.gap),
-                      default=0)
-            figure = float(top)
+            numbers = set(s.seq.runs) | set(s.others.seq if s.others is not None else ())
+            figure = max((s.figure(metric, now, n) for n in numbers), default=0.0)
         else:
             figure = s.figure(metric, now)
         figures[metric.value] = {"figure": figure, "warning": t.warning, "critical": t.critical}
+    others = s.others
     return {"gateway": s.gateway, "rule": s.rule.name, "day": s.day, "figures": figures,
+            **({"other_nodes": others.nodes} if others is not None else {}),
             "in_progress": len(s.live), "numbers_tracked": len(s.seq), "refused": s.refused,
             "blocked": s.block is not None and now < s.block.until}
 

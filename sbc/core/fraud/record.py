@@ -56,7 +56,7 @@ def to_record(watch: FraudWatch, key: tuple[str, str], now: float) -> dict[str, 
         "block": None if b is None else {
             "metric": b.metric.value, "threshold": b.threshold, "figure": b.figure,
             "calls": [_seen(c, off) for c in b.calls], "since": b.since + off,
-            "until": _wall(b.until, off), "refused": b.refused},
+            "until": _wall(b.until, off), "refused": b.refused, "node": b.node},
         "live": [[k[0].decode("latin-1"), k[1].decode("latin-1"), _seen(v, off),
                   _wall(s.answered[k], off) if k in s.answered else None]
                  for k, v in s.live.items()],
@@ -111,7 +111,8 @@ def _restore_one(watch: FraudWatch, rec: Mapping[str, Any], now: float,
         if now < until:
             s.block = Block(s.gateway, rule.name, Metric(b["metric"]), float(b["threshold"]),
                             float(b["figure"]), tuple(_unseen(c, off) for c in b["calls"]),
-                            float(b["since"]) - off, until, int(b.get("refused", 0)))
+                            float(b["since"]) - off, until, int(b.get("refused", 0)),
+                            str(b.get("node") or ""))
     for cid, tag, seen, answered in rec.get("live", ()):
         key = (str(cid).encode("latin-1"), str(tag).encode("latin-1"))
         if not alive(key) or len(watch.live) >= watch.max_live:

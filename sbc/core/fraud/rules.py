@@ -145,6 +145,10 @@ class RuleSet:
     def __bool__(self) -> bool:
         return bool(self.rules)
 
+    def knows(self, gateway: str) -> bool:
+        """`gateway` is a configured one (what another node names is checked)."""
+        return gateway in self._tech
+
     def for_gateway(self, gateway: str) -> tuple[Rule, ...]:
         return self._by_gateway.get(gateway, self._all)
 

@@ -16,11 +16,16 @@ Time is passed in (`now`, the monotonic clock of the engine); the wall clock
 that day boundaries and windows need is `now + wall_offset`, the offset set
 by the shell. Alerts wait in `events` (bounded) for the shell to log, count
 and post them; `history` keeps the recent ones for the admin API.
+
+In a cluster (sbc.cluster.fraud_share) each block this watch makes names
+its `node` and goes to `on_block`; blocks the other nodes made come back
+through `adopt`, and every figure adds the others' (`Scope.others`).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
@@ -68,6 +73,8 @@ class FraudWatch:
         self.cleared: deque[Cleared] = deque(maxlen=history)
         self.to_cut: list[DialogKey] = []
         self.dirty: set[tuple[str, str]] = set()  # scopes changed since the store last looked
+        self.node = ""  # names the blocks made here (cluster)
+        self.on_block: Callable[[Block], None] | None = None  # a block made here (cluster)
         self.figures = {"refused": 0, "admitted": 0, "untracked": 0, "alerts": 0, "blocks": 0,
                         "cut": 0, "unreadable": 0}
 
@@ -230,8 +237,11 @@ class FraudWatch:
             if scope.block is None:
                 until = now + rule.cool_off if rule.cool_off > 0 else INF
                 scope.block = Block(scope.gateway, rule.name, metric, threshold.critical, figure,
-                                    scope.calls_for(metric, now, number), now, until)
+                                    scope.calls_for(metric, now, number), now, until,
+                                    node=self.node)
                 self.figures["blocks"] += 1
+                if self.on_block is not None:
+                    self.on_block(scope.block)
                 if rule.cut_calls:
                     self.to_cut.extend(k for k in scope.live if k not in self.to_cut)
             blocked_until = scope.block.until
@@ -290,11 +300,32 @@ class FraudWatch:
             scope.seq.runs.clear()
             scope.recent.clear()
             scope.restart_running(now)
+            scope.others = None  # the others' figures from before the clear
             done = Cleared(gw, name, by, now, note, lifted)
             out.append(done)
             self.cleared.append(done)
             self.dirty.add((gw, name))
         return out
+
+    def adopt(self, block: Block, now: float) -> bool:
+        """A block another node made (sbc.cluster): it stands here too, unless
+        its rule is not one of ours, it is over, or ours ends as late."""
+        rule = next((r for r in self.rules.for_gateway(block.gateway) if r.name == block.rule),
+                    None)
+        if rule is None or now >= block.until:
+            return False
+        scope = self.scope(block.gateway, rule)
+        mine = scope.block
+        if mine is not None and now < mine.until and mine.until >= block.until:
+            return False
+        scope.block = block
+        if rule.cut_calls:  # this node's calls under it end too
+            self.to_cut.extend(k for k in scope.live if k not in self.to_cut)
+        # its critical alert was raised where the block was made: not again here
+        for level in (Level.WARNING, Level.CRITICAL):
+            scope.alerts.setdefault((block.metric, level, ""), _placeholder(scope, block.metric))
+        self.dirty.add((scope.gateway, rule.name))
+        return True
 
     def blocks(self, now: float) -> list[Block]:
         return [s.block for s in self.scopes.values()
