@@ -22,6 +22,7 @@ from .cluster import ClusterConfig, cluster_summary
 from .defense import BansConfig, FirewallConfig, ScreenConfig
 from .fraud import FraudConfig, check_fraud
 from .lanes import LanesConfig, check_lanes
+from .shared_port import check_shared_port
 from .trace import HepConfig, TraceConfig
 from .gateways import (
     AuthConfig,
@@ -129,6 +130,8 @@ class PublicConfig(_Listener):
         tuple[Annotated[Transport, BeforeValidator(lower)], ...], Field(min_length=1)
     ] = (Transport.UDP, Transport.TCP)
     tls_port: Port = 5061  # the TLS listener (RFC 3261 §26.2), when transports has tls
+    # SO_REUSEPORT: several nodes on one host share these ports (sbc.config.shared_port)
+    reuse_port: Annotated[bool, Field(strict=True)] = False
 
     @field_validator("transports")
     @classmethod
@@ -432,6 +435,11 @@ class Config(Section):
         check_tls(self)
         return self
 
+    @model_validator(mode="after")
+    def _port_shared_by_nodes(self) -> Self:
+        check_shared_port(self)
+        return self
+
 
 def check_tls(cfg: Config) -> None:
     """The TLS listener needs a certificate; a gateway that requires client
@@ -557,6 +565,8 @@ def summary(cfg: Config) -> dict[str, str]:
     }
     if cfg.public.tls:
         out["tls"] = cfg.public.tls_hostport
+    if cfg.public.reuse_port:
+        out["reuse_port"] = "on"
     if cfg.public.advertise_host is not None:
         out["public_advertised"] = cfg.public.advertised_hostport
     if cfg.private.advertise_host is not None:

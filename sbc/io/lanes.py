@@ -198,12 +198,16 @@ def _reader(sock: socket.socket) -> Read:
     return read
 
 
-def bind_udp(host: str, port: int) -> socket.socket:
+def bind_udp(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A non-blocking UDP socket on host:port; `reuse_port`: shared with the
+    other nodes on this host (SO_REUSEPORT, sbc.config.shared_port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setblocking(False)
         sock.bind((host, port))
         set_receive_buffer(sock, RCVBUF)
@@ -218,12 +222,13 @@ class LaneSockets:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, host: str, port: int, trusted_port: int,
                  mode: LaneMode, handle: Handle, trusted: Callable[[str, int], bool], *,
-                 budget: int, check_every: int, backlog_max: int) -> None:
+                 budget: int, check_every: int, backlog_max: int,
+                 reuse_port: bool = False) -> None:
         self.loop = loop
         self.mode = mode
-        self.public = bind_udp(host, port)
+        self.public = bind_udp(host, port, reuse_port)
         try:
-            self.trusted_sock = bind_udp(host, trusted_port)
+            self.trusted_sock = bind_udp(host, trusted_port, reuse_port)
         except OSError:
             self.public.close()
             raise

@@ -101,13 +101,13 @@ class Server:
                     loop, cfg.public.host, cfg.public.port, lanes.trusted_port, mode,
                     self.pipeline.datagram_handler(PUBLIC_UDP), self.parts.trusted.trusted,
                     budget=lanes.untrusted_budget, check_every=lanes.trusted_check_every,
-                    backlog_max=lanes.stranger_backlog)
+                    backlog_max=lanes.stranger_backlog, reuse_port=cfg.public.reuse_port)
                 self.pipeline.public_udp = self._lanes.sender
             elif "udp" in cfg.public.transports:
                 self._public_udp, self._public_proto = await loop.create_datagram_endpoint(
                     _udp(self.pipeline, PUBLIC_UDP),
                     local_addr=(cfg.public.host, cfg.public.port),
-                    family=_family(cfg.public.host),
+                    family=_family(cfg.public.host), reuse_port=cfg.public.reuse_port,
                 )
                 self.pipeline.public_udp = self._public_udp
             if "tcp" in cfg.public.transports:
@@ -115,6 +115,7 @@ class Server:
                     lambda: TcpConnection(self.pipeline, *self._stream_sizes()),
                     cfg.public.host, cfg.public.port,
                     reuse_address=True, family=_family(cfg.public.host), backlog=1024,
+                    reuse_port=cfg.public.reuse_port,
                 )
             if cfg.public.tls:
                 # Accepted as plain TCP: the connection drives its own handshake.
@@ -126,7 +127,7 @@ class Server:
                     lambda: TlsConnection(self.pipeline, *self._stream_sizes(), self._tls_context()),
                     cfg.public.host,
                     cfg.public.tls_port, reuse_address=True, family=_family(cfg.public.host),
-                    backlog=1024,
+                    backlog=1024, reuse_port=cfg.public.reuse_port,
                 )
         except OSError:
             self._close_sockets()
@@ -342,7 +343,30 @@ class Server:
             details = {**details, "cluster": self.parts.cluster.readiness()}
             if self.parts.limits is not None:  # shared, or each limit ÷ live nodes
                 details["cluster"]["limits"] = self.parts.limits.readiness()
+            if self.parts.registrations is not None:  # shared, or each node's own phones
+                details["cluster"]["registrations"] = self.parts.registrations.readiness()
+            fraud = self.fraud.readiness()
+            if fraud is not None:  # the watch's figures shared, or each node counting alone
+                details["cluster"]["fraud"] = fraud
         return ok, details
+
+    def registrations(self, limit: int) -> list[dict[str, Any]]:
+        """This node's bindings, then the other nodes' (each row names its node)."""
+        now = self.loop.time()
+        registrar = self.engine.registrar
+        node = self.cfg.cluster.node if self.cfg.cluster.enabled else None
+        rows: list[dict[str, Any]] = []
+        for aor in registrar.aors() if registrar is not None else []:
+            for b in registrar.lookup(aor, now) if registrar is not None else []:
+                if len(rows) >= limit:
+                    return rows
+                rows.append({"aor": aor, "node": node, "gateway": b.gateway,
+                             "contact": b.contact.decode("utf-8", "replace"),
+                             "source": f"{b.source[1]}:{b.source[2]}",
+                             "expires_s": round(b.expires_at - now)})
+        if self.parts.registrations is not None:
+            rows.extend(self.parts.registrations.rows(limit - len(rows)))
+        return rows
 
     def processing_time(self) -> HistogramSnapshot | None:
         return self.timer.snapshot()
@@ -376,6 +400,8 @@ class Server:
             "tls_connections": len(self.tls_conns),
             **({"cluster": self.parts.cluster.stats()} if self.parts.cluster is not None else {}),
             **({"cluster_limits": self.parts.limits.stats()} if self.parts.limits is not None else {}),
+            **({"cluster_registrations": self.parts.registrations.stats()}
+               if self.parts.registrations is not None else {}),
         }
 
 
