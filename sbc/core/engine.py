@@ -173,6 +173,7 @@ class Engine:
         # must carry (None: any certificate the CA verifies).
         self.client_certs: dict[str, str | None] = {}
         self._next_ping = float("inf")
+        self._receivers: dict[int, Callable[[bytes, str, int, float], Verdict]] = {}
         self.ctx.bans.proved = self.proved
         self._on_timer: dict[TimerKind, Callable[[float, Any, list[Send]], None]] = {
             TimerKind.RETRANSMIT: self._retransmit,
@@ -224,42 +225,50 @@ class Engine:
     def receive(self, data: bytes, src: Source, now: float) -> Verdict:
         """The one entry point: a message from `src` at `now`, screened first
         (public channels), then parsed, matched and decided."""
-        if src[0] < PRIVATE and self.screen is not None:
-            # The ban first, in one lookup: the bulk of a flood ends here.
-            ban = self.ctx.bans.bans.get(src[1])
-            if ban is not None and now < ban.expires_at:
-                self.tally.banned[0] += 1
-                return _BANNED if src[0] == PUBLIC_UDP else _CLOSE_BANNED
-        return self._receive(data, src, now)
+        return self.receiver(src[0])(data, src[1], src[2], now)
 
     def receiver(self, channel: int) -> Callable[[bytes, str, int, float], Verdict]:
-        """`receive` for the datagrams of one channel, taking the source as
-        host and port: a banned source is dropped before a Source is made.
-        The UDP transport calls it once per datagram, so every name it needs
-        is bound here once."""
-        banned = self.tally.banned
-        receive = self._receive
-        if channel >= PRIVATE or self.screen is None:
-            return lambda data, host, port, now: receive(data, _new(Source, (channel, host, port)), now)
-        bans = self.ctx.bans.bans  # the live ban dict: made once, with the table
+        """`receive` for the messages of one channel, taking the source as
+        host and port: a public message is screened (its source's ban first,
+        in one lookup: the bulk of a flood ends there) before a Source is
+        made. The UDP transport calls it once per datagram, so every name it
+        needs is bound here once; the ban table and the screen are read per
+        message (a reload or a test may replace them)."""
+        got = self._receivers.get(channel)
+        if got is None:
+            got = self._receivers[channel] = self._make_receiver(channel)
+        return got
 
-        def receive_datagram(data: bytes, host: str, port: int, now: float) -> Verdict:
-            ban = bans.get(host)
-            if ban is not None and now < ban.expires_at:
-                banned[0] += 1
-                return _BANNED
+    def _make_receiver(self, channel: int) -> Callable[[bytes, str, int, float], Verdict]:
+        receive = self._receive
+        if channel >= PRIVATE:
+            return lambda data, host, port, now: receive(data, _new(Source, (channel, host, port)), now)
+        engine = self
+        ctx = self.ctx
+        banned = self.tally.banned
+        screened = self.tally.screened
+        stream = channel != PUBLIC_UDP
+        banned_verdict = _CLOSE_BANNED if stream else _BANNED
+
+        def receive_public(data: bytes, host: str, port: int, now: float) -> Verdict:
+            screen = engine.screen
+            if screen is not None:
+                ban = ctx.bans.bans.get(host)
+                if ban is not None and now < ban.expires_at:
+                    banned[0] += 1
+                    return banned_verdict
+                reason = screen.check_unbanned(data, host, port, now, stream)
+                if reason is not None:
+                    screened(reason, host)
+                    return _SCREENED[reason]
             return receive(data, _new(Source, (channel, host, port)), now)
 
-        return receive_datagram
+        return receive_public
 
     def _receive(self, data: bytes, src: Source, now: float) -> Verdict:
+        """A message past the screen: parsed, matched and decided."""
         ctx = self.ctx
         channel = src[0]
-        if channel < PRIVATE and self.screen is not None:
-            reason = self.screen.check_unbanned(data, src[1], src[2], now, channel != PUBLIC_UDP)
-            if reason is not None:
-                self.tally.screened(reason, src[1])
-                return _SCREENED[reason]
         stream = channel == PUBLIC_TCP or channel == PUBLIC_TLS
         try:
             msg = parse_message(data, ctx.s.max_tcp_message if stream else ctx.s.max_datagram,

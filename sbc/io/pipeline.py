@@ -98,7 +98,7 @@ class Pipeline:
 
         def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
             host = addr[0]
-            if host[:7] == MAPPED:
+            if ":" in host and host.startswith(MAPPED):
                 host = unmapped(host)
             received[0] += 1
             now = clock()

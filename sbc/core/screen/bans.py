@@ -119,7 +119,8 @@ class BanTable:
         """Record an offense; the Ban if this one earned it. `spoofable`: the
         packet came over UDP and proves nothing about its source address
         (a scanner signature, a rate-limit hit, a malformed datagram)."""
-        if host in self.bans and now < self.bans[host].expires_at:
+        ban = self.bans.get(host)
+        if ban is not None and now < ban.expires_at:
             return None
         if self.counted is not None and kind not in self.counted:
             return None
@@ -129,9 +130,11 @@ class BanTable:
             self.tally.spared[kind] += 1
             return None
         self.tally.offenses[kind] += 1
-        rec = self.offenses.record(host, kind, now)
-        if rec.total < self.max_offenses:
+        offenses = self.offenses
+        if offenses.note(host, kind, now) < self.max_offenses:
             return None
+        rec = offenses.get(host, now)
+        assert rec is not None
         return self.ban(host, now, reason=kind, counts=dict(rec.kinds), first_seen=rec.first_seen)
 
     def ban(self, host: str, now: float, *, reason: str = "manual", duration: float | None = None,

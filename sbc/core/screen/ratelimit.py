@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+from array import array
 from collections import OrderedDict
+from collections.abc import Iterator
+from itertools import islice
 
 
 class TokenBucket:
@@ -62,10 +65,103 @@ class SourceBudget:
         return True
 
 
+class SourceBuckets:
+    """Token buckets keyed by source (an address, a network), in two tiers, so
+    that a flood of fresh forged sources costs no allocation per packet and
+    cannot push out the state of sources that keep sending.
+
+    - First sight: a source's first packet only writes the hash of its key
+      and the time into a fixed array slot (`hash & mask`). The bucket it
+      would have had is known from those two: `burst - 1` tokens at that
+      time. A later packet whose slot still holds its hash, within
+      `burst / rate` seconds (after that a bucket is full, which equals no
+      bucket), becomes an exact bucket.
+    - Exact buckets: `table`, creation order, capped at `max_entries` (the
+      oldest goes first), expired by `expire`. Only sources seen twice in
+      `burst / rate` seconds get here, so a fresh-source flood never
+      evicts a bucket.
+
+    A first sight overwritten by another key (or a hash that collides) is
+    forgotten: that source's next packet is a first one again, worth one
+    token more than it would have been (under a flood of R fresh sources a
+    second, a slot lasts about `slots / R` seconds; a source coming back
+    later has most of its tokens back anyway). The string hash is salted
+    per process, so a forger cannot aim at a slot. Memory is fixed: 16
+    bytes a slot (`slots`, by default the power of two at or above
+    `max_entries`), whatever the flood.
+    """
+
+    __slots__ = ("burst", "full_after", "mask", "max_entries", "rate", "seen_at", "seen_key",
+                 "table")
+
+    def __init__(self, rate: float, burst: float, max_entries: int, slots: int | None = None) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.full_after = burst / rate if rate > 0 else float("inf")  # when a bucket is full again
+        self.max_entries = max_entries
+        slots = 1 << max(10, ((slots or max_entries) - 1).bit_length())
+        self.mask = slots - 1
+        self.seen_key = array("q", [-1]) * slots  # hash() is never -1
+        self.seen_at = array("d", bytes(8 * slots))
+        # (tokens, stamp): a tuple of floats, which the garbage collector stops
+        # tracking, so a table of 200,000 of them costs full collections nothing.
+        self.table: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.table
+
+    def get(self, key: str) -> tuple[float, float] | None:
+        return self.table.get(key)
+
+    def take(self, key: str, now: float) -> bool:
+        """Spend one token of `key`'s bucket: False when it has none."""
+        table = self.table
+        b = table.get(key)
+        if b is None:
+            h = hash(key)
+            i = h & self.mask
+            seen_key = self.seen_key
+            if seen_key[i] != h or now - self.seen_at[i] >= self.full_after:
+                seen_key[i] = h  # a first sight: burst - 1 tokens left, at `now`
+                self.seen_at[i] = now
+                return True
+            seen_key[i] = -1  # seen before: its bucket becomes exact
+            b = (self.burst - 1.0, self.seen_at[i])
+            table[key] = b
+            if len(table) > self.max_entries:
+                table.popitem(last=False)
+        tokens = b[0] + (now - b[1]) * self.rate
+        if tokens > self.burst:  # noqa: PLR1730 - a compare, cheaper than min() per packet
+            tokens = self.burst
+        if tokens < 1.0:
+            table[key] = (tokens, now)
+            return False
+        table[key] = (tokens - 1.0, now)
+        return True
+
+    def expire(self, now: float, budget: int) -> None:
+        """Forget exact buckets that have refilled (a full bucket equals an
+        absent one), looking at no more than `budget` of the oldest, so a
+        sweep never stalls the loop; the size cap does the rest. First
+        sights need no sweep: older than `burst / rate` they count as absent."""
+        full_after = self.full_after
+        table = self.table
+        stale = [k for k, b in islice(table.items(), budget) if now - b[1] > full_after]
+        for key in stale:
+            del table[key]
+
+
 def net_key(host: str) -> str:
     """The /24 of an IPv4 address, the /64 of an IPv6 one, as a key."""
     if ":" not in host:
-        return host.rpartition(".")[0]
+        i = host.rfind(".")
+        return host[:i] if i >= 0 else ""
     groups = host.split(":")
     if "" in groups[:4]:  # '::' early: expand properly
         try:

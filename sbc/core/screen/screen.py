@@ -16,19 +16,19 @@ Cheapest first, on raw bytes (DESIGN.md step 1):
 
 Rate and scanner hits are offenses towards a ban. Every table is keyed by a
 source address, so each has a hard cap: when full, the entry created longest
-ago goes (a flood of fresh addresses then only costs its own freshness).
+ago goes. The rate buckets take a first sight into a fixed array and make a
+bucket only for a source seen again (ratelimit.SourceBuckets): a flood of
+fresh addresses costs no allocation and pushes out no bucket.
 """
 
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from itertools import islice
 
 from ...sip import Message
 from .bans import BanTable
-from .ratelimit import net_key
+from .ratelimit import SourceBuckets, net_key
 from ..identify.gateways import GatewayTable
 from ..reasons import DropReason, Offense
 
@@ -44,23 +44,15 @@ UNKNOWN_SOURCE_SCREENED = DropReason.UNKNOWN_SOURCE_SCREENED
 SCANNER_OFFENSE = Offense.SCANNER
 RATE_OFFENSE = Offense.RATE_LIMIT
 
-# (tokens, stamp): a tuple of floats, which the garbage collector stops
-# tracking, so a table of 200,000 of them costs full collections nothing.
-Bucket = tuple[float, float]
+EXPIRE_BUDGET = 5000  # entries looked at per table per sweep
 
 # Header lines the signatures are matched in (on the lower-cased head): the
 # whole User-Agent value, and From / To (compact f / t too) up to the '<'
-# that ends a display name. A scanner's lines are short, so a few finds and a
-# regex over a few dozen bytes beat one regex over the whole message.
-EXPIRE_BUDGET = 5000  # entries looked at per table per sweep
-
-_MARKERS = (
-    (b"\nuser-agent:", False),
-    (b"\nfrom:", True),
-    (b"\nto:", True),
-    (b"\nf:", True),
-    (b"\nt:", True),
-)
+# that ends a display name, the first of each. A scanner's lines are short,
+# so a few finds and a regex over a few dozen bytes (searched in place,
+# between two offsets) beat one regex over the whole message. The compact
+# forms are rare: one search says whether either is there at all.
+_COMPACT = re.compile(rb"\n[ft]:")
 
 
 def signature_in(sig: re.Pattern[bytes], msg: Message) -> bool:
@@ -117,10 +109,12 @@ class Screen:
         # addresses that still have a dialog (a gateway removed by a reload).
         self.closed = closed
         self.has_peer = has_peer
-        # Creation order; the oldest goes first in O(1) when a table is full.
-        self.per_ip: OrderedDict[str, Bucket] = OrderedDict()
-        self.per_net: OrderedDict[str, Bucket] = OrderedDict()
-        self.per_gw: OrderedDict[str, Bucket] = OrderedDict()
+        # First sights in fixed arrays, buckets of sources seen again in
+        # tables capped at `max_sources` (the oldest goes first): see SourceBuckets.
+        self.per_ip = SourceBuckets(self.rate_ip, self.burst_ip, max_sources)
+        self.per_net = SourceBuckets(self.rate_net, self.burst_net, max_sources)
+        # Gateways are few and seen often: a small array of first sights.
+        self.per_gw = SourceBuckets(self.rate_gw, self.burst_gw, max_sources, slots=1024)
 
     @property
     def signatures(self) -> re.Pattern[bytes] | None:
@@ -139,18 +133,27 @@ class Screen:
                        stream: bool = False) -> DropReason | None:
         """`check` past the ban lookup, which the engine has made itself."""
         gateways = self.gateways
-        is_gateway = gateways is None or gateways.by_source(host, port) is not None
-        over = self._rate(host, is_gateway, now, not stream)
-        if over is not None:
-            return over
-        if self._sig is not None and (not is_gateway or self.apply_to_gateways) and self._scanner(data):
-            self.bans.offense(host, SCANNER_OFFENSE, now, spoofable=not stream)
-            return SCANNER
-        if not is_gateway:
+        if gateways is not None and gateways.by_source(host, port) is None:
+            # Not a gateway (a flood's every packet): steps 2 to 5, inline.
+            if not self.per_ip.take(host, now):
+                self.bans.offense(host, RATE_OFFENSE, now, not stream)
+                return RATE_PER_IP
+            if not self.per_net.take(net_key(host), now):
+                self.bans.offense(host, RATE_OFFENSE, now, not stream)
+                return RATE_PER_NET
+            if self._sig is not None and self._scanner(data):
+                self.bans.offense(host, SCANNER_OFFENSE, now, spoofable=not stream)
+                return SCANNER
             if data.startswith(b"OPTIONS "):
                 return UNTRUSTED_OPTIONS
             if self.closed and not self.has_peer(host):
                 return UNKNOWN_SOURCE_SCREENED
+            return None
+        if not self.per_gw.take(host, now):
+            return RATE_PER_GATEWAY
+        if self._sig is not None and self.apply_to_gateways and self._scanner(data):
+            self.bans.offense(host, SCANNER_OFFENSE, now, spoofable=not stream)
+            return SCANNER
         return None
 
     def connection(self, host: str, port: int, now: float) -> DropReason | None:
@@ -167,13 +170,13 @@ class Screen:
         source that is no gateway is an offense (one a proved source is
         spared when it came in a datagram: see BanTable.offense)."""
         if is_gateway:
-            if not self._take(self.per_gw, host, self.rate_gw, self.burst_gw, now):
+            if not self.per_gw.take(host, now):
                 return RATE_PER_GATEWAY
             return None
-        if not self._take(self.per_ip, host, self.rate_ip, self.burst_ip, now):
+        if not self.per_ip.take(host, now):
             self.bans.offense(host, RATE_OFFENSE, now, spoofable)
             return RATE_PER_IP
-        if not self._take(self.per_net, net_key(host), self.rate_net, self.burst_net, now):
+        if not self.per_net.take(net_key(host), now):
             self.bans.offense(host, RATE_OFFENSE, now, spoofable)
             return RATE_PER_NET
         return None
@@ -183,44 +186,60 @@ class Screen:
         low = (data if end < 0 else data[:end]).lower()
         sig = self._sig
         assert sig is not None
-        for marker, display_only in _MARKERS:
-            i = low.find(marker)
-            if i < 0:
-                continue
-            i += len(marker)
-            j = low.find(b"\r", i)
-            value = low[i:j] if j >= 0 else low[i:]
-            if display_only:
-                value = value.split(b"<", 1)[0]  # the display name only
-            if value and sig.search(value) is not None:
+        search = sig.search
+        find = low.find
+        size = len(low)
+        # The whole User-Agent value, searched in place (no slice per header).
+        i = find(b"\nuser-agent:")
+        if i >= 0:
+            i += 12
+            j = find(b"\r", i)
+            if j < 0:
+                j = size
+            if i < j and search(low, i, j) is not None:
                 return True
-        return False
-
-    def _take(self, table: OrderedDict[str, Bucket], key: str, rate: float, burst: float,
-              now: float) -> bool:
-        b = table.get(key)
-        if b is None:
-            table[key] = (burst - 1.0, now)
-            if len(table) > self.max_sources:
-                table.popitem(last=False)
-            return True
-        tokens = b[0] + (now - b[1]) * rate
-        if tokens > burst:  # noqa: PLR1730 - a compare, cheaper than min() per packet
-            tokens = burst
-        if tokens < 1.0:
-            table[key] = (tokens, now)
+        # From and To: the display name only, up to a '<'.
+        i = find(b"\nfrom:")
+        if i >= 0:
+            i += 6
+            j = find(b"\r", i)
+            if j < 0:
+                j = size
+            k = find(b"<", i, j)
+            if k >= 0:
+                j = k
+            if i < j and search(low, i, j) is not None:
+                return True
+        i = find(b"\nto:")
+        if i >= 0:
+            i += 4
+            j = find(b"\r", i)
+            if j < 0:
+                j = size
+            k = find(b"<", i, j)
+            if k >= 0:
+                j = k
+            if i < j and search(low, i, j) is not None:
+                return True
+        if _COMPACT.search(low) is None:
             return False
-        table[key] = (tokens - 1.0, now)
-        return True
+        for marker in (b"\nf:", b"\nt:"):
+            i = find(marker)
+            if i >= 0:
+                i += 3
+                j = find(b"\r", i)
+                if j < 0:
+                    j = size
+                k = find(b"<", i, j)
+                if k >= 0:
+                    j = k
+                if i < j and search(low, i, j) is not None:
+                    return True
+        return False
 
     def expire(self, now: float, budget: int = EXPIRE_BUDGET) -> None:
         """Forget buckets that have refilled (a full bucket equals an absent one),
         looking at no more than `budget` of the oldest entries per table, so a
         sweep never stalls the loop; the size cap does the rest."""
-        for table, rate, burst in ((self.per_ip, self.rate_ip, self.burst_ip),
-                                   (self.per_net, self.rate_net, self.burst_net),
-                                   (self.per_gw, self.rate_gw, self.burst_gw)):
-            full_after = burst / rate
-            stale = [k for k, b in islice(table.items(), budget) if now - b[1] > full_after]
-            for key in stale:
-                del table[key]
+        for buckets in (self.per_ip, self.per_net, self.per_gw):
+            buckets.expire(now, budget)
