@@ -53,6 +53,8 @@ EXPIRE_BUDGET = 5000  # entries looked at per table per sweep
 # between two offsets) beat one regex over the whole message. The compact
 # forms are rare: one search says whether either is there at all.
 _COMPACT = re.compile(rb"\n[ft]:")
+_NAMES = (b"\nfrom:", b"\nto:")
+_NAMES_AND_COMPACT = (*_NAMES, b"\nf:", b"\nt:")
 
 
 def signature_in(sig: re.Pattern[bytes], msg: Message) -> bool:
@@ -198,35 +200,12 @@ class Screen:
                 j = size
             if i < j and search(low, i, j) is not None:
                 return True
-        # From and To: the display name only, up to a '<'.
-        i = find(b"\nfrom:")
-        if i >= 0:
-            i += 6
-            j = find(b"\r", i)
-            if j < 0:
-                j = size
-            k = find(b"<", i, j)
-            if k >= 0:
-                j = k
-            if i < j and search(low, i, j) is not None:
-                return True
-        i = find(b"\nto:")
-        if i >= 0:
-            i += 4
-            j = find(b"\r", i)
-            if j < 0:
-                j = size
-            k = find(b"<", i, j)
-            if k >= 0:
-                j = k
-            if i < j and search(low, i, j) is not None:
-                return True
-        if _COMPACT.search(low) is None:
-            return False
-        for marker in (b"\nf:", b"\nt:"):
+        # From and To (and their compact forms, when the message has any):
+        # the display name only, up to a '<'.
+        for marker in _NAMES if _COMPACT.search(low) is None else _NAMES_AND_COMPACT:
             i = find(marker)
             if i >= 0:
-                i += 3
+                i += len(marker)
                 j = find(b"\r", i)
                 if j < 0:
                     j = size
