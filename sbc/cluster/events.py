@@ -45,6 +45,22 @@ class Invalid(ValueError):
         self.reason = reason
 
 
+def read_object(payload: bytes | str, limit: int, version: int = VERSION) -> dict[str, Any]:
+    """A JSON object of at most `limit` bytes with `"v": version`, as every
+    record the nodes exchange starts; raises Invalid(reason)."""
+    if len(payload) > limit:
+        raise Invalid("too_large")
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise Invalid("not_json") from None
+    if not isinstance(data, dict):
+        raise Invalid("not_an_object")
+    if data.get("v") != version:
+        raise Invalid("version")
+    return data
+
+
 @dataclass(frozen=True, slots=True)
 class BanEvent:
     """A ban (or the lifting of one) in wall-clock seconds, as every node reads it.
@@ -93,16 +109,7 @@ def encode(event: BanEvent) -> bytes:
 
 def decode(payload: bytes | str, wall_now: float) -> BanEvent:
     """The event in `payload`, checked; raises Invalid(reason)."""
-    if len(payload) > MAX_EVENT_BYTES:
-        raise Invalid("too_large")
-    try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("not_json") from None
-    if not isinstance(data, dict):
-        raise Invalid("not_an_object")
-    if data.get("v") != VERSION:
-        raise Invalid("version")
+    data = read_object(payload, MAX_EVENT_BYTES)
     op_text = data.get("op")
     if op_text not in ("ban", "unban"):
         raise Invalid("op")

@@ -27,7 +27,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..core.fraud.rules import Metric
-from .events import Invalid
+from .events import Invalid, read_object
 
 __all__ = ["Contribution", "FraudEvent", "FraudOp", "MAX_SEQ", "decode_contribution",
            "decode_event", "encode_contribution", "encode_event"]
@@ -116,7 +116,7 @@ def encode_event(e: FraudEvent) -> bytes:
 
 def decode_event(payload: bytes | str, wall_now: float) -> FraudEvent:
     """The event in `payload`, checked; raises Invalid(reason)."""
-    data = _object(payload, MAX_EVENT_BYTES)
+    data = read_object(payload, MAX_EVENT_BYTES, VERSION)
     op_text = data.get("op")
     if op_text not in ("block", "clear"):
         raise Invalid("op")
@@ -172,7 +172,7 @@ def encode_contribution(c: Contribution) -> bytes:
 
 def decode_contribution(payload: bytes | str, wall_now: float) -> Contribution:
     """The contribution in `payload`, checked; raises Invalid(reason)."""
-    data = _object(payload, MAX_CONTRIBUTION_BYTES)
+    data = read_object(payload, MAX_CONTRIBUTION_BYTES, VERSION)
     at = _time(data.get("at"), wall_now)
     if at is None or at > wall_now + 300:
         raise Invalid("at")
@@ -202,20 +202,6 @@ def decode_contribution(payload: bytes | str, wall_now: float) -> Contribution:
 
 
 # ---------------------------------------------------------------- reading
-
-
-def _object(payload: bytes | str, limit: int) -> dict[str, Any]:
-    if len(payload) > limit:
-        raise Invalid("too_large")
-    try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("not_json") from None
-    if not isinstance(data, dict):
-        raise Invalid("not_an_object")
-    if data.get("v") != VERSION:
-        raise Invalid("version")
-    return data
 
 
 def _text(value: object) -> bool:

@@ -66,7 +66,6 @@ class FraudLink(RedisSession):
         self.wall = wall
         self.keys = FraudKeys(cfg.key_prefix)
         self._wake = asyncio.Event()
-        self._pubsub: PubSub | None = None
         self._shas = ("", "")
         self._last_invalid_log = -INVALID_LOG_INTERVAL_S
         share.on_queued = self._wake.set
@@ -83,17 +82,12 @@ class FraudLink(RedisSession):
     def _retry_delay(self) -> float:
         return self.share.link.retry_delay()
 
-    def _closing(self) -> list[Any]:
-        pubsub, self._pubsub = self._pubsub, None
-        return [pubsub, *super()._closing()]
-
     # ------------------------------------------------------------ one session
 
     async def _session(self) -> None:
         client, (block, clear) = await self._connect(BLOCK_SCRIPT, CLEAR_SCRIPT)
         self._shas = (block, clear)
-        pubsub = self._pubsub = client.pubsub()
-        await self._within(pubsub.subscribe(self.keys.channel))
+        pubsub = await self._subscribe(client, self.keys.channel)
         # Subscribed first, then synchronised: nothing falls between the two.
         await self._drain()
         pushed = await self._push_in_force() if self.share.resync or self.share.link.degraded \

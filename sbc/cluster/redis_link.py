@@ -68,7 +68,6 @@ class RedisLink(RedisSession):
         self.wall = wall
         self.keys = Keys(cfg.key_prefix)
         self._wake = asyncio.Event()
-        self._pubsub: PubSub | None = None
         self._shas: tuple[str, str] = ("", "")
         self._last_invalid_log = -INVALID_LOG_INTERVAL_S
         self._invalid_unlogged = 0
@@ -89,17 +88,12 @@ class RedisLink(RedisSession):
     def _retry_delay(self) -> float:
         return self.sync.link.retry_delay()
 
-    def _closing(self) -> list[Any]:
-        pubsub, self._pubsub = self._pubsub, None
-        return [pubsub, *super()._closing()]
-
     # ------------------------------------------------------------ one session
 
     async def _session(self) -> None:
         client, (ban, unban) = await self._connect(BAN_SCRIPT, UNBAN_SCRIPT)
         self._shas = (ban, unban)
-        pubsub = self._pubsub = client.pubsub()
-        await self._within(pubsub.subscribe(self.keys.channel))
+        pubsub = await self._subscribe(client, self.keys.channel)
         # Subscribed first, then synchronised: nothing falls between the two.
         queued = await self._drain()
         pushed = await self._push_in_force() if self.sync.resync or self.sync.link.degraded else 0

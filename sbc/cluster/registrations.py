@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .events import Invalid, normal_host
+from .events import Invalid, normal_host, read_object
 
 __all__ = ["MAX_RECORD_BYTES", "NodeRecord", "Outbox", "RegEvent", "RegOp", "RemoteBindings",
            "decode", "decode_node", "encode", "encode_node"]
@@ -86,16 +86,7 @@ def encode_node(record: NodeRecord) -> bytes:
 
 
 def _object(payload: bytes | str) -> dict[str, Any]:
-    if len(payload) > MAX_RECORD_BYTES:
-        raise Invalid("too_large")
-    try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("not_json") from None
-    if not isinstance(data, dict):
-        raise Invalid("not_an_object")
-    if data.get("v") != VERSION:
-        raise Invalid("version")
+    data = read_object(payload, MAX_RECORD_BYTES, VERSION)
     node, instance = data.get("node"), data.get("instance")
     if not isinstance(node, str) or not _NAME.fullmatch(node):
         raise Invalid("node")

@@ -88,7 +88,6 @@ class RegistrationsLink(RedisSession):
         self.resync = True  # push every binding in force at the next chance
         self.channel = f"{cfg.key_prefix}registrations"
         self._wake = asyncio.Event()
-        self._pubsub: PubSub | None = None
         self._last_invalid_log = -INVALID_LOG_INTERVAL_S
         self.sent = 0
         if not self.relayable:
@@ -150,14 +149,9 @@ class RegistrationsLink(RedisSession):
     def _retry_delay(self) -> float:
         return self.link.retry_delay()
 
-    def _closing(self) -> list[Any]:
-        pubsub, self._pubsub = self._pubsub, None
-        return [pubsub, *super()._closing()]
-
     async def _session(self) -> None:
         client, _ = await self._connect()
-        pubsub = self._pubsub = client.pubsub()
-        await self._within(pubsub.subscribe(self.channel))
+        pubsub = await self._subscribe(client, self.channel)
         await self._heartbeat(client, announce=True)
         if self.resync or self.link.degraded:
             self.resync = False

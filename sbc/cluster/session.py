@@ -1,9 +1,12 @@
 """One connection to Redis kept up for as long as sbc runs: connect, load the
 scripts, work until something fails, close, wait the link's retry delay, and
-again. Shared by the ban link (redis_link.py) and the limits link
-(limits_link.py), which each say what one session does (`_session`), what a
-failure means to their link state (`_failed`) and how long to wait
-(`_retry_delay`). Every Redis call has a timeout; nothing here blocks the loop.
+again. Shared by the links of bans (redis_link.py), limits (limits_link.py),
+registrations (registrations_link.py) and the fraud watch (fraud_link.py),
+which each say what one session does (`_session`), what a failure means to
+their link state (`_failed`) and how long to wait (`_retry_delay`); a link
+that listens on a channel subscribes with `_subscribe`, and the subscription
+is closed with the session. Every Redis call has a timeout; nothing here
+blocks the loop.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -26,6 +30,7 @@ class RedisSession:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client: Redis | None = None
+        self._pubsub: PubSub | None = None
 
     # ------------------------------------------------------------ what a link says
 
@@ -40,8 +45,9 @@ class RedisSession:
 
     def _closing(self) -> list[Any]:
         """What to close after a session, first to last (and forget)."""
+        pubsub, self._pubsub = self._pubsub, None
         client, self._client = self._client, None
-        return [client]
+        return [pubsub, client]
 
     # ------------------------------------------------------------ lifecycle
 
@@ -95,6 +101,12 @@ class RedisSession:
             health_check_interval=0)
         await self._within(client.ping(), cfg.connect_timeout_s + cfg.timeout_s)
         return client, [await self._within(client.script_load(s)) for s in scripts]
+
+    async def _subscribe(self, client: Redis, channel: str) -> PubSub:
+        """This session's subscription to `channel` (closed with the session)."""
+        pubsub = self._pubsub = client.pubsub()
+        await self._within(pubsub.subscribe(channel))
+        return pubsub
 
     async def _until_one_fails(self, *works: Coroutine[Any, Any, None]) -> None:
         """Run the session's workers until the first ends; its failure ends the session."""
