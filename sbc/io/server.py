@@ -258,12 +258,26 @@ class Server:
         return lim.max_tcp_message, lim.tcp_buffer
 
     def _persist(self, now: float) -> None:
-        """Write the batch of dialog changes (one transaction)."""
+        """Take the batch of dialog changes and write it a slice per loop
+        turn (sbc.state.dialogs: no transaction long enough to hold up calls)."""
+        self.parts.dialogs.take()
+        if not self._persisting:
+            self._persisting = True
+            self._persist_step()
+        flush_logs()
+
+    _persisting = False
+
+    def _persist_step(self) -> None:
         try:
-            self.parts.dialogs.flush()
+            more = self.parts.dialogs.step()
         except Exception as e:  # a full disk must not stop the calls
             log.error("persist_failed", error=str(e))
-        flush_logs()
+            more = self.parts.dialogs.backlogged
+        if more:
+            self.loop.call_soon(self._persist_step)
+        else:
+            self._persisting = False
 
     def _tls_context(self) -> ssl.SSLContext:
         assert self.tls_context is not None

@@ -84,3 +84,35 @@ def test_a_call_on_the_standby_stays_there_across_a_restart(tmp_path: Path) -> N
            f"Content-Length: 0\r\n\r\n").encode()
     assert [s[1] for s in eng2.receive(bye, CALLER, 5.0).sends] == [standby]
     keeper2.store.close()
+
+
+def test_the_batch_is_written_in_slices_and_in_order(tmp_path: Path) -> None:
+    """Steps write at most their slice each; a call ended while its row
+    waits in the backlog is deleted after that row is written, not left
+    in the file to come back after a restart."""
+    db = tmp_path / "state.sqlite"
+    eng = engine()
+    eng.policy = CallPolicy({"acme": GatewayPolicy(max_concurrent=50, max_duration=60.0)})
+    keeper = DialogKeeper(eng, Store(db), lambda: 100.0)
+    byes = {}
+    for n in range(5):
+        out = [s[2] for s in eng.receive(invite(n), CALLER, 100.0).sends if s[0] >= PRIVATE][0]
+        *_, ok = answer(out, "127.0.0.1", 5070)
+        byes[n] = eng.receive(ok, BACKEND, 100.0).sends[0][2]
+    keeper.take()
+    assert keeper.step(limit=2) is True
+    assert len(keeper.store.load_dialogs(0.0)) == 2
+    # call-4's row still waits in the backlog when the call ends
+    to = (parse_message(byes[4]).get("to") or b"").decode()
+    bye = (f"BYE sip:vos@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5061;branch=z9hG4bK-b4\r\n"
+           f"From: <sip:a@127.0.0.2>;tag=f4\r\nTo: {to}\r\nCall-ID: call-4\r\nCSeq: 2 BYE\r\n"
+           f"Content-Length: 0\r\n\r\n").encode()
+    out = [s[2] for s in eng.receive(bye, CALLER, 100.5).sends][0]
+    eng.receive(answer(out, "127.0.0.1", 5070)[0], BACKEND, 100.5)
+    keeper.take()
+    while keeper.step(limit=2):
+        pass
+    kept = sorted(r.call_id for r in keeper.store.load_dialogs(0.0))
+    assert kept == [b"call-0", b"call-1", b"call-2", b"call-3"]
+    assert keeper.pending == 0 and not keeper.backlogged
+    keeper.store.close()
