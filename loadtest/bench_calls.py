@@ -237,11 +237,18 @@ def one_run(
     try:
         server = target.start(workdir, layout)
         uas.start().wait_bound()
+        if getattr(args, "pin", False):
+            pin(server.pids(), SERVER_CPU)
+            pin([uas.proc.pid], LOAD_CPU)  # type: ignore[union-attr]
         cpu0 = server.cpu_seconds()
         stat0 = tree_cpu_seconds(server.pids(), cpu_seconds)
         if probe is not None:
             probe.start()
         uac.start()
+        if getattr(args, "pin", False):
+            pin([uac.proc.pid], LOAD_CPU)  # type: ignore[union-attr]
+            if probe is not None and probe.proc is not None:
+                pin([probe.proc.pid], LOAD_CPU)
         uac_res = uac.wait()
         if probe is not None:
             probe_res = probe.wait()
@@ -266,6 +273,25 @@ def one_run(
     if run.sbc_exit not in (0, None):
         run.errors.append(f"{target.name} exited {run.sbc_exit} on SIGTERM (see {workdir})")
     return run
+
+
+SERVER_CPU, LOAD_CPU = {1}, {0}
+
+
+def pin(pids: list[int], cpus: set[int]) -> None:
+    """Put every thread of `pids` on `cpus` (`--pin`: the server on one core,
+    SIPp and the probe on the other, so that the CPU per call does not swing
+    with where the scheduler happened to put them)."""
+    for pid in pids:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                pass
 
 
 def probe_call_count(probe_cps: float, seconds: float) -> int:
@@ -470,6 +496,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         dest="fine_latency",
         action="store_false",
         help="skip SIPp -trace_shortmsg (the 100/200 microsecond latency columns)",
+    )
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="the server on CPU 1, SIPp and the probe on CPU 0 (steadier CPU figures)",
     )
     p.add_argument("--json", type=Path, help="write all runs and medians to this file")
     p.add_argument(

@@ -11,6 +11,7 @@ Features (each compared with the same sbc without it):
   trace  the call trace ring (`trace.enabled`, its default sizes)
   hep    the ring and HEP v3 export over UDP to a sink socket this benchmark
          opens on loopback and drains (it counts what arrived)
+  hep-tcp  the same over TCP to a listening sink (one write per batch)
 
 Each run is `bench_calls.one_run` (SIPp caller -> sbc -> SIPp VOS3000, 1 s
 calls, sbc's CPU from /proc per completed call); the configs differ only in
@@ -35,7 +36,7 @@ from loadtest import bench_calls  # noqa: E402
 from loadtest.targets import SbcTarget  # noqa: E402
 
 HIGH = 1_000_000  # a threshold no benchmark call reaches
-FEATURES = ("fraud", "trace", "hep")
+FEATURES = ("fraud", "trace", "hep", "hep-tcp")
 
 
 def ten_rules() -> list[dict[str, Any]]:
@@ -75,13 +76,68 @@ class Sink:
         self.sock.close()
 
 
-def feature_sets(feature: str, sink: Sink | None) -> list[str]:
+class TcpSink:
+    """A listening TCP socket on loopback that reads HEP3 streams and counts
+    the packets (by their length fields) until closed."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        conn.settimeout(0.2)
+        buf = bytearray()
+        with conn:
+            while not self._stop.is_set():
+                try:
+                    chunk = conn.recv(1 << 20)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                buf += chunk
+                at = 0
+                while len(buf) - at >= 6:
+                    size = int.from_bytes(buf[at + 4:at + 6], "big")
+                    if size < 6 or len(buf) - at < size:
+                        break
+                    at += size
+                    self.count += 1
+                del buf[:at]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+def feature_sets(feature: str, sinks: dict[str, Any]) -> list[str]:
     if feature == "fraud":
         return [f"fraud.rules={ten_rules()!r}"]
     sets = ["trace.enabled=true"]
-    if feature == "hep":
-        assert sink is not None
-        sets += ["hep.enabled=true", "hep.host=127.0.0.1", f"hep.port={sink.port}"]
+    if feature in sinks:
+        sets += ["hep.enabled=true", "hep.host=127.0.0.1", f"hep.port={sinks[feature].port}"]
+        if feature == "hep-tcp":
+            sets.append("hep.transport=tcp")
     return sets
 
 
@@ -100,10 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     features, args = parse(argv)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     root = args.workdir or bench_calls.REPO / "loadtest" / "results" / f"features-{stamp}"
-    sink = Sink() if "hep" in features else None
+    sinks: dict[str, Any] = {}
+    if "hep" in features:
+        sinks["hep"] = Sink()
+    if "hep-tcp" in features:
+        sinks["hep-tcp"] = TcpSink()
     variants = {"off": SbcTarget(args.log_level)}
     for f in features:
-        variants[f] = SbcTarget(args.log_level, feature_sets(f, sink))
+        variants[f] = SbcTarget(args.log_level, feature_sets(f, sinks))
     per: dict[str, dict[int, list[float]]] = {v: {r: [] for r in args.rate_list} for v in variants}
     try:
         for rate in args.rate_list:
@@ -118,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {rate:>5} cps {name:>6} run {repeat}: {run.succeeded}/"
                           f"{run.attempted} ok, {run.cpu_us_per_call} us/call", flush=True)
     finally:
-        if sink is not None:
+        for sink in sinks.values():
             sink.close()
     print("\nsbc CPU per call (median of runs, lowest-highest; against off)")
     for rate in args.rate_list:
@@ -128,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             med = statistics.median(vals)
             print(f"{rate:>5} cps  {name:>6}: {med:7.1f} us ({min(vals):.1f}-{max(vals):.1f})"
                   f"  {100 * (med - base) / base:+.1f} %")
-    if sink is not None:
-        print(f"HEP packets received by the sink: {sink.count}")
+    for name, sink in sinks.items():
+        print(f"HEP packets received by the {name} sink: {sink.count}")
     return 0
 
 
