@@ -237,10 +237,6 @@ class Store:
                 conn.execute("UPDATE schema_version SET version = ?", (n + 1,))
 
     @property
-    def path(self) -> str:
-        return self._name
-
-    @property
     def schema_version(self) -> int:
         return int(self._conn.execute("SELECT version FROM schema_version").fetchone()[0])
 
