@@ -128,10 +128,33 @@ def encode(payload: bytes, src: tuple[str, int], dst: tuple[str, int], ts_us: in
     head = HEADER + len(before) + 20 + len(after) + len(corr) + len(correlation_id) + CHUNK
     if head + len(payload) > MAX_PACKET:
         payload = payload[:MAX_PACKET - head]
-    return b"".join((
+    return b"".join((  # the payload before the correlation ID, as encode_many has it
         _HEAD.pack(MAGIC, head + len(payload)), before,
         _TIME.pack(0, 9, 10, sec & 0xFFFFFFFF, 0, 10, 10, usec), after,
-        corr, correlation_id, _CHUNK_HEAD.pack(0, 15, CHUNK + len(payload)), payload))
+        _CHUNK_HEAD.pack(0, 15, CHUNK + len(payload)), payload, corr, correlation_id))
+
+
+class _Prefix(NamedTuple):
+    """What `encode_many` writes before a payload for one pair of ends: one
+    struct for the header, the static chunks, the timestamp and the payload
+    chunk's own header (the correlation ID goes after the payload: HEP3
+    chunks may come in any order)."""
+
+    pack: Any  # struct.Struct.pack
+    before: bytes
+    after: bytes
+    fixed: int  # bytes of header and chunks other than payload and correlation ID
+
+
+# (capture_id, auth_key) -> {(src, dst, tcp): _Prefix}, bounded like _STATIC.
+_PREFIX: dict[tuple[int, bytes | None], dict[tuple[Any, ...], _Prefix]] = {}
+
+
+def _prefix(src: tuple[str, int], dst: tuple[str, int], tcp: bool, capture_id: int,
+            auth_key: bytes | None) -> _Prefix:
+    before, after = _static(src, dst, tcp, capture_id, auth_key)
+    fmt = struct.Struct(f"!4sH{len(before)}sHHHIHHHI{len(after)}sHHH")
+    return _Prefix(fmt.pack, before, after, fmt.size)
 
 
 def encode_many(items: Iterable[tuple[bytes, Sequence[Any]]], capture_id: int,
@@ -139,38 +162,43 @@ def encode_many(items: Iterable[tuple[bytes, Sequence[Any]]], capture_id: int,
     """`encode` over a batch, the way the sender drains its queue: each item
     is (correlation ID, messages), a message indexable like
     sbc.trace.ring.Message (ts_us 0, transport 3, src 4, dst 5, data 6).
-    The packets are appended to `out`; returns how many messages had an
-    address that is not an IP (skipped)."""
-    static_of, full = _STATIC.get, _STATIC_MAX
-    head_pack, time_pack, chunk_pack = _HEAD.pack, _TIME.pack, _CHUNK_HEAD.pack
-    append = out.append
+    Each packet is one struct pack (header, static chunks, time, payload
+    chunk header), the payload and the correlation ID chunk, joined. The
+    packets are appended to `out`; returns how many messages had an address
+    that is not an IP (skipped)."""
+    prefixes = _PREFIX.get((capture_id, auth_key))
+    if prefixes is None:
+        if len(_PREFIX) >= 16:  # settings change only on a reload
+            _PREFIX.clear()
+        prefixes = _PREFIX[(capture_id, auth_key)] = {}
+    prefix_of = prefixes.get
+    chunk_pack = _CHUNK_HEAD.pack
+    append, join = out.append, b"".join
     skipped = 0
     for correlation_id, msgs in items:
-        corr = chunk_pack(0, 17, CHUNK + len(correlation_id)) if correlation_id else b""
-        fixed = HEADER + 20 + len(corr) + len(correlation_id) + CHUNK
+        corr = (chunk_pack(0, 17, CHUNK + len(correlation_id)) + correlation_id
+                if correlation_id else b"")
         for msg in msgs:
-            src, dst, tcp = msg[4], msg[5], msg[3] != "udp"
-            key = (src, dst, tcp, capture_id, auth_key)
-            static = static_of(key)
-            if static is None:
+            key = (msg[4], msg[5], msg[3] != "udp")
+            prefix = prefix_of(key)
+            if prefix is None:
                 try:
-                    static = _static(src, dst, tcp, capture_id, auth_key)
+                    prefix = _prefix(key[0], key[1], key[2], capture_id, auth_key)
                 except ValueError:
                     skipped += 1
                     continue
-                if len(_STATIC) >= full:
-                    _STATIC.clear()
-                _STATIC[key] = static
-            before, after = static
+                if len(prefixes) >= _STATIC_MAX:  # bounded: a cache, not a table of every peer
+                    prefixes.clear()
+                prefixes[key] = prefix
             payload = msg[6]
-            head = fixed + len(before) + len(after)
+            head = prefix.fixed + len(corr)
             if head + len(payload) > MAX_PACKET:
                 payload = payload[:MAX_PACKET - head]
             sec, usec = divmod(msg[0], 1_000_000)
-            append(b"".join((
-                head_pack(MAGIC, head + len(payload)), before,
-                time_pack(0, 9, 10, sec & 0xFFFFFFFF, 0, 10, 10, usec), after,
-                corr, correlation_id, chunk_pack(0, 15, CHUNK + len(payload)), payload)))
+            append(join((prefix.pack(MAGIC, head + len(payload), prefix.before,
+                                     0, 9, 10, sec & 0xFFFFFFFF, 0, 10, 10, usec, prefix.after,
+                                     0, 15, CHUNK + len(payload)),
+                         payload, corr)))
     return skipped
 
 
