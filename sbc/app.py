@@ -11,11 +11,9 @@ import ipaddress
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .state.bans import BanKeeper
-from .cluster.redis_link import RedisLink, make_cluster
-from .cluster.limits_link import LimitsLink, make_limits
-from .cluster.registrations_link import RegistrationsLink, make_registrations
 from .config import Config
 from .core.identify.auth import (
     DIGEST_OFFENSES,
@@ -36,6 +34,11 @@ from .core.screen.lanes import TrustedSources
 from .core.screen.screen import Screen
 from .core.settings import ProxySettings
 from .state.dialogs import DialogKeeper
+
+if TYPE_CHECKING:  # the cluster's links pull in redis: imported only with the cluster on
+    from .cluster.limits_link import LimitsLink
+    from .cluster.redis_link import RedisLink
+    from .cluster.registrations_link import RegistrationsLink
 from .firewall.nftset import NftBanSet
 from .io.addresses import FAST
 from .io.trusted import TrustedKeeper
@@ -220,13 +223,18 @@ def build_components(cfg: Config, loop: asyncio.AbstractEventLoop) -> Components
         kernel.on_reset = kernel_reset
     dialogs = DialogKeeper(engine, store, loop.time)
     dialogs.restore()
+    cluster = limits = registrations = None
+    if cfg.cluster.enabled:
+        from .cluster.limits_link import make_limits
+        from .cluster.redis_link import make_cluster
+        from .cluster.registrations_link import make_registrations
+        cluster = make_cluster(cfg.cluster, keeper, loop)
+        limits = make_limits(cfg.cluster, engine, loop)
+        registrations = make_registrations(
+            cfg.cluster, engine, (settings.private_host, settings.private_port),
+            frozenset([*engine.egresses, (settings.public_host, settings.public_port)]), loop)
     parts = Components(engine, store, keeper, dialogs, loop, secret, trusted, kernel,
-                       cluster=make_cluster(cfg.cluster, keeper, loop),
-                       limits=make_limits(cfg.cluster, engine, loop),
-                       registrations=make_registrations(
-                           cfg.cluster, engine, (settings.private_host, settings.private_port),
-                           frozenset([*engine.egresses, (settings.public_host, settings.public_port)]),
-                           loop))
+                       cluster=cluster, limits=limits, registrations=registrations)
     engine.on_bindings = parts.save_bindings
     trusted.attach()  # beside the store's sinks: confirmed dialogs, registrations
     log.info("state_loaded", path=cfg.state.path, bindings=len(registrar),

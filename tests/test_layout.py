@@ -127,3 +127,20 @@ def test_no_type_check_is_switched_off() -> None:
     for path in SBC.rglob("*.py"):
         assert "disable-error-code" not in path.read_text(), path
     assert "disable_error_code" not in (ROOT / "pyproject.toml").read_text()
+
+
+def test_the_admin_and_cluster_libraries_load_only_when_used() -> None:
+    """aiohttp (the admin endpoint, the fraud webhook) and redis (the
+    cluster) are some 20 MiB each of a process: an sbc with them off, the
+    operator's default, never imports them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sbc.cli, sbc.io.server, sbc.app, sbc.io.fraud, sbc.admin\n"
+            "print(sorted(m for m in ('aiohttp', 'redis', 'prometheus_client') if m in sys.modules))\n"
+            "from sbc.admin import start_admin\n"
+            "print('aiohttp' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split("\n")
+    assert out[0] == "[]"
+    assert out[1] == "True"  # and the admin still loads on first use

@@ -11,7 +11,8 @@ bearer token and a source-address allowlist (DESIGN.md, "admin").
 - `timing`: `PacketTimer`, per-packet processing time as histogram counts.
 """
 
-from .app import make_app, start_admin
+from typing import Any
+
 from .backend import AdminBackend, ban_counts, ban_rows, dialog_row, dialog_rows, gateway_summary
 from .timing import HistogramSnapshot, PacketTimer
 
@@ -27,3 +28,13 @@ __all__ = [
     "make_app",
     "start_admin",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`make_app` and `start_admin` on first use: the application pulls in
+    aiohttp (some 20 MiB of a process), which an sbc with its admin endpoint
+    off never loads."""
+    if name in ("make_app", "start_admin"):
+        from . import app
+        return getattr(app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,10 +18,9 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Config
-from ..cluster.fraud_link import FraudLink, make_fraud_link
 from ..config.fraud import FraudRule, zone
 from ..core.engine import Engine
 from ..core.fraud import FraudWatch, Metric, Rule, RuleSet, Threshold, Window
@@ -29,7 +28,10 @@ from ..core.fraud.explain import alert_view, view
 from ..state.fraud import FraudKeeper
 from ..state.store import Store
 from .logsetup import get_logger
-from .webhook import WebhookSender
+
+if TYPE_CHECKING:  # redis and aiohttp: imported only when the cluster or a webhook is on
+    from ..cluster.fraud_link import FraudLink
+    from .webhook import WebhookSender
 
 log = get_logger("sbc.fraud")
 
@@ -78,6 +80,7 @@ class FraudService:
         if cfg.cluster.enabled:
             loop = loop or _running_loop()
             if loop is not None:
+                from ..cluster.fraud_link import make_fraud_link
                 self.cluster = make_fraud_link(cfg.cluster, self.watch, loop)
         if self.cluster is not None:
             share = self.cluster.share
@@ -99,6 +102,7 @@ class FraudService:
             if old is not None:
                 asyncio.ensure_future(old.stop())
             if hook.url is not None:
+                from .webhook import WebhookSender
                 self.webhook = WebhookSender(hook.url, timeout_s=hook.timeout_s,
                                              retries=hook.retries,
                                              retry_delay_s=hook.retry_delay_s, queue=hook.queue)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import sdnotify
-from ..admin import PacketTimer, ban_counts, ban_rows, dialog_rows, start_admin
+from ..admin import PacketTimer, ban_counts, ban_rows, dialog_rows
 from ..core.screen.screen import Screen
 from ..admin.timing import HistogramSnapshot
 from ..config import Config, ConfigError, lanes_mode, load_config, summary
@@ -142,6 +142,7 @@ class Server:
         self._log_lanes()
         if cfg.admin.enabled:
             try:
+                from ..admin.app import start_admin  # aiohttp only with the admin on
                 self._admin = await start_admin(self, cfg.admin)
             except OSError:
                 self._close_sockets()
