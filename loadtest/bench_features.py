@@ -50,9 +50,13 @@ def ten_rules() -> list[dict[str, Any]]:
 class Sink:
     """A UDP socket on loopback that reads and counts datagrams until closed."""
 
+    KIND = socket.SOCK_DGRAM
+
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock = socket.socket(socket.AF_INET, self.KIND)
         self.sock.bind(("127.0.0.1", 0))
+        if self.KIND == socket.SOCK_STREAM:
+            self.sock.listen(8)
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.count = 0
@@ -76,20 +80,11 @@ class Sink:
         self.sock.close()
 
 
-class TcpSink:
+class TcpSink(Sink):
     """A listening TCP socket on loopback that reads HEP3 streams and counts
     the packets (by their length fields) until closed."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.count = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+    KIND = socket.SOCK_STREAM
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -123,11 +118,6 @@ class TcpSink:
                     at += size
                     self.count += 1
                 del buf[:at]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
 
 
 def feature_sets(feature: str, sinks: dict[str, Any]) -> list[str]:

@@ -131,23 +131,30 @@ class TimerHeap:
         for entry in self._buckets.pop(key).values():
             self._place(entry, int(entry[0] * RES))
 
-    def next_deadline(self) -> float | None:
+    def _top(self) -> float | None:
+        """The key of the first bucket holding entries, a fine one: emptied
+        keys are dropped and coarse buckets spread on the way."""
         keys, buckets = self._keys, self._buckets
         while keys:
             key = keys[0]
-            if key == self._min_key:
-                return self._min
-            bucket = buckets.get(key)
-            if not bucket:
+            if not buckets.get(key):
                 heappop(keys)
                 self._keyset.discard(key)
-                continue
-            if type(key) is float:
+            elif type(key) is float:
                 self._spread(key)
-                continue
-            self._min_key, self._min = key, min(bucket.values())[0]
-            return self._min
+            else:
+                return key
         return None
+
+    def next_deadline(self) -> float | None:
+        keys = self._keys
+        if keys and keys[0] == self._min_key:
+            return self._min
+        key = self._top()
+        if key is None:
+            return None
+        self._min_key, self._min = key, min(self._buckets[key].values())[0]
+        return self._min
 
     def pop_due(self, now: float) -> list[tuple[float, TimerKind, Any]]:
         self._now = now
@@ -155,16 +162,8 @@ class TimerHeap:
         keys, buckets = self._keys, self._buckets
         limit = now * RES
         fired: list[Timer] = []
-        while keys and keys[0] <= limit:
-            key = keys[0]
-            bucket = buckets.get(key)
-            if not bucket:
-                heappop(keys)
-                self._keyset.discard(key)
-                continue
-            if type(key) is float:
-                self._spread(key)
-                continue
+        while (key := self._top()) is not None and key <= limit:
+            bucket = buckets[key]
             due = [e for e in bucket.values() if e[0] <= now]
             if len(due) == len(bucket):
                 heappop(keys)
