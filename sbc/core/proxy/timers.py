@@ -12,9 +12,11 @@ last half-minute alive, that was 10-15 ms with the loop stopped, every few
 seconds. Here (a hashed wheel, as Kamailio's and the Linux kernel's timers):
 
 - a deadline within NEAR seconds of the last `pop_due` goes to a fine bucket
-  of 1/RES s (key `int(deadline * RES)`); a later one to a coarse bucket of
-  one second (key `second * RES - 0.5`, a float, so it sorts before the fine
-  buckets of its second), spread over fine buckets when it comes up;
+  of 1/RES s (an even key, `2 * int(deadline * RES)`); a later one to a
+  coarse bucket of one second (an odd key, `2 * second * RES - 1`, so it sorts
+  before the fine buckets of its second), spread over fine buckets when it
+  comes up. Keys are ints either way (a compiled build would turn a float
+  key's int neighbours into floats);
 - a bucket is a dict by sequence number: a cancel deletes its entry and lets
   go of its object at once, and an emptied bucket is deleted;
 - the keys of the buckets wait in a small heap (one per bucket, emptied ones
@@ -61,13 +63,13 @@ class TimerHeap:
     __slots__ = ("_buckets", "_keys", "_keyset", "_seq", "_live", "_now", "_min_key", "_min")
 
     def __init__(self) -> None:
-        self._buckets: dict[float, dict[int, Timer]] = {}
-        self._keys: list[float] = []  # heap of bucket keys (some may be emptied)
-        self._keyset: set[float] = set()  # the keys in _keys
+        self._buckets: dict[int, dict[int, Timer]] = {}
+        self._keys: list[int] = []  # heap of bucket keys (some may be emptied)
+        self._keyset: set[int] = set()  # the keys in _keys
         self._seq = count()
         self._live = 0
         self._now = float("-inf")  # the last pop_due's now: what NEAR counts from
-        self._min_key: float | None = None  # the first bucket whose smallest deadline is _min
+        self._min_key: int | None = None  # the first bucket whose smallest deadline is _min
         self._min = 0.0
 
     def __len__(self) -> int:
@@ -84,7 +86,7 @@ class TimerHeap:
         """Bucket keys waiting (emptied ones included until they reach the top)."""
         return len(self._keys)
 
-    def _place(self, entry: Timer, key: float) -> None:
+    def _place(self, entry: Timer, key: int) -> None:
         entry[4] = key
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -99,9 +101,9 @@ class TimerHeap:
     def push(self, deadline: float, kind: TimerKind, obj: Any) -> Timer:
         entry = [deadline, next(self._seq), kind, obj, 0]
         if deadline - self._now > NEAR:
-            self._place(entry, int(deadline) * RES - 0.5)
+            self._place(entry, 2 * int(deadline) * RES - 1)
         else:
-            self._place(entry, int(deadline * RES))
+            self._place(entry, 2 * int(deadline * RES))
         self._live += 1
         return entry
 
@@ -124,14 +126,14 @@ class TimerHeap:
         if key == self._min_key and entry[0] == self._min:
             self._min_key = None
 
-    def _spread(self, key: float) -> None:
+    def _spread(self, key: int) -> None:
         """A coarse bucket came up: its entries into fine buckets."""
         heappop(self._keys)
         self._keyset.discard(key)
         for entry in self._buckets.pop(key).values():
-            self._place(entry, int(entry[0] * RES))
+            self._place(entry, 2 * int(entry[0] * RES))
 
-    def _top(self) -> float | None:
+    def _top(self) -> int | None:
         """The key of the first bucket holding entries, a fine one: emptied
         keys are dropped and coarse buckets spread on the way."""
         keys, buckets = self._keys, self._buckets
@@ -140,7 +142,7 @@ class TimerHeap:
             if not buckets.get(key):
                 heappop(keys)
                 self._keyset.discard(key)
-            elif type(key) is float:
+            elif key & 1:  # coarse
                 self._spread(key)
             else:
                 return key
@@ -160,7 +162,7 @@ class TimerHeap:
         self._now = now
         self._min_key = None
         keys, buckets = self._keys, self._buckets
-        limit = now * RES
+        limit = 2 * now * RES
         fired: list[Timer] = []
         while (key := self._top()) is not None and key <= limit:
             bucket = buckets[key]
