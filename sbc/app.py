@@ -34,16 +34,16 @@ from .core.screen.lanes import TrustedSources
 from .core.screen.screen import Screen
 from .core.settings import ProxySettings
 from .state.dialogs import DialogKeeper
-
-if TYPE_CHECKING:  # the cluster's links pull in redis: imported only with the cluster on
-    from .cluster.limits_link import LimitsLink
-    from .cluster.redis_link import RedisLink
-    from .cluster.registrations_link import RegistrationsLink
 from .firewall.nftset import NftBanSet
 from .io.addresses import FAST
 from .io.trusted import TrustedKeeper
 from .io.logsetup import get_logger
 from .state.store import Store, from_rows, to_rows
+
+if TYPE_CHECKING:  # the cluster's links pull in redis: imported only with the cluster on
+    from .cluster.limits_link import LimitsLink
+    from .cluster.redis_link import RedisLink
+    from .cluster.registrations_link import RegistrationsLink
 
 log = get_logger("sbc.app")
 

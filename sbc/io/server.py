@@ -68,6 +68,7 @@ class Server:
         self._tls_server: asyncio.base_events.Server | None = None
         self._stopped = asyncio.Event()
         self.persist_interval = float(cfg.calls.persist_interval_s)
+        self._persisting = False  # a slice of the dialog batch is due on the next loop turn
         self._admin: Any = None
         self._last_summary: dict[str, dict[str, int]] = {}
         self.summary_interval = float(cfg.logging.summary_interval_s)
@@ -266,8 +267,6 @@ class Server:
             self._persisting = True
             self._persist_step()
         flush_logs()
-
-    _persisting = False
 
     def _persist_step(self) -> None:
         try:
