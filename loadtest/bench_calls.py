@@ -53,7 +53,7 @@ from loadtest.harness import (
     tree_cpu_seconds,
 )
 from loadtest.probe import ProbeProcess
-from loadtest.targets import KamailioTarget, Layout, SbcTarget, Server, stop_server
+from loadtest.targets import Layout, SbcTarget, Server, Target, stop_server
 
 
 @dataclass
@@ -193,7 +193,7 @@ def one_run(
     repeat: int,
     args: argparse.Namespace,
     root: Path,
-    target: SbcTarget | KamailioTarget | None = None,
+    target: Target | None = None,
     layout: Layout | None = None,
 ) -> Run:
     """One call run against a fresh server: sbc (the default, every loopback

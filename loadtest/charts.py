@@ -19,6 +19,7 @@ from matplotlib import ticker
 
 STYLE: dict[str, dict[str, Any]] = {
     "sbc": {"color": "tab:blue", "marker": "o", "markersize": 8, "linestyle": "-"},
+    "sbc-compiled": {"color": "tab:purple", "marker": "D", "markersize": 6, "linestyle": "-."},
     "kamailio": {"color": "tab:orange", "marker": "s", "markersize": 5, "linestyle": "--"},
     "kamailio-tlsf": {"color": "tab:green", "marker": "^", "markersize": 5, "linestyle": ":"},
 }

@@ -39,7 +39,9 @@ Scenarios:
 The flood scenarios run at each of --flood-rates (packets per second; 0 = as
 fast as the generator can). CPU is the run time of every thread of every
 process of the server (/proc/PID/task/*/schedstat; Kamailio's workers
-included). --targets may add kamailio-tlsf: the same Kamailio with the TLSF
+included). --targets may add sbc-compiled: sbc run by .venv-compiled/'s
+Python, the compiled core `make compiled` installs there (its `started` line
+must say core mypyc), and kamailio-tlsf: the same Kamailio with the TLSF
 allocator (-x tlsf -X tlsf). Memory is sbc's peak RSS (VmHWM) and, for
 Kamailio, the largest sum of Pss over its processes (its shared memory counted
 once). Handled packets are the server's own count for sbc and offered minus
@@ -72,7 +74,7 @@ from loadtest.flood.generator import Flood, FloodError, build, payload
 from loadtest.flood.measure import udp_socket_drops
 from loadtest.harness import REPO, HarnessError, format_table, medians, sipp_binary
 from loadtest.kamailio import kamailio_binary
-from loadtest.targets import KamailioTarget, Layout, SbcTarget, Server, stop_server
+from loadtest.targets import KamailioTarget, Layout, RelayTarget, SbcTarget, Server, Target, stop_server
 
 FLOOD_SCENARIOS = {
     "options-flood": "options",
@@ -91,13 +93,23 @@ SURVIVED = 99.9
 
 
 #: What --targets may name: sbc with its operator defaults (one gateway, no
-#: admin), Kamailio with the reference config, and that Kamailio on TLSF.
-TARGETS = ("sbc", "kamailio", "kamailio-tlsf")
+#: admin), the same with the compiled core (the wheel `make compiled` installs
+#: into .venv-compiled/), Kamailio with the reference config, and that
+#: Kamailio on TLSF; and relay (loadtest/relay.py), the loop and sockets with
+#: no SIP, for the calls scenario only.
+TARGETS = ("sbc", "sbc-compiled", "kamailio", "kamailio-tlsf", "relay")
+COMPILED_PYTHON = REPO / ".venv-compiled" / "bin" / "python"
 
 
-def make_target(name: str, kamailio_children: int) -> SbcTarget | KamailioTarget:
+def make_target(name: str, kamailio_children: int) -> Target:
     if name == "sbc":
         return SbcTarget()
+    if name == "relay":
+        return RelayTarget()
+    if name == "sbc-compiled":
+        if not COMPILED_PYTHON.exists():
+            raise HarnessError(f"sbc-compiled: no {COMPILED_PYTHON}; run `make compiled` first")
+        return SbcTarget(name=name, python=str(COMPILED_PYTHON), core="mypyc")
     mem = name.partition("-")[2] or None
     return KamailioTarget(kamailio_children, mem_manager=mem)
 
@@ -207,7 +219,7 @@ def survived(steps: list[Step]) -> int:
 
 
 def fire_run(
-    target: SbcTarget | KamailioTarget, repeat: int, args: argparse.Namespace, root: Path
+    target: Target, repeat: int, args: argparse.Namespace, root: Path
 ) -> FireRun:
     """One server for the whole ramp; a fresh SIPp pair and flood per step."""
     run = FireRun(target.name, repeat)
@@ -324,7 +336,7 @@ def calls_args(rate: float, args: argparse.Namespace) -> argparse.Namespace:
 def run_case(
     scenario: str,
     rate: float,
-    targets: list[SbcTarget | KamailioTarget],
+    targets: list[Target],
     args: argparse.Namespace,
     root: Path,
 ) -> dict[str, Any]:
@@ -619,6 +631,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.target_list = [t.strip() for t in args.targets.split(",") if t.strip()]
     if not args.target_list or set(args.target_list) - set(TARGETS):
         p.error(f"--targets: one or more of {', '.join(TARGETS)}")
+    if "relay" in args.target_list and set(args.scenario_list) - {"calls"}:
+        p.error("--targets relay: only with --scenarios calls (it relays, it screens nothing)")
     if len(set(args.target_list)) != len(args.target_list):
         p.error("--targets: each at most once")
     if not 0 <= args.probe_cps <= 200:
@@ -674,9 +688,11 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     root = args.workdir or REPO / "loadtest" / "results" / f"compare-{stamp}"
     root.mkdir(parents=True, exist_ok=True)
-    targets: list[SbcTarget | KamailioTarget] = []
-    for name in args.target_list:
-        targets.append(make_target(name, args.kamailio_children))
+    try:
+        targets = [make_target(name, args.kamailio_children) for name in args.target_list]
+    except HarnessError as e:
+        print(f"compare: {e}", file=sys.stderr)
+        return 2
     if args.scenario_list == ["fire-lanes"]:
         args.target_list = args.lane_target_list
     print(

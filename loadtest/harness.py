@@ -306,8 +306,16 @@ class SbcProcess:
         workdir: Path,
         keep: int = 5000,
         prefix: Sequence[str] = (),
+        python: str | None = None,
+        command: Sequence[str] | None = None,
     ) -> None:
         self.config_path = config_path
+        # Another program in sbc's place (loadtest/relay.py), with its arguments.
+        self.command = list(command) if command is not None else None
+        # Another interpreter (a venv with the compiled wheel installed): it
+        # imports its own sbc, so neither this tree's directory nor the
+        # working directory (`-m` puts it first on sys.path) names ours.
+        self.python = python
         # Put before the command, e.g. `ip netns exec NAME` (which execs, so
         # the PID is sbc's own).
         self.prefix = list(prefix)
@@ -328,13 +336,17 @@ class SbcProcess:
 
     def start(self, timeout: float = 20.0) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        if self.python is None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        else:
+            env.pop("PYTHONPATH", None)
         env["PYTHONUNBUFFERED"] = "1"
         with open(self._stderr_path, "wb") as stderr:
+            command = self.command or [self.python or sys.executable, "-m", "sbc", "run",
+                                       "--config", str(self.config_path)]
             self.proc = subprocess.Popen(
-                [*self.prefix, sys.executable, "-m", "sbc", "run", "--config",
-                 str(self.config_path)],
-                cwd=REPO,
+                [*self.prefix, *command],
+                cwd=REPO if self.python is None else self.workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,

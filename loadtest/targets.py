@@ -10,6 +10,7 @@ has them (sbc's `stopped` line), else None.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,11 +105,17 @@ def set_key(cfg: dict[str, Any], assignment: str) -> None:
 
 
 class SbcTarget:
-    name = "sbc"
+    """sbc with its operator defaults. `python`: run it with that interpreter
+    (a venv holding the compiled wheel, `make compiled`), under `name`; its
+    `started` line must then say which core, `core`, it loaded."""
 
-    def __init__(self, log_level: str = "info", sets: Sequence[str] = ()) -> None:
+    def __init__(self, log_level: str = "info", sets: Sequence[str] = (), *,
+                 name: str = "sbc", python: str | None = None, core: str | None = None) -> None:
         self.log_level = log_level
         self.sets = list(sets)
+        self.name = name
+        self.python = python
+        self.core = core
 
     def config(self, layout: Layout, account: bool = False) -> dict[str, Any]:
         gateways: list[dict[str, Any]] = [{"name": "gw", "ip": [layout.gateway]}]
@@ -136,13 +143,41 @@ class SbcTarget:
         return cfg
 
     def start(self, workdir: Path, layout: Layout, *, account: bool = False) -> SbcProcess:
-        sbc = SbcProcess(write_config(workdir / "sbc.yaml", self.config(layout, account)), workdir)
+        sbc = SbcProcess(write_config(workdir / "sbc.yaml", self.config(layout, account)), workdir,
+                         python=self.python)
         sbc.start()
+        if self.core is not None:
+            started = sbc.named("started")
+            core = started[-1].get("core") if started else None
+            if core != self.core:
+                sbc.stop()
+                raise HarnessError(f"{self.name}: sbc started with core {core!r}, not {self.core!r}")
         return sbc
 
     def totals(self, server: Server) -> SbcTotals | None:
         assert isinstance(server, SbcProcess)
         return SbcTotals.from_stopped(server)
+
+
+class RelayTarget:
+    """loadtest/relay.py in the server's place: the loop, the sockets and one
+    Python callback per datagram, no SIP (the floor under sbc's figures)."""
+
+    name = "relay"
+
+    def start(self, workdir: Path, layout: Layout, *, account: bool = False) -> SbcProcess:
+        script = Path(__file__).resolve().parent / "relay.py"
+        relay = SbcProcess(script, workdir, command=[
+            sys.executable, str(script),
+            "--public", f"{layout.public_host}:{layout.public_port}",
+            "--private", f"{layout.private_host}:{layout.private_port}",
+            "--backend", f"{layout.backend_host}:{layout.backend_port}",
+        ])
+        relay.start()
+        return relay
+
+    def totals(self, server: Server) -> SbcTotals | None:
+        return None
 
 
 class KamailioTarget:
@@ -179,3 +214,7 @@ class KamailioTarget:
 
     def totals(self, server: Server) -> SbcTotals | None:
         return None
+
+
+#: Whatever a benchmark can start in the server's place.
+Target = SbcTarget | KamailioTarget | RelayTarget

@@ -72,7 +72,7 @@ from loadtest.flood.generator import (
 )
 from loadtest.flood.measure import udp_socket_drops, wait_cpu_settled
 from loadtest.harness import REPO, HarnessError, format_table, medians
-from loadtest.targets import KamailioTarget, Layout, SbcTarget, Server, set_key, stop_server
+from loadtest.targets import Layout, SbcTarget, Server, Target, set_key, stop_server
 from loadtest.versions import Version, VersionTarget, announce, delta, open_versions, print_problems
 
 SCENARIOS = ("options", "register", "invite", "many-sources")
@@ -138,7 +138,7 @@ def one_run(
     repeat: int,
     args: argparse.Namespace,
     root: Path,
-    target: SbcTarget | KamailioTarget | None = None,
+    target: Target | None = None,
     layout: Layout | None = None,
 ) -> Run:
     """One flood run against a fresh server: sbc (the default) or another
