@@ -21,6 +21,7 @@ Scenarios:
   register-flood    REGISTER brute force from one source
   invite-flood      INVITE from an unknown source
   many-sources      scanner OPTIONS from --sources addresses
+  many-sources-invite  INVITE from --sources addresses (none a gateway)
   calls-under-fire  calls at --fire-cps while a flood from --fire-sources
                     addresses ramps through --fire-steps pps, --step-seconds
                     each; reports the largest flood rate at which calls still
@@ -81,7 +82,10 @@ FLOOD_SCENARIOS = {
     "register-flood": "register",
     "invite-flood": "invite",
     "many-sources": "many-sources",
+    "many-sources-invite": "many-sources",
 }
+#: What each source of a many-sources scenario sends.
+MANY_PAYLOAD = {"many-sources": "options", "many-sources-invite": "invite"}
 SCENARIOS = ("calls", *FLOOD_SCENARIOS, "calls-under-fire")
 #: Scenarios that run only when named (they need root: a network namespace).
 EXTRA_SCENARIOS = ("fire-lanes",)
@@ -371,6 +375,8 @@ def run_case(
                         f"{rate:g}",
                         "--sources",
                         str(args.sources),
+                        "--payload",
+                        MANY_PAYLOAD.get(scenario, "options"),
                     ]
                 )
                 run = bench_flood.one_run(
