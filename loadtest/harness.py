@@ -306,16 +306,23 @@ class SbcProcess:
         workdir: Path,
         keep: int = 5000,
         prefix: Sequence[str] = (),
+        *,
         python: str | None = None,
-        command: Sequence[str] | None = None,
+        code: Path | None = REPO,
+        args: Sequence[str] | None = None,
     ) -> None:
         self.config_path = config_path
-        # Another program in sbc's place (loadtest/relay.py), with its arguments.
-        self.command = list(command) if command is not None else None
-        # Another interpreter (a venv with the compiled wheel installed): it
-        # imports its own sbc, so neither this tree's directory nor the
-        # working directory (`-m` puts it first on sys.path) names ours.
-        self.python = python
+        # The interpreter (default: this one), and the folder its `sbc` is
+        # imported from: made the child's working directory (`python -m`
+        # puts it first on sys.path) and the head of its PYTHONPATH. None:
+        # the interpreter's own installed sbc (the compiled wheel's venv),
+        # so neither names a source tree.
+        self.python = python or sys.executable
+        self.code = code
+        # What follows the interpreter: sbc itself, or another program in
+        # its place (loadtest/relay.py) with its arguments.
+        self.args = list(args) if args is not None else [
+            "-m", "sbc", "run", "--config", str(config_path)]
         # Put before the command, e.g. `ip netns exec NAME` (which execs, so
         # the PID is sbc's own).
         self.prefix = list(prefix)
@@ -336,17 +343,15 @@ class SbcProcess:
 
     def start(self, timeout: float = 20.0) -> None:
         env = dict(os.environ)
-        if self.python is None:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        if self.code is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.code), env.get("PYTHONPATH")]))
         else:
             env.pop("PYTHONPATH", None)
         env["PYTHONUNBUFFERED"] = "1"
         with open(self._stderr_path, "wb") as stderr:
-            command = self.command or [self.python or sys.executable, "-m", "sbc", "run",
-                                       "--config", str(self.config_path)]
             self.proc = subprocess.Popen(
-                [*self.prefix, *command],
-                cwd=REPO if self.python is None else self.workdir,
+                [*self.prefix, self.python, *self.args],
+                cwd=self.code if self.code is not None else self.workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,

@@ -48,8 +48,9 @@ def _call_id(data: bytes) -> bytes | None:
             i = data.find(b"\ni:")
             if i < 0:
                 return None
-    j = data.find(b"\r", i + 3)
-    return data[data.index(b":", i) + 1 : j].strip()
+    start = data.index(b":", i) + 1
+    end = data.find(b"\r", start)
+    return data[start : end if end >= 0 else len(data)].strip()
 
 
 class Relay:

@@ -10,7 +10,6 @@ has them (sbc's `stopped` line), else None.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import yaml
 from loadtest.flood.measure import SbcTotals
 from loadtest.harness import (
     LOOPBACK,
+    REPO,
     HarnessError,
     SbcProcess,
     free_ports,
@@ -144,7 +144,7 @@ class SbcTarget:
 
     def start(self, workdir: Path, layout: Layout, *, account: bool = False) -> SbcProcess:
         sbc = SbcProcess(write_config(workdir / "sbc.yaml", self.config(layout, account)), workdir,
-                         python=self.python)
+                         python=self.python, code=REPO if self.python is None else None)
         sbc.start()
         if self.core is not None:
             started = sbc.named("started")
@@ -167,8 +167,8 @@ class RelayTarget:
 
     def start(self, workdir: Path, layout: Layout, *, account: bool = False) -> SbcProcess:
         script = Path(__file__).resolve().parent / "relay.py"
-        relay = SbcProcess(script, workdir, command=[
-            sys.executable, str(script),
+        relay = SbcProcess(script, workdir, args=[
+            str(script),
             "--public", f"{layout.public_host}:{layout.public_port}",
             "--private", f"{layout.private_host}:{layout.private_port}",
             "--backend", f"{layout.backend_host}:{layout.backend_port}",

@@ -30,7 +30,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest import harness
 from loadtest.harness import REPO, HarnessError, SbcProcess, write_config
 from loadtest.targets import Layout, SbcTarget
 
@@ -122,27 +121,18 @@ def code_fingerprint(code_dir: Path) -> str:
 
 
 class VersionSbc(SbcProcess):
-    """SbcProcess running the `sbc` package of `code_dir`.
-
-    SbcProcess.start takes both the child's cwd and the head of its PYTHONPATH
-    from `loadtest.harness.REPO` (read when it starts the child); this points
-    that name at `code_dir` for the call and restores it.  `python -m` puts
-    the cwd first on sys.path, so both matter.  After the start the running
+    """SbcProcess running the `sbc` package of `code_dir` (its working
+    directory and the head of its PYTHONPATH). After the start the running
     process's cwd and PYTHONPATH are checked, so a change in the harness
     cannot silently run the wrong code.
     """
 
     def __init__(self, config_path: Path, workdir: Path, code_dir: Path) -> None:
-        super().__init__(config_path, workdir)
+        super().__init__(config_path, workdir, code=code_dir)
         self.code_dir = code_dir
 
     def start(self, timeout: float = 20.0) -> None:
-        saved = harness.REPO
-        harness.REPO = self.code_dir
-        try:
-            super().start(timeout)
-        finally:
-            harness.REPO = saved
+        super().start(timeout)
         cwd = Path(os.readlink(f"/proc/{self.pid}/cwd")).resolve()
         with open(f"/proc/{self.pid}/environ", "rb") as f:
             env = dict(

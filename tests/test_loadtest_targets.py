@@ -1,16 +1,20 @@
 """The benchmark targets beside sbc (loadtest/targets.py): the blind relay
-that measures the floor under any server on this loop, and sbc run by another
-interpreter (the compiled core), which must prove which core it loaded."""
+that measures the floor under any server on this loop, sbc run by another
+interpreter (the compiled core), which must prove which core it loaded, and
+sbc run from another folder (loadtest/versions.py, `--baseline REV`)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from loadtest import bench_calls, relay
-from loadtest.harness import HarnessError, sipp_binary
+from loadtest.harness import REPO, HarnessError, free_ports, sbc_config, sipp_binary, write_config
 from loadtest.targets import Layout, RelayTarget, SbcTarget
+from loadtest.versions import VersionSbc
 
 
 def test_the_relay_finds_the_call_id_in_any_spelling() -> None:
@@ -18,6 +22,7 @@ def test_the_relay_finds_the_call_id_in_any_spelling() -> None:
     assert relay._call_id(head + b"Call-ID: abc@h\r\n\r\n") == b"abc@h"
     assert relay._call_id(head + b"call-id:  abc@h \r\n\r\n") == b"abc@h"
     assert relay._call_id(head + b"i: abc@h\r\n\r\n") == b"abc@h"
+    assert relay._call_id(head + b"Call-ID: abc@h") == b"abc@h"  # no line end
     assert relay._call_id(head + b"\r\n") is None
 
 
@@ -57,3 +62,20 @@ def test_a_target_that_expects_another_core_refuses_to_run(tmp_path: Path) -> No
     target = SbcTarget(name="sbc-compiled", core="no-such-core")
     with pytest.raises(HarnessError, match="no-such-core"):
         target.start(tmp_path, Layout.pick())
+
+
+
+def test_a_version_runs_from_its_own_folder(tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    shutil.copytree(REPO / "sbc", code / "sbc", ignore=shutil.ignore_patterns("__pycache__"))
+    with open(code / "sbc" / "__init__.py", "a", encoding="utf-8") as f:
+        f.write('\nprint(\'{"event": "copy_imported"}\', flush=True)\n')  # only the copy says so
+    public, private, backend = free_ports(3)
+    path = write_config(tmp_path / "sbc.yaml", sbc_config(public, private, backend))
+    sbc = VersionSbc(path, tmp_path, code)
+    sbc.start()
+    try:
+        assert Path(os.readlink(f"/proc/{sbc.pid}/cwd")).resolve() == code.resolve()
+        assert sbc.named("copy_imported")
+    finally:
+        assert sbc.stop() == 0
